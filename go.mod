@@ -1,0 +1,13 @@
+module github.com/scanpay/scanpay
+
+go 1.26.0
+
+require (
+	go.uber.org/goleak v1.3.0
+	go.uber.org/zap v1.28.0
+)
+
+require (
+	github.com/stretchr/testify v1.9.0 // indirect
+	go.uber.org/multierr v1.10.0 // indirect
+)

@@ -1,0 +1,72 @@
+package iotpay
+
+import (
+	"testing"
+)
+
+// FuzzParseReply feeds arbitrary bodies to the parser and classifier. No
+// input may panic, and nothing may come out as paid unless the reply said
+// SUCCESS/SUCCESS with status 2 or 3.
+func FuzzParseReply(f *testing.F) {
+	seeds := []string{
+		`{"retCode":"SUCCESS","resCode":"SUCCESS","payOrder":{"payOrderId":"AM1","mchOrderNo":"M1","status":2}}`,
+		`{"retCode":"SUCCESS","resCode":"SUCCESS","payOrderId":"AM2","status":"1"}`,
+		`{"retCode":"FAIL","retMsg":"Signature Failed","errCode":"0013"}`,
+		`{"retCode":"SUCCESS","resCode":"FAIL","errCode":"0112"}`,
+		`{"retCode":"SUCCESS","resCode":"SUCCESS","status":2.0e0}`,
+		`{"retCode":"SUCCESS","resCode":"SUCCESS","status":"  3 "}`,
+		`{"retCode":"SUCCESS","resCode":"SUCCESS","payOrder":null,"status":null}`,
+		`{"retCode":"SUCCESS","resCode":"SUCC`,
+		`<html>502</html>`,
+		"\x00\xff{}",
+	}
+	for _, s := range seeds {
+		f.Add([]byte(s), "create_order")
+		f.Add([]byte(s), "query_order")
+	}
+	f.Fuzz(func(t *testing.T, body []byte, op string) {
+		r, err := ParseReply(body)
+		if err != nil {
+			return
+		}
+		res := r.Classify(op)
+		if res.Outcome == OutcomePaid {
+			if r.RetCode != "SUCCESS" || r.ResCode != "SUCCESS" || (r.Status != 2 && r.Status != 3) {
+				t.Fatalf("paid from %q", body)
+			}
+		}
+		if res.Outcome == OutcomeUnknown || res.Outcome == OutcomeFailed || res.Outcome == OutcomeNotFound {
+			if res.Err == nil {
+				t.Fatalf("outcome %v without error for %q", res.Outcome, body)
+			}
+		}
+	})
+}
+
+// FuzzSignVerify checks that a signature verifies over the fields it was
+// made from and fails when any value changes.
+func FuzzSignVerify(f *testing.F) {
+	f.Add("mchId", "10000576", "mchOrderNo", "1557771065", "TESTKEY1234567890")
+	f.Add("a", "apple", "b", "boat&c=cat", "test")
+	f.Add("subject", "中文 A&B", "body", "", "k")
+	f.Fuzz(func(t *testing.T, n1, v1, n2, v2, key string) {
+		fields := map[string]string{n1: v1, n2: v2}
+		sig := Sign(fields, key)
+		if len(sig) != 32 {
+			t.Fatalf("signature length %d", len(sig))
+		}
+		if !Verify(fields, key, sig) {
+			t.Fatal("round trip failed")
+		}
+		if n1 == "sign" || v1 == "" {
+			return
+		}
+		changed := map[string]string{n1: v1 + "x", n2: v2}
+		if n1 == n2 {
+			return
+		}
+		if Verify(changed, key, sig) {
+			t.Fatalf("changed value %q verified", n1)
+		}
+	})
+}

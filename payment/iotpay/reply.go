@@ -1,0 +1,260 @@
+package iotpay
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Reply is a parsed gateway reply. Parsing is tolerant: numbers may be JSON
+// numbers or strings, payOrderId may sit in payOrder or at the top level,
+// and unknown fields are kept for the signature but otherwise ignored.
+type Reply struct {
+	RetCode    string
+	ResCode    string
+	RetMsg     string
+	ErrCode    string
+	ErrCodeDes string
+	PayOrderID string
+	MchOrderNo string
+	ChannelID  string
+	Status     int // -1 when absent or not a number
+	Amount     int64
+	PaidAt     int64
+	Sign       string
+	// Signed holds the top-level fields with non-empty scalar values, the
+	// set the reply's signature covers (nested objects excluded).
+	Signed map[string]string
+}
+
+// ParseReply decodes a reply body. It fails only when the body is not a
+// JSON object.
+func ParseReply(body []byte) (*Reply, error) {
+	var top map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&top); err != nil {
+		return nil, fmt.Errorf("reply is not a JSON object: %w", err)
+	}
+	if top == nil {
+		return nil, errors.New("reply is JSON null")
+	}
+	if dec.More() {
+		return nil, errors.New("trailing data after reply object")
+	}
+	r := &Reply{Status: -1, Amount: -1, Signed: make(map[string]string, len(top))}
+	for name, raw := range top {
+		s, ok := scalar(raw)
+		if !ok || s == "" || name == "sign" {
+			continue
+		}
+		r.Signed[name] = s
+	}
+	get := func(m map[string]json.RawMessage, name string) string {
+		s, _ := scalar(m[name])
+		return s
+	}
+	r.Sign = get(top, "sign")
+	r.RetCode = strings.ToUpper(get(top, "retCode"))
+	r.ResCode = strings.ToUpper(get(top, "resCode"))
+	r.RetMsg = get(top, "retMsg")
+	r.ErrCode = get(top, "errCode")
+	r.ErrCodeDes = get(top, "errCodeDes")
+	r.PayOrderID = get(top, "payOrderId")
+	r.MchOrderNo = get(top, "mchOrderNo")
+	r.ChannelID = get(top, "channelId")
+	status := get(top, "status")
+	amount := get(top, "amount")
+	paid := get(top, "paySuccTime")
+	if raw, ok := top["payOrder"]; ok {
+		var nested map[string]json.RawMessage
+		if json.Unmarshal(raw, &nested) == nil && nested != nil {
+			if v := get(nested, "payOrderId"); v != "" {
+				r.PayOrderID = v
+			}
+			if v := get(nested, "mchOrderNo"); v != "" {
+				r.MchOrderNo = v
+			}
+			if v := get(nested, "status"); v != "" {
+				status = v
+			}
+			if v := get(nested, "amount"); v != "" && amount == "" {
+				amount = v
+			}
+			if v := get(nested, "channelId"); v != "" && r.ChannelID == "" {
+				r.ChannelID = v
+			}
+		}
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(status)); err == nil && n >= 0 {
+		r.Status = n
+	}
+	if n, err := strconv.ParseInt(strings.TrimSpace(amount), 10, 64); err == nil && n >= 0 {
+		r.Amount = n
+	}
+	if n, err := strconv.ParseInt(strings.TrimSpace(paid), 10, 64); err == nil && n > 0 {
+		r.PaidAt = n
+	}
+	return r, nil
+}
+
+// scalar renders a JSON scalar as the text the signature uses: strings
+// unquoted, numbers as written, booleans as true/false. null, objects and
+// arrays are not scalars.
+func scalar(raw json.RawMessage) (string, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return "", false
+	}
+	switch raw[0] {
+	case '"':
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return "", false
+		}
+		return s, true
+	case 't', 'f':
+		var b bool
+		if json.Unmarshal(raw, &b) != nil {
+			return "", false
+		}
+		return strconv.FormatBool(b), true
+	case 'n', '{', '[':
+		return "", false
+	default:
+		var n json.Number
+		if json.Unmarshal(raw, &n) != nil {
+			return "", false
+		}
+		return n.String(), true
+	}
+}
+
+// Error codes (IOTPay's list).
+const (
+	CodeSystemError     = "0010"
+	CodePostRequired    = "0011"
+	CodeEmptyBody       = "0012"
+	CodeSignature       = "0013"
+	CodeParameter       = "0014"
+	CodeNoMerchant      = "0015"
+	CodeUpstreamTimeout = "0110"
+	CodeUpstreamError   = "0111"
+	CodeOrderNotExist   = "0112"
+	CodeOrderPaid       = "0113"
+	CodeDatabase        = "0118"
+)
+
+// rejectedCodes say the gateway refused the request itself, so no order
+// was created. Every other code leaves the order's fate open.
+var rejectedCodes = map[string]string{
+	CodePostRequired: "request refused",
+	CodeEmptyBody:    "request refused",
+	CodeSignature:    "signature refused (check merchant key)",
+	CodeParameter:    "request refused (bad parameter)",
+	CodeNoMerchant:   "unknown merchant id",
+}
+
+// Classify turns a verified reply into a Result for operation op.
+func (r *Reply) Classify(op string) Result {
+	res := Result{
+		Outcome:    OutcomeUnknown,
+		Status:     r.Status,
+		PayOrderID: r.PayOrderID,
+		MchOrderNo: r.MchOrderNo,
+		ChannelID:  r.ChannelID,
+		Amount:     r.Amount,
+		PaidAt:     r.PaidAt,
+	}
+	fail := r.RetCode == "FAIL" || r.ResCode == "FAIL"
+	ok := r.RetCode == "SUCCESS" && (r.ResCode == "SUCCESS" || r.ResCode == "" && op == "refund_order")
+	switch {
+	case fail:
+		msg := firstNonEmpty(r.ErrCodeDes, r.RetMsg, "declined")
+		res.Err = &Error{Op: op, Msg: cashierText(msg), Code: r.ErrCode}
+		switch {
+		case r.ErrCode == CodeOrderNotExist && op == "query_order":
+			res.Outcome = OutcomeNotFound
+		case rejectedCodes[r.ErrCode] != "":
+			res.Outcome = OutcomeFailed
+			res.Err.Msg = rejectedCodes[r.ErrCode]
+		case r.ErrCode == "" && op != "query_order":
+			// A business refusal with no code (e.g. insufficient balance).
+			res.Outcome = OutcomeFailed
+		default:
+			// System errors, upstream timeouts, "already paid" and codes
+			// this client does not know leave the order's fate open.
+			res.Outcome = OutcomeUnknown
+		}
+	case ok && op == "refund_order":
+		res.Outcome = OutcomeRefunded
+	case ok:
+		switch {
+		case r.Status == StatusPaid || r.Status == StatusPaidNotified:
+			res.Outcome = OutcomePaid
+		case r.Status == StatusCreated || r.Status == StatusPaying:
+			res.Outcome = OutcomePending
+		case r.Status > StatusPaidNotified:
+			res.Outcome = OutcomeFailed
+			msg := "cancelled"
+			if r.Status == StatusCancelled {
+				msg = "cancelled by customer"
+			}
+			res.Err = &Error{Op: op, Msg: msg}
+		default:
+			res.Err = &Error{Op: op, Msg: "reply has no order status"}
+		}
+	default:
+		res.Err = &Error{Op: op, Msg: "reply has no result code"}
+	}
+	return res
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if strings.TrimSpace(v) != "" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// cashierText keeps a gateway message short and printable.
+func cashierText(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			continue
+		}
+		b.WriteRune(r)
+		if b.Len() >= 60 {
+			break
+		}
+	}
+	return b.String()
+}
+
+// DecodeFields returns the top-level fields of a JSON object that have
+// non-empty scalar values, as the text the signature covers. The gateway
+// simulator uses it to read requests.
+func DecodeFields(data []byte) (map[string]string, error) {
+	var top map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&top); err != nil {
+		return nil, fmt.Errorf("not a JSON object: %w", err)
+	}
+	if top == nil {
+		return nil, errors.New("JSON null")
+	}
+	out := make(map[string]string, len(top))
+	for name, raw := range top {
+		if s, ok := scalar(raw); ok && s != "" {
+			out[name] = s
+		}
+	}
+	return out, nil
+}

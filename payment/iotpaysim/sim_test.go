@@ -1,0 +1,111 @@
+package iotpaysim_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/scanpay/scanpay/payment/iotpay"
+	"github.com/scanpay/scanpay/payment/iotpaysim"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func post(t *testing.T, h http.Handler, method, path, body string) map[string]any {
+	t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var out map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+		t.Fatalf("%s %s: reply %q is not JSON", method, path, rec.Body.String())
+	}
+	return out
+}
+
+func TestRequestChecks(t *testing.T) {
+	sim := iotpaysim.New(iotpaysim.Options{MchID: "100", Key: "K"})
+	fields := map[string]string{"mchId": "100", "mchOrderNo": "A1", "currency": "CAD", "channelId": iotpay.ChannelWeChat,
+		"amount": "2865", "codeType": "barcode", "identityCode": "134567890123456789", "subject": "s", "body": "b", "notifyUrl": "n", "clientIp": "1.2.3.4", "jobNo": "j"}
+	numeric := map[string]bool{"amount": true}
+	good, err := iotpay.EncodeParams(fields, numeric, "K")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, _ := iotpay.EncodeParams(fields, numeric, "OTHER")
+	tests := []struct {
+		name, method, path, body, errCode string
+	}{
+		{"GET refused", http.MethodGet, "/v1/create_order", "", iotpay.CodePostRequired},
+		{"no params", http.MethodPost, "/v1/create_order", "x=1", iotpay.CodeEmptyBody},
+		{"params not JSON", http.MethodPost, "/v1/create_order", "params=%7Bbroken", iotpay.CodeParameter},
+		{"wrong merchant", http.MethodPost, "/v1/query_order", url.Values{"params": {`{"mchId":"999","mchOrderNo":"A1","sign":"X"}`}}.Encode(), iotpay.CodeNoMerchant},
+		{"bad signature", http.MethodPost, "/v1/create_order", bad, iotpay.CodeSignature},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := post(t, sim, tc.method, tc.path, tc.body)
+			if out["retCode"] != "FAIL" || out["errCode"] != tc.errCode {
+				t.Fatalf("reply %v, want FAIL %s", out, tc.errCode)
+			}
+		})
+	}
+	if len(sim.Orders()) != 0 {
+		t.Fatal("a refused request created an order")
+	}
+	out := post(t, sim, http.MethodPost, "/v1/create_order", good)
+	po, _ := out["payOrder"].(map[string]any)
+	if out["retCode"] != "SUCCESS" || po["status"] != float64(2) {
+		t.Fatalf("good request: %v", out)
+	}
+	if got := sim.Requests("create_order"); got != 5 {
+		t.Fatalf("create_order requests counted %d, want 5", got)
+	}
+	if got := sim.OrderRequests("create_order", "A1"); got != 1 {
+		t.Fatalf("signed create_order requests for A1: %d", got)
+	}
+	o, ok := sim.Order("A1")
+	if !ok || o.CodeMasked != "13************6789" {
+		t.Fatalf("ledger keeps %+v", o)
+	}
+	rec := httptest.NewRecorder()
+	sim.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/other", nil))
+	if rec.Code != http.StatusNotFound {
+		t.Fatalf("unknown path answered %d", rec.Code)
+	}
+}
+
+func TestScenarioSelection(t *testing.T) {
+	for amount, want := range map[int64]int{2865: 0, 100: 0, 1050: 0, 51: 51, 1259: 59, 60: 0, 99: 0} {
+		if got := iotpaysim.Scenario(amount); got != want {
+			t.Errorf("Scenario(%d) = %d, want %d", amount, got, want)
+		}
+	}
+}
+
+func TestFakeClock(t *testing.T) {
+	c := iotpaysim.NewFakeClock(time.Unix(0, 0))
+	ch := c.After(10 * time.Second)
+	c.Advance(9 * time.Second)
+	select {
+	case <-ch:
+		t.Fatal("fired early")
+	default:
+	}
+	c.Advance(time.Second)
+	select {
+	case <-ch:
+	default:
+		t.Fatal("did not fire")
+	}
+	if got := c.Now(); !got.Equal(time.Unix(10, 0)) {
+		t.Fatalf("now %v", got)
+	}
+}
