@@ -1,0 +1,329 @@
+// Package journal is scanpay's durable order journal: SQLite through
+// modernc.org/sqlite (no cgo), WAL, synchronous=FULL. Every order is
+// committed before create_order is sent and every later state before it is
+// shown; an append-only transition log makes each sale auditable. Any
+// storage error is returned wrapped in ErrStorage, which the engine treats
+// as fatal: it never carries on with state it could not save.
+package journal
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// SchemaVersion is the schema this code writes.
+const SchemaVersion = 1
+
+// Errors callers branch on. Anything else from a write is wrapped in
+// ErrStorage.
+var (
+	ErrStorage           = errors.New("journal storage failure")
+	ErrNotFound          = errors.New("no such order")
+	ErrCodeUsed          = errors.New("payment code already used")
+	ErrStateChanged      = errors.New("order state changed meanwhile")
+	ErrInvalidTransition = errors.New("invalid order state transition")
+	ErrRefundTooLarge    = errors.New("refund exceeds the refundable amount")
+	ErrNotRefundable     = errors.New("order is not paid")
+)
+
+// Options tune Open.
+type Options struct {
+	// MaxPages caps the database size in pages (tests use it to simulate
+	// a full disk); 0 means no cap.
+	MaxPages int
+	// ReadOnly opens an existing journal without write access (reports).
+	ReadOnly bool
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Journal is an open journal. It is safe for concurrent use.
+type Journal struct {
+	db      *sql.DB
+	path    string
+	now     func() time.Time
+	secret  []byte
+	commits atomic.Int64
+}
+
+const schema = `
+CREATE TABLE meta (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
+CREATE TABLE orders (
+	mch_order_no TEXT PRIMARY KEY,
+	terminal_id  TEXT NOT NULL,
+	amount       INTEGER NOT NULL CHECK (amount > 0),
+	currency     TEXT NOT NULL,
+	channel      TEXT NOT NULL,
+	code_masked  TEXT NOT NULL,
+	code_hash    TEXT NOT NULL UNIQUE,
+	source       TEXT NOT NULL,
+	ecr_ref      TEXT NOT NULL DEFAULT '',
+	pos_number   TEXT NOT NULL DEFAULT '',
+	state        TEXT NOT NULL,
+	pay_order_id TEXT NOT NULL DEFAULT '',
+	status       INTEGER NOT NULL DEFAULT -1,
+	message      TEXT NOT NULL DEFAULT '',
+	not_sent     INTEGER NOT NULL DEFAULT 0,
+	refunded     INTEGER NOT NULL DEFAULT 0,
+	created_at   INTEGER NOT NULL,
+	updated_at   INTEGER NOT NULL
+);
+CREATE INDEX orders_state ON orders(state);
+CREATE INDEX orders_created ON orders(created_at);
+CREATE INDEX orders_ref ON orders(ecr_ref, created_at);
+CREATE TABLE transitions (
+	id           INTEGER PRIMARY KEY AUTOINCREMENT,
+	mch_order_no TEXT NOT NULL REFERENCES orders(mch_order_no),
+	at           INTEGER NOT NULL,
+	from_state   TEXT NOT NULL,
+	to_state     TEXT NOT NULL,
+	status       INTEGER NOT NULL DEFAULT -1,
+	detail       TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX transitions_order ON transitions(mch_order_no, id);
+CREATE TABLE refunds (
+	mch_refund_no TEXT PRIMARY KEY,
+	mch_order_no  TEXT NOT NULL REFERENCES orders(mch_order_no),
+	amount        INTEGER NOT NULL CHECK (amount > 0),
+	state         TEXT NOT NULL,
+	message       TEXT NOT NULL DEFAULT '',
+	created_at    INTEGER NOT NULL,
+	updated_at    INTEGER NOT NULL
+);
+CREATE INDEX refunds_order ON refunds(mch_order_no);
+`
+
+// Open opens the journal at path, creating it when the file does not
+// exist. An existing file that fails quick_check, or that holds no scanpay
+// schema, is refused with an error naming the file; it is never recreated.
+func Open(path string, opts Options) (*Journal, error) {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	fi, statErr := os.Stat(path)
+	switch {
+	case statErr == nil && fi.Size() == 0:
+		// Journals are created complete and renamed into place, so an
+		// empty file is damage, not a new journal.
+		return nil, fmt.Errorf("journal %s is damaged (empty file): refusing to start; keep the file for recovery and restore it from a backup or ask support", path)
+	case errors.Is(statErr, os.ErrNotExist):
+		if opts.ReadOnly {
+			return nil, fmt.Errorf("journal %s does not exist", path)
+		}
+		if err := create(path); err != nil {
+			return nil, err
+		}
+	case statErr != nil:
+		return nil, fmt.Errorf("journal %s: %w", path, statErr)
+	}
+	db, err := sql.Open("sqlite", dsn(path, opts))
+	if err != nil {
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	// One connection serialises this process's writers; busy_timeout
+	// covers a CLI process writing at the same time.
+	db.SetMaxOpenConns(1)
+	j := &Journal{db: db, path: path, now: now}
+	if err := j.check(opts); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return j, nil
+}
+
+func dsn(path string, opts Options) string {
+	q := []string{
+		"_pragma=busy_timeout(5000)",
+		"_pragma=foreign_keys(1)",
+		"_pragma=synchronous(FULL)",
+		"_txlock=immediate",
+	}
+	if opts.ReadOnly {
+		q = append(q, "mode=ro")
+	} else {
+		q = append(q, "_pragma=journal_mode(WAL)")
+	}
+	if opts.MaxPages > 0 {
+		q = append(q, fmt.Sprintf("_pragma=max_page_count(%d)", opts.MaxPages))
+	}
+	return "file:" + path + "?" + strings.Join(q, "&")
+}
+
+// create builds a new journal beside path and renames it into place, so a
+// crash during creation never leaves an empty file that would later pass
+// for a journal.
+func create(path string) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("create journal directory %s: %w", dir, err)
+	}
+	tmp := path + ".new"
+	_ = os.Remove(tmp)
+	db, err := sql.Open("sqlite", "file:"+tmp+"?_pragma=synchronous(FULL)&_pragma=journal_mode(DELETE)")
+	if err != nil {
+		return fmt.Errorf("create journal %s: %w", path, err)
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		db.Close()
+		return fmt.Errorf("create journal: %w", err)
+	}
+	stmts := schema + fmt.Sprintf(`INSERT INTO meta(key, value) VALUES
+		('schema_version', '%d'), ('order_counter', '0'), ('refund_counter', '0'), ('code_secret', '%s');`,
+		SchemaVersion, hex.EncodeToString(secret))
+	_, err = db.Exec(stmts)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("create journal %s: %w", path, err)
+	}
+	if err := syncFile(tmp); err != nil {
+		return fmt.Errorf("create journal %s: %w", path, err)
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return fmt.Errorf("create journal %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("create journal %s: %w", path, err)
+	}
+	return syncFile(dir)
+}
+
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+func (j *Journal) check(opts Options) error {
+	damaged := func(detail string) error {
+		return fmt.Errorf("journal %s is damaged (%s): refusing to start; keep the file for recovery and restore it from a backup or ask support", j.path, detail)
+	}
+	if !opts.ReadOnly {
+		var mode string
+		if err := j.db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil {
+			return damaged(err.Error())
+		}
+	}
+	rows, err := j.db.Query("PRAGMA quick_check")
+	if err != nil {
+		return damaged(err.Error())
+	}
+	var problems []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			rows.Close()
+			return damaged(err.Error())
+		}
+		if line != "ok" {
+			problems = append(problems, line)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		rows.Close()
+		return damaged(err.Error())
+	}
+	rows.Close()
+	if len(problems) > 0 {
+		if len(problems) > 3 {
+			problems = append(problems[:3], "…")
+		}
+		return damaged("quick_check: " + strings.Join(problems, "; "))
+	}
+	var version int
+	if err := j.db.QueryRow(`SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&version); err != nil {
+		return damaged("no scanpay schema: " + err.Error())
+	}
+	if version > SchemaVersion {
+		return fmt.Errorf("journal %s has schema version %d, newer than this scanpay understands (%d): install the newer scanpay", j.path, version, SchemaVersion)
+	}
+	var secret string
+	if err := j.db.QueryRow(`SELECT value FROM meta WHERE key = 'code_secret'`).Scan(&secret); err != nil {
+		return damaged("no code secret: " + err.Error())
+	}
+	j.secret, err = hex.DecodeString(secret)
+	if err != nil || len(j.secret) < 16 {
+		return damaged("bad code secret")
+	}
+	return nil
+}
+
+// Close closes the database.
+func (j *Journal) Close() error { return j.db.Close() }
+
+// Path is the journal's file.
+func (j *Journal) Path() string { return j.path }
+
+// Secret is the journal's random key for hashing payment codes.
+func (j *Journal) Secret() []byte { return append([]byte(nil), j.secret...) }
+
+// Commits counts transactions committed by this Journal value.
+func (j *Journal) Commits() int64 { return j.commits.Load() }
+
+func storage(op string, err error) error {
+	return fmt.Errorf("%w: %s: %v", ErrStorage, op, err)
+}
+
+// write runs fn in one immediate transaction and commits it.
+func (j *Journal) write(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err != nil {
+		return storage(op, err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		if isLogical(err) {
+			return err
+		}
+		return storage(op, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return storage(op+" commit", err)
+	}
+	j.commits.Add(1)
+	return nil
+}
+
+func isLogical(err error) bool {
+	for _, e := range []error{ErrNotFound, ErrCodeUsed, ErrStateChanged, ErrInvalidTransition, ErrRefundTooLarge, ErrNotRefundable} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+func nextCounter(tx *sql.Tx, key string) (uint64, error) {
+	var n uint64
+	if err := tx.QueryRow(`SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?`, key).Scan(&n); err != nil {
+		return 0, err
+	}
+	n++
+	if _, err := tx.Exec(`UPDATE meta SET value = ? WHERE key = ?`, fmt.Sprint(n), key); err != nil {
+		return 0, err
+	}
+	return n, nil
+}

@@ -1,0 +1,88 @@
+package journal
+
+import "fmt"
+
+// State is an order's state. The numbers are stable; the names are what
+// the database stores, so the journal reads well in sqlite3.
+type State int
+
+const (
+	// StateSubmitting: the order is on disk and create_order is being sent
+	// (or may have been sent). Open.
+	StateSubmitting State = 1
+	// StatePolling: create_order did not settle the order; it is being
+	// queried. Open.
+	StatePolling State = 2
+	// StatePaid: the gateway said status 2 or 3 within the sale. Final.
+	StatePaid State = 3
+	// StateDeclined: definitively not paid. Final.
+	StateDeclined State = 4
+	// StateUnconfirmed: the polling window ended without a final answer;
+	// the customer was told "not confirmed" and the reconciler follows it.
+	// Open.
+	StateUnconfirmed State = 5
+	// StateLatePaid: found paid after the sale gave up on it; it must be
+	// refunded (automatically or by the operator). Final, but listed as open
+	// until refunded.
+	StateLatePaid State = 6
+)
+
+var stateNames = map[State]string{
+	StateSubmitting:  "SUBMITTING",
+	StatePolling:     "POLLING",
+	StatePaid:        "PAID",
+	StateDeclined:    "DECLINED",
+	StateUnconfirmed: "UNCONFIRMED",
+	StateLatePaid:    "LATE_PAID",
+}
+
+func (s State) String() string {
+	if n, ok := stateNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("STATE(%d)", int(s))
+}
+
+// ParseState reads a state name as String writes it.
+func ParseState(name string) (State, error) {
+	for s, n := range stateNames {
+		if n == name {
+			return s, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown order state %q", name)
+}
+
+// Open reports whether the order's outcome is not settled yet.
+func (s State) Open() bool {
+	return s == StateSubmitting || s == StatePolling || s == StateUnconfirmed
+}
+
+// transitions lists every allowed move. Final states only move on when the
+// gateway later proves an unconfirmed order paid.
+var transitions = map[State][]State{
+	StateSubmitting:  {StatePolling, StatePaid, StateDeclined, StateUnconfirmed},
+	StatePolling:     {StatePaid, StateDeclined, StateUnconfirmed},
+	StateUnconfirmed: {StateLatePaid, StateDeclined},
+}
+
+// CanMove reports whether from → to is an allowed transition.
+func CanMove(from, to State) bool {
+	for _, s := range transitions[from] {
+		if s == to {
+			return true
+		}
+	}
+	return false
+}
+
+// RefundState is the state of one refund.
+type RefundState string
+
+// Refund states.
+const (
+	RefundSent    RefundState = "SENT"    // on disk, refund_order sent or about to be
+	RefundDone    RefundState = "DONE"    // the gateway accepted it
+	RefundFailed  RefundState = "FAILED"  // the gateway refused it
+	RefundUnknown RefundState = "UNKNOWN" // the reply was lost: re-check with the operator
+)
