@@ -1,0 +1,234 @@
+package payment
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/scanpay/scanpay/payment/iotpay"
+	"github.com/scanpay/scanpay/payment/journal"
+	"github.com/scanpay/scanpay/scanner"
+)
+
+// State is the lane's state. Only the Terminal's loop changes it.
+type State int
+
+const (
+	StateStarting     State = 0 // recovering open orders; no sale accepted
+	StateIdle         State = 1
+	StateAwaitingCode State = 2 // amount pending, waiting for the code
+	StateSubmitting   State = 3 // order journaled, create_order in flight
+	StatePolling      State = 4 // following the order by query
+	StateStopped      State = 5
+)
+
+func (s State) String() string {
+	switch s {
+	case StateStarting:
+		return "STARTING"
+	case StateIdle:
+		return "IDLE"
+	case StateAwaitingCode:
+		return "AWAITING_CODE"
+	case StateSubmitting:
+		return "SUBMITTING"
+	case StatePolling:
+		return "POLLING"
+	case StateStopped:
+		return "STOPPED"
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+var laneMoves = map[State][]State{
+	StateStarting:     {StateIdle, StatePolling},
+	StateIdle:         {StateAwaitingCode},
+	StateAwaitingCode: {StateIdle, StateSubmitting},
+	StateSubmitting:   {StatePolling, StateIdle},
+	StatePolling:      {StateIdle, StatePolling},
+}
+
+// ErrInvalidTransition is returned for a lane move the state machine does
+// not allow.
+type ErrInvalidTransition struct{ From, To State }
+
+func (e ErrInvalidTransition) Error() string {
+	return fmt.Sprintf("invalid lane transition %s → %s", e.From, e.To)
+}
+
+func checkMove(from, to State) error {
+	if to == StateStopped {
+		return nil
+	}
+	for _, s := range laneMoves[from] {
+		if s == to {
+			return nil
+		}
+	}
+	return ErrInvalidTransition{from, to}
+}
+
+// Source names where an amount came from.
+type Source string
+
+// Amount sources.
+const (
+	SourceKeypad Source = "keypad"
+	SourceECR    Source = "ecr"
+	SourceDemo   Source = "demo"
+)
+
+// SaleRequest asks for a payment of Amount cents.
+type SaleRequest struct {
+	Amount    int64
+	Currency  string // empty: the terminal's currency
+	Source    Source
+	ECRRef    string // the ECR's private reference, echoed in the result
+	POSNumber string
+}
+
+// Code is one scanned payment code.
+type Code struct {
+	Text   string
+	Source string // device name, for logs
+	At     time.Time
+}
+
+// Outcome is what a sale's result says.
+type Outcome int
+
+const (
+	OutcomeApproved Outcome = iota // the gateway said status 2 or 3
+	OutcomeRefused                 // definitively not paid, or cancelled
+	OutcomeUnknown                 // not confirmed: never treat as paid
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeApproved:
+		return "approved"
+	case OutcomeRefused:
+		return "refused"
+	}
+	return "unknown"
+}
+
+// SaleResult is the answer for the ECR (or whoever asked for the sale).
+type SaleResult struct {
+	Request    SaleRequest
+	Outcome    Outcome
+	MchOrderNo string // empty when no order was created
+	PayOrderID string
+	Channel    string
+	Message    string
+	// Final is false for an interim answer (not confirmed yet); a final
+	// result may follow once the order is settled.
+	Final bool
+}
+
+// ScreenKind is what the customer display shows.
+type ScreenKind int
+
+// Screens, one per situation the customer or cashier must understand.
+const (
+	ScreenIdle ScreenKind = iota
+	ScreenTyping
+	ScreenAwaitingCode
+	ScreenProcessing
+	ScreenConfirmOnPhone
+	ScreenApproved
+	ScreenDeclined
+	ScreenNotConfirmed
+	ScreenUnsupported
+	ScreenCodeUsed
+	ScreenEnterAmountFirst
+	ScreenOffline
+	ScreenRefundDone
+	ScreenRefundFailed
+	ScreenCancelled
+	ScreenRecovering
+	ScreenOutOfService
+)
+
+var screenNames = [...]string{"idle", "typing", "awaiting_code", "processing", "confirm_on_phone", "approved",
+	"declined", "not_confirmed", "unsupported", "code_used", "enter_amount_first", "offline", "refund_done",
+	"refund_failed", "cancelled", "recovering", "out_of_service"}
+
+func (k ScreenKind) String() string {
+	if int(k) < len(screenNames) {
+		return screenNames[k]
+	}
+	return fmt.Sprintf("screen(%d)", int(k))
+}
+
+// Screen is one screen's content; the display package lays it out.
+type Screen struct {
+	Kind     ScreenKind
+	Amount   int64 // cents, when the screen shows one
+	Currency string
+	Wallet   string // wallet name, e.g. "WeChat Pay"
+	Reason   string // short reason for declines and errors
+}
+
+// Beep is a beeper pattern.
+type Beep int
+
+// Beep patterns.
+const (
+	BeepAccepted Beep = iota // a click: code accepted
+	BeepApproved             // one short tone
+	BeepDeclined             // three short tones: declined or error
+)
+
+func (b Beep) String() string {
+	return [...]string{"accepted", "approved", "declined"}[b]
+}
+
+// Consumer-side interfaces for everything the terminal drives.
+
+// Gateway is the IOTPay API; *iotpay.Client implements it.
+type Gateway interface {
+	CreateOrder(ctx context.Context, r iotpay.CreateRequest) iotpay.Result
+	QueryOrder(ctx context.Context, q iotpay.QueryRequest) iotpay.Result
+	RefundOrder(ctx context.Context, r iotpay.RefundRequest) iotpay.Result
+}
+
+// Journal is the durable store; *journal.Journal implements it.
+type Journal interface {
+	AddOrder(ctx context.Context, n journal.NewOrder, number func(uint64) string) (journal.Order, error)
+	CodeUsed(ctx context.Context, hash string) (bool, error)
+	Transition(ctx context.Context, no string, from, to journal.State, u journal.Update) (journal.Order, error)
+	Get(ctx context.Context, no string) (journal.Order, error)
+	Find(ctx context.Context, id string) (journal.Order, error)
+	OpenOrders(ctx context.Context) ([]journal.Order, error)
+	LastByRef(ctx context.Context, ref string) (journal.Order, error)
+	AddRefund(ctx context.Context, orderNo string, amount int64, number func(uint64) string) (journal.Refund, error)
+	FinishRefund(ctx context.Context, refundNo string, state journal.RefundState, msg string) (journal.Refund, error)
+	Refunds(ctx context.Context, orderNo string) ([]journal.Refund, error)
+	Secret() []byte
+}
+
+// Classifier maps a code to its wallet; *scanner.Wallets implements it.
+type Classifier interface {
+	Classify(code string) (scanner.WalletRule, bool)
+	Name(channel string) string
+}
+
+// ScreenSink shows screens. Calls come from one goroutine and may block;
+// the terminal never waits for them.
+type ScreenSink interface{ Show(Screen) error }
+
+// BeepSink plays beeper patterns. Same contract as ScreenSink.
+type BeepSink interface{ Beep(Beep) error }
+
+// ResultSink receives sale results (the ECR link). Same contract.
+type ResultSink interface{ Result(SaleResult) error }
+
+// Observer is told about outcomes for metrics; every method must be cheap
+// and non-blocking. Nil means none.
+type Observer interface {
+	SaleFinished(channel string, state journal.State)
+	ScanRejected(reason string)
+	GatewayCall(endpoint string, outcome iotpay.Outcome, d time.Duration)
+	OutputFailed(output string)
+}
