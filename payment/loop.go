@@ -69,6 +69,15 @@ func (t *Terminal) Run(ctx context.Context) error {
 
 	open, err := t.jr.OpenOrders(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return l.fatal(err)
+	}
+	if err := t.markInterruptedRefunds(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return l.fatal(err)
 	}
 	for _, o := range open {
@@ -103,6 +112,12 @@ func (t *Terminal) Run(ctx context.Context) error {
 			l.show(l.base)
 		}
 		if err != nil {
+			if ctx.Err() != nil {
+				// Stopping: a write cut short by the cancel left the order
+				// open on disk, and recovery resumes it.
+				t.log.Info("lane stopped mid-step", zap.Error(err))
+				return nil
+			}
 			return l.fatal(err)
 		}
 	}
@@ -558,5 +573,26 @@ func (l *lane) nextRecovery() error {
 		zap.Duration("age", age), zap.Int("queries", left))
 	l.show(Screen{Kind: ScreenRecovering, Amount: o.Amount, Currency: o.Currency})
 	l.query()
+	return nil
+}
+
+// markInterruptedRefunds turns refunds left SENT by a previous run into
+// UNKNOWN: the process died between sending and recording the reply, so
+// only the operator (IOTPay portal) can tell whether the money went back.
+func (t *Terminal) markInterruptedRefunds(ctx context.Context) error {
+	refunds, err := t.jr.Refunds(ctx, "")
+	if err != nil {
+		return err
+	}
+	for _, r := range refunds {
+		if r.State != journal.RefundSent {
+			continue
+		}
+		if _, err := t.jr.FinishRefund(ctx, r.MchRefundNo, journal.RefundUnknown, "interrupted: check it in the IOTPay portal"); err != nil && !errors.Is(err, journal.ErrStateChanged) {
+			return err
+		}
+		t.log.Warn("refund interrupted by a restart: check it in the IOTPay portal",
+			zap.String("mchRefundNo", r.MchRefundNo), zap.String("mchOrderNo", r.MchOrderNo), zap.Int64("amount", r.Amount))
+	}
 	return nil
 }

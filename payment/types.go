@@ -97,10 +97,12 @@ type Code struct {
 // Outcome is what a sale's result says.
 type Outcome int
 
+// The zero value is unknown, so a result nobody filled in never reads as
+// approved.
 const (
-	OutcomeApproved Outcome = iota // the gateway said status 2 or 3
+	OutcomeUnknown  Outcome = iota // not confirmed: never treat as paid
+	OutcomeApproved                // the gateway said status 2 or 3
 	OutcomeRefused                 // definitively not paid, or cancelled
-	OutcomeUnknown                 // not confirmed: never treat as paid
 )
 
 func (o Outcome) String() string {

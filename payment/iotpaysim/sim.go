@@ -8,6 +8,7 @@ package iotpaysim
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -53,6 +54,7 @@ type Order struct {
 	Currency    string
 	Amount      int64
 	CodeMasked  string
+	CodeSHA256  string // hex SHA-256 of the code, for single-use checks
 	Status      int
 	Scenario    int
 	CreatedAt   time.Time
@@ -273,6 +275,7 @@ func (s *Sim) create(w http.ResponseWriter, r *http.Request, f map[string]string
 		return
 	}
 	now := s.clock.Now()
+	codeKey := sha256.Sum256([]byte(code))
 	s.seq++
 	o := &Order{
 		MchOrderNo: no,
@@ -281,13 +284,13 @@ func (s *Sim) create(w http.ResponseWriter, r *http.Request, f map[string]string
 		Currency:   f["currency"],
 		Amount:     amount,
 		CodeMasked: iotpay.MaskCode(code),
+		CodeSHA256: hex.EncodeToString(codeKey[:]),
 		Scenario:   scenario,
 		CreatedAt:  now,
 	}
 	s.orders[no] = o
 	s.byPayID[o.PayOrderID] = o
 	s.orderSeq = append(s.orderSeq, no)
-	codeKey := sha256.Sum256([]byte(code))
 	_, used := s.codes[codeKey]
 	if !used {
 		s.codes[codeKey] = no

@@ -1,0 +1,451 @@
+package payment_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/scanpay/scanpay/payment"
+	"github.com/scanpay/scanpay/payment/iotpay"
+	"github.com/scanpay/scanpay/payment/journal"
+)
+
+func TestPaidAtOnce(t *testing.T) {
+	h := newHarness(t)
+	before := h.jr.Commits()
+	r := h.sale(2865, h.code())
+	if r.Outcome != payment.OutcomeApproved || !r.Final || r.PayOrderID == "" || r.Request.ECRRef != "REF2865" {
+		t.Fatalf("result %+v", r)
+	}
+	if got := h.jr.Commits() - before; got != 2 {
+		t.Fatalf("%d commits for a sale paid at once, want 2", got)
+	}
+	o := h.order(r.MchOrderNo)
+	if o.State != journal.StatePaid || o.Status != 2 || o.PayOrderID != r.PayOrderID || o.Amount != 2865 || o.Channel != "WX_MICROPAY" {
+		t.Fatalf("journal %+v", o)
+	}
+	if len(o.MchOrderNo) > 30 || !strings.HasPrefix(o.MchOrderNo, "T01-") {
+		t.Fatalf("order number %q", o.MchOrderNo)
+	}
+	h.eventually("approved screen and beep", func() bool {
+		return h.rec.sawScreen(payment.ScreenApproved) && h.rec.sawBeep(payment.BeepApproved) && h.rec.sawBeep(payment.BeepAccepted)
+	})
+	if h.sim.OrderRequests("create_order", r.MchOrderNo) != 1 {
+		t.Fatal("create_order not sent exactly once")
+	}
+	h.agree()
+}
+
+func TestScenarioOutcomes(t *testing.T) {
+	tests := []struct {
+		name    string
+		amount  int64
+		outcome payment.Outcome
+		state   journal.State
+		commits int64
+		screen  payment.ScreenKind
+		queries int // exact query_order count, -1: any
+	}{
+		{"51 declined, confirmed by one query", 1051, payment.OutcomeRefused, journal.StateDeclined, 2, payment.ScreenDeclined, 1},
+		{"52 password then paid", 1052, payment.OutcomeApproved, journal.StatePaid, 3, payment.ScreenConfirmOnPhone, 3},
+		{"53 cancelled by customer", 1053, payment.OutcomeRefused, journal.StateDeclined, 3, payment.ScreenDeclined, 2},
+		{"55 reply lost, paid via query", 1055, payment.OutcomeApproved, journal.StatePaid, 3, payment.ScreenApproved, 1},
+		{"57 reply after timeout, paid via query", 1057, payment.OutcomeApproved, journal.StatePaid, 3, payment.ScreenApproved, 1},
+		{"58 malformed replies then paid", 1058, payment.OutcomeApproved, journal.StatePaid, 3, payment.ScreenApproved, 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			before := h.jr.Commits()
+			r := h.sale(tc.amount, h.code())
+			if r.Outcome != tc.outcome || !r.Final {
+				t.Fatalf("result %+v", r)
+			}
+			o := h.order(r.MchOrderNo)
+			if o.State != tc.state {
+				t.Fatalf("journal state %s, want %s", o.State, tc.state)
+			}
+			if got := h.jr.Commits() - before; got != tc.commits {
+				t.Fatalf("%d commits, want %d", got, tc.commits)
+			}
+			if tc.queries >= 0 {
+				if got := h.sim.OrderRequests("query_order", r.MchOrderNo); got != tc.queries {
+					t.Fatalf("%d queries, want %d", got, tc.queries)
+				}
+			}
+			if got := h.sim.OrderRequests("create_order", r.MchOrderNo); got != 1 {
+				t.Fatalf("create_order sent %d times", got)
+			}
+			h.eventually("screen "+tc.screen.String(), func() bool { return h.rec.sawScreen(tc.screen) })
+			h.agree()
+		})
+	}
+}
+
+func TestWrongSignNeverApproved(t *testing.T) {
+	h := newHarness(t)
+	r := h.sale(1059, h.code())
+	if r.Outcome != payment.OutcomeUnknown || r.Final {
+		t.Fatalf("result %+v", r)
+	}
+	// The reconciler keeps asking; the replies never verify.
+	time.Sleep(100 * time.Millisecond)
+	o := h.order(r.MchOrderNo)
+	if o.State != journal.StateUnconfirmed {
+		t.Fatalf("state %s", o.State)
+	}
+	if h.rec.sawScreen(payment.ScreenApproved) || h.rec.sawBeep(payment.BeepApproved) {
+		t.Fatal("a badly signed reply was shown as approved")
+	}
+	h.eventually("not confirmed screen", func() bool { return h.rec.sawScreen(payment.ScreenNotConfirmed) })
+	if h.sim.OrderRequests("query_order", r.MchOrderNo) <= h.cfg.PollAttempts {
+		t.Fatal("the reconciler did not keep querying")
+	}
+	h.agree()
+}
+
+func TestBadGatewayResolvedAsNotReceived(t *testing.T) {
+	h := newHarness(t)
+	r := h.sale(1056, h.code())
+	if r.Outcome != payment.OutcomeUnknown {
+		t.Fatalf("a 502 must not be final within the sale: %+v", r)
+	}
+	h.eventually("reconciler declines the order the gateway never had", func() bool {
+		return h.order(r.MchOrderNo).State == journal.StateDeclined
+	})
+	if len(h.sim.Orders()) != 0 {
+		t.Fatal("simulator created an order for a 502")
+	}
+	h.agree()
+}
+
+func TestLatePayment(t *testing.T) {
+	for _, auto := range []bool{false, true} {
+		name := map[bool]string{false: "flagged", true: "refunded"}[auto]
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, withConfig(func(c *payment.Config) { c.RefundLate = auto }))
+			r := h.sale(1054, h.code())
+			if r.Outcome != payment.OutcomeUnknown {
+				t.Fatalf("result %+v", r)
+			}
+			h.eventually("unconfirmed", func() bool { return h.order(r.MchOrderNo).State == journal.StateUnconfirmed })
+			h.eventually("not confirmed screen", func() bool { return h.rec.sawScreen(payment.ScreenNotConfirmed) })
+			h.clock.Advance(91 * time.Second)
+			h.eventually("late paid", func() bool { return h.order(r.MchOrderNo).State == journal.StateLatePaid })
+			if h.rec.sawScreen(payment.ScreenApproved) {
+				t.Fatal("a late payment was shown as approved")
+			}
+			if auto {
+				h.eventually("refund in the ledger", func() bool { return len(h.sim.Refunds()) == 1 })
+				h.eventually("refund journaled", func() bool { return h.order(r.MchOrderNo).Refunded == 1054 })
+				open, _ := h.jr.OpenOrders(context.Background())
+				if len(open) != 0 {
+					t.Fatalf("a refunded late payment is still open: %+v", open)
+				}
+			} else {
+				time.Sleep(50 * time.Millisecond)
+				if len(h.sim.Refunds()) != 0 {
+					t.Fatal("refunded without refund_late")
+				}
+				open, _ := h.jr.OpenOrders(context.Background())
+				if len(open) != 1 || open[0].State != journal.StateLatePaid {
+					t.Fatalf("the late payment must stay listed for the operator: %+v", open)
+				}
+			}
+			h.agree()
+		})
+	}
+}
+
+// refusingDial fails create_order before any byte is sent, like a refused
+// connection, and lets queries through.
+func refusingDial(h *harness) payment.Gateway {
+	return &scriptGateway{Gateway: h.client, create: func(ctx context.Context, r iotpay.CreateRequest) (iotpay.Result, bool) {
+		return iotpay.Result{Outcome: iotpay.OutcomeUnknown, Status: -1, Amount: -1, Err: &iotpay.Error{Op: "create_order", Msg: "gateway unreachable", NotSent: true,
+			Err: &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}}}, true
+	}}
+}
+
+func TestConnectionRefused(t *testing.T) {
+	h := newHarness(t, withGateway(refusingDial))
+	r := h.sale(2000, h.code())
+	if r.Outcome != payment.OutcomeRefused || !r.Final {
+		t.Fatalf("result %+v", r)
+	}
+	o := h.order(r.MchOrderNo)
+	if o.State != journal.StateDeclined || !strings.Contains(o.Message, "not sent") || !o.NotSent {
+		t.Fatalf("journal %+v", o)
+	}
+	h.eventually("offline screen", func() bool { return h.rec.sawScreen(payment.ScreenOffline) })
+	if len(h.sim.Orders()) != 0 {
+		t.Fatal("charged")
+	}
+}
+
+func TestCodeChecks(t *testing.T) {
+	h := newHarness(t)
+	h.ready()
+	ctx := context.Background()
+	code := h.code()
+	// A code without an amount.
+	h.term.Scan(ctx, payment.Code{Text: code})
+	h.eventually("enter amount first", func() bool { return h.rec.sawScreen(payment.ScreenEnterAmountFirst) })
+	if r := h.sale(100, code); r.Outcome != payment.OutcomeApproved {
+		t.Fatalf("first use: %+v", r)
+	}
+	// The same code again is refused locally; the lane keeps waiting.
+	h.eventually("idle", func() bool { return h.term.State() == payment.StateIdle })
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 200}); err != nil {
+		t.Fatal(err)
+	}
+	h.term.Scan(ctx, payment.Code{Text: code})
+	h.eventually("code used", func() bool { return h.rec.sawScreen(payment.ScreenCodeUsed) })
+	h.term.Scan(ctx, payment.Code{Text: "99999"})
+	h.eventually("unsupported", func() bool { return h.rec.sawScreen(payment.ScreenUnsupported) })
+	if st := h.term.State(); st != payment.StateAwaitingCode {
+		t.Fatalf("state after refused codes: %s", st)
+	}
+	if n := h.sim.Requests("create_order"); n != 1 {
+		t.Fatalf("%d create_order requests, want 1", n)
+	}
+	// A fresh code completes the pending sale.
+	h.term.Scan(ctx, payment.Code{Text: h.code()})
+	if r := h.result(); r.Outcome != payment.OutcomeApproved || r.Request.Amount != 200 {
+		t.Fatalf("second sale %+v", r)
+	}
+}
+
+func TestBusyCancelAndTimeout(t *testing.T) {
+	h := newHarness(t, withConfig(func(c *payment.Config) { c.CodeTimeout = 50 * time.Millisecond }))
+	h.ready()
+	ctx := context.Background()
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 100, Source: payment.SourceECR, ECRRef: "A"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 100}); !errors.Is(err, payment.ErrBusy) {
+		t.Fatalf("second request: %v", err)
+	}
+	if err := h.term.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.result(); r.Outcome != payment.OutcomeRefused || r.Request.ECRRef != "A" || r.Message != "cancelled" {
+		t.Fatalf("cancel result %+v", r)
+	}
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 300}); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.result(); r.Outcome != payment.OutcomeRefused || r.Message != "timed out" {
+		t.Fatalf("timeout result %+v", r)
+	}
+	for _, bad := range []payment.SaleRequest{{Amount: 0}, {Amount: -5}, {Amount: h.cfg.MaxAmount + 1}} {
+		if err := h.term.RequestSale(ctx, bad); !errors.Is(err, payment.ErrBadAmount) {
+			t.Errorf("amount %d: %v", bad.Amount, err)
+		}
+	}
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 100, Currency: "EUR"}); !errors.Is(err, payment.ErrCurrency) {
+		t.Errorf("EUR: %v", err)
+	}
+	// A sale in flight cannot be cancelled: IOTPay has no reverse.
+	slow := h.code()
+	h.term.RequestSale(ctx, payment.SaleRequest{Amount: 1052})
+	h.term.Scan(ctx, payment.Code{Text: slow})
+	h.eventually("polling", func() bool { return h.term.State() == payment.StatePolling })
+	if err := h.term.Cancel(ctx); !errors.Is(err, payment.ErrBusy) {
+		t.Fatalf("cancel during polling: %v", err)
+	}
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 100}); !errors.Is(err, payment.ErrBusy) {
+		t.Fatalf("request during polling: %v", err)
+	}
+	if r := h.result(); r.Outcome != payment.OutcomeApproved {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func TestStorageFailureBeforeSendStops(t *testing.T) {
+	var fj *failJournal
+	h := newHarness(t, withJournal(func(j payment.Journal) payment.Journal { fj = &failJournal{Journal: j}; return fj }))
+	h.ready()
+	fj.failAdd.Store(true)
+	ctx := context.Background()
+	h.term.RequestSale(ctx, payment.SaleRequest{Amount: 100})
+	h.term.Scan(ctx, payment.Code{Text: h.code()})
+	<-h.term.Done()
+	if err := h.stop(); !isFatal(err) {
+		t.Fatalf("Run returned %v, want a fatal error", err)
+	}
+	if n := h.sim.Requests("create_order"); n != 0 {
+		t.Fatalf("create_order sent %d times after the journal failed", n)
+	}
+	if !h.rec.sawScreen(payment.ScreenOutOfService) {
+		t.Fatal("no out-of-service screen")
+	}
+}
+
+func TestDiskFullStopsBeforeSend(t *testing.T) {
+	h := newHarness(t)
+	h.stop()
+	// A page cap at the current size stands in for a full SD card: SQLite
+	// cannot grow the file, so some order's commit fails with SQLITE_FULL.
+	h.wrapJ = func(payment.Journal) payment.Journal {
+		j, err := journal.Open(h.jpath, journal.Options{MaxPages: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { j.Close() })
+		return j
+	}
+	h.start()
+	h.ready()
+	ctx := context.Background()
+	var runErr error
+	for i := 0; i < 300 && runErr == nil; i++ {
+		if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 100}); err != nil {
+			runErr = h.stop()
+			break
+		}
+		h.term.Scan(ctx, payment.Code{Text: h.code()})
+		select {
+		case <-h.rec.resCh:
+		case <-h.term.Done():
+			runErr = h.stop()
+		case <-time.After(5 * time.Second):
+			t.Fatal("stuck")
+		}
+	}
+	if !isFatal(runErr) || !strings.Contains(runErr.Error(), "full") {
+		t.Fatalf("a full journal did not stop the terminal: %v", runErr)
+	}
+	// Every order the gateway saw is on disk.
+	j, err := journal.Open(h.jpath, journal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	for _, so := range h.sim.Orders() {
+		if _, err := j.Get(ctx, so.MchOrderNo); err != nil {
+			t.Fatalf("order %s sent but not journaled", so.MchOrderNo)
+		}
+	}
+}
+
+func TestStorageFailureAfterSendRecovers(t *testing.T) {
+	var fj *failJournal
+	h := newHarness(t, withJournal(func(j payment.Journal) payment.Journal { fj = &failJournal{Journal: j}; return fj }))
+	h.ready()
+	fj.failTransition.Store(true)
+	ctx := context.Background()
+	code := h.code()
+	h.term.RequestSale(ctx, payment.SaleRequest{Amount: 700, Source: payment.SourceECR, ECRRef: "R7"})
+	h.term.Scan(ctx, payment.Code{Text: code})
+	<-h.term.Done()
+	if err := h.stop(); !isFatal(err) {
+		t.Fatalf("Run returned %v", err)
+	}
+	if h.rec.sawScreen(payment.ScreenApproved) {
+		t.Fatal("approved shown although PAID could not be saved")
+	}
+	// Restart on the same journal: the order is resumed and settled before
+	// the lane accepts a sale.
+	h.wrapJ = nil
+	h.start()
+	h.ready()
+	res, err := h.term.LastResult(ctx, "R7")
+	if err != nil || res.Outcome != payment.OutcomeApproved || !res.Final {
+		t.Fatalf("last result %+v %v", res, err)
+	}
+	if n := len(h.sim.Orders()); n != 1 {
+		t.Fatalf("%d gateway orders", n)
+	}
+	h.agree()
+}
+
+func TestRecoveryBeforeNewSales(t *testing.T) {
+	h := newHarness(t)
+	h.ready()
+	h.stop()
+	// A previous run journaled an order and sent it, then died.
+	j, _ := journal.Open(h.jpath, journal.Options{})
+	o, err := j.AddOrder(context.Background(), journal.NewOrder{TerminalID: "T01", Amount: 1052, Currency: "CAD", Channel: "WX_MICROPAY",
+		CodeMasked: "13**", CodeHash: "h-recover", Source: "ecr", ECRRef: "OLD"}, func(n uint64) string { return payment.OrderNumber("T01", n) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	h.client.CreateOrder(context.Background(), iotpay.CreateRequest{MchOrderNo: o.MchOrderNo, ChannelID: "WX_MICROPAY", Currency: "CAD", Amount: 1052, IdentityCode: h.code()})
+	h.start()
+	ctx := context.Background()
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 100}); !errors.Is(err, payment.ErrNotReady) && !errors.Is(err, payment.ErrBusy) {
+		// Ready may already have come if recovery was very fast; then the
+		// order must already be settled.
+		if h.order(o.MchOrderNo).State.Open() {
+			t.Fatalf("sale accepted while an order was open: %v", err)
+		}
+		h.term.Cancel(ctx)
+	}
+	h.ready()
+	if got := h.order(o.MchOrderNo); got.State != journal.StatePaid {
+		t.Fatalf("recovered order is %s", got.State)
+	}
+	res := h.result()
+	if res.Request.ECRRef != "OLD" || res.Outcome != payment.OutcomeApproved {
+		t.Fatalf("recovered result %+v", res)
+	}
+	if h.sim.OrderRequests("create_order", o.MchOrderNo) != 1 {
+		t.Fatal("recovery re-sent create_order")
+	}
+}
+
+func TestRefunds(t *testing.T) {
+	var lose atomic_bool
+	h := newHarness(t, withGateway(func(h *harness) payment.Gateway {
+		return &scriptGateway{Gateway: h.client, refund: func(ctx context.Context, r iotpay.RefundRequest) (iotpay.Result, bool) {
+			if lose.get() {
+				h.client.RefundOrder(ctx, r) // the gateway does it; the reply is lost
+				return iotpay.Result{Outcome: iotpay.OutcomeUnknown, Status: -1, Err: &iotpay.Error{Op: "refund_order", Msg: "gateway timeout"}}, true
+			}
+			return iotpay.Result{}, false
+		}}
+	}))
+	ctx := context.Background()
+	r := h.sale(1000, h.code())
+	rf, err := h.term.Refund(ctx, r.MchOrderNo, 300)
+	if err != nil || rf.State != journal.RefundDone || rf.Amount != 300 {
+		t.Fatalf("partial refund %+v %v", rf, err)
+	}
+	if _, err := h.term.Refund(ctx, r.PayOrderID, 800); !errors.Is(err, journal.ErrRefundTooLarge) {
+		t.Fatalf("over-refund: %v", err)
+	}
+	lose.set(true)
+	rf, err = h.term.Refund(ctx, r.MchOrderNo, 0)
+	if err != nil || rf.State != journal.RefundUnknown || rf.Amount != 700 {
+		t.Fatalf("lost refund %+v %v", rf, err)
+	}
+	// The uncertain refund blocks a second one.
+	if _, err := h.term.Refund(ctx, r.MchOrderNo, 1); !errors.Is(err, journal.ErrRefundTooLarge) {
+		t.Fatalf("refund after an uncertain one: %v", err)
+	}
+	if got := h.order(r.MchOrderNo).Refunded; got != 300 {
+		t.Fatalf("refunded %d", got)
+	}
+	total := int64(0)
+	for _, x := range h.sim.Refunds() {
+		total += x.Amount
+	}
+	if total != 1000 {
+		t.Fatalf("ledger refunded %d", total)
+	}
+	dec := h.sale(1051, h.code())
+	if _, err := h.term.Refund(ctx, dec.MchOrderNo, 0); err == nil {
+		t.Fatal("refund of a declined order accepted")
+	}
+	h.eventually("refund screen", func() bool { return h.rec.sawScreen(payment.ScreenRefundDone) })
+}
+
+type atomic_bool struct{ v atomic.Bool }
+
+func (a *atomic_bool) get() bool  { return a.v.Load() }
+func (a *atomic_bool) set(b bool) { a.v.Store(b) }
