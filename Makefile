@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin
 CMDS := scanpay iotpaysim fakescanner fakeecr
 
-.PHONY: help build test vet fuzz cross clean
+.PHONY: help build test vet fuzz cross crash bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,12 @@ cross: ## cross-build every command for linux/amd64, arm64, arm v7 and v6 (CGO o
 	  for c in $(CMDS); do [ -d cmd/$$c ] || continue; \
 	    CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$dir/$$c ./cmd/$$c; done; \
 	  echo "built $$dir"; done
+
+crash: ## the long crash test: SCANPAY_CRASH_SALES (default 2000) sales under random SIGKILLs
+	SCANPAY_CRASH_SALES=$${SCANPAY_CRASH_SALES:-2000} $(GO) test -race -count=1 -timeout 60m -run '^TestCrashRecovery$$' -v ./payment | grep -E 'crash test|checked|PASS|FAIL|ok'
+
+bench: ## run the benchmarks
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 clean: ## remove build output
 	rm -rf $(BIN) dist

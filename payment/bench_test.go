@@ -1,0 +1,65 @@
+package payment_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/scanpay/scanpay/payment"
+	"github.com/scanpay/scanpay/payment/iotpay"
+	"github.com/scanpay/scanpay/payment/journal"
+	"github.com/scanpay/scanpay/scanner"
+)
+
+// BenchmarkSale measures the engine's own cost per sale with an in-memory
+// gateway (no network): classification, code hashing, journal commits with
+// fsync, the state machine and outputs. It reports fsync'd commits per sale.
+//
+//	go test -run '^$' -bench BenchmarkSale -benchmem ./payment
+func BenchmarkSale(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		gw    *fakeGateway
+	}{
+		{"paid_at_once", &fakeGateway{create: iotpay.Result{Outcome: iotpay.OutcomePaid, Status: 2, PayOrderID: "AM1"}}},
+		{"paid_after_one_query", &fakeGateway{create: pending(), query: func(int) iotpay.Result {
+			return iotpay.Result{Outcome: iotpay.OutcomePaid, Status: 2, PayOrderID: "AM1"}
+		}}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			jr, err := journal.Open(filepath.Join(b.TempDir(), "j.db"), journal.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer jr.Close()
+			wallets, _ := scanner.NewWallets(scanner.DefaultWalletRules())
+			rec := newRecorder()
+			cfg := payment.DefaultConfig()
+			cfg.PollInterval = 1 // the benchmark measures work, not waiting
+			term, _ := payment.New(cfg, payment.Deps{Gateway: tc.gw, Journal: jr, Wallets: wallets, Results: rec, Logger: zap.NewNop()})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error)
+			go func() { done <- term.Run(ctx) }()
+			<-term.Ready()
+			before := jr.Commits()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				if err := term.RequestSale(ctx, payment.SaleRequest{Amount: 2865}); err != nil {
+					b.Fatal(err)
+				}
+				term.Scan(ctx, payment.Code{Text: fmt.Sprintf("13%016d", i)})
+				if r := <-rec.resCh; r.Outcome != payment.OutcomeApproved {
+					b.Fatal(r)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(jr.Commits()-before)/float64(b.N), "commits/sale")
+			cancel()
+			<-done
+		})
+	}
+}
