@@ -21,8 +21,8 @@ import (
 //	go test -run '^$' -bench BenchmarkSale -benchmem ./payment
 func BenchmarkSale(b *testing.B) {
 	for _, tc := range []struct {
-		name  string
-		gw    *fakeGateway
+		name string
+		gw   *fakeGateway
 	}{
 		{"paid_at_once", &fakeGateway{create: iotpay.Result{Outcome: iotpay.OutcomePaid, Status: 2, PayOrderID: "AM1"}}},
 		{"paid_after_one_query", &fakeGateway{create: pending(), query: func(int) iotpay.Result {

@@ -54,7 +54,9 @@ func (g *fakeGateway) queries() []time.Time {
 	return append([]time.Time(nil), g.queryAt...)
 }
 
-func pending() iotpay.Result { return iotpay.Result{Outcome: iotpay.OutcomePending, Status: 1, PayOrderID: "AM1"} }
+func pending() iotpay.Result {
+	return iotpay.Result{Outcome: iotpay.OutcomePending, Status: 1, PayOrderID: "AM1"}
+}
 
 // TestPollingWindowFakeTime runs the documented policy (query every 2 s, 30
 // times) and the reconciler's backoff in fake time: minutes of gateway

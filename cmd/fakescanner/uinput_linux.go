@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	evdev "github.com/holoplot/go-evdev"
+
+	"github.com/scanpay/scanpay/scanner"
+)
+
+// typeUinput creates a virtual keyboard, types every code with realistic
+// timing and removes the device (an unplug) when done.
+func typeUinput(ctx context.Context, name string, steps []step, term uint16, keyDelay, gap, settle, hold time.Duration, stdout io.Writer) error {
+	var keys []evdev.EvCode
+	for c := uint16(1); c < 128; c++ {
+		if _, ok := scanner.KeyRune(c, false, false); ok || c == scanner.KeyEnter || c == scanner.KeyKPEnter ||
+			c == scanner.KeyTab || c == scanner.KeyLeftShift || c == scanner.KeyRightShift || c == scanner.KeyCapsLock ||
+			c == scanner.KeyBackspace || c == scanner.KeyEsc {
+			keys = append(keys, evdev.EvCode(c))
+		}
+	}
+	dev, err := evdev.CreateDevice(name, evdev.InputID{BusType: 0x03, Vendor: 0x1eab, Product: 0x8203, Version: 1},
+		map[evdev.EvType][]evdev.EvCode{evdev.EvType(scanner.EvKey): keys})
+	if err != nil {
+		return fmt.Errorf("create uinput device (is /dev/uinput there and writable?): %w", err)
+	}
+	defer evdev.DestroyDevice(dev)
+	fmt.Fprintf(stdout, "created virtual scanner %q\n", name)
+	if err := sleep(ctx, settle); err != nil {
+		return err
+	}
+	for i, s := range steps {
+		if s.code == "" {
+			if err := sleep(ctx, s.pause); err != nil {
+				return err
+			}
+			continue
+		}
+		if i > 0 {
+			if err := sleep(ctx, gap); err != nil {
+				return err
+			}
+		}
+		evs, _ := scanner.TypeCode(s.code, term, time.Now(), 0)
+		for j, ev := range evs {
+			if err := dev.WriteOne(&evdev.InputEvent{Type: evdev.EvType(ev.Type), Code: evdev.EvCode(ev.Code), Value: ev.Value}); err != nil {
+				return fmt.Errorf("write event: %w", err)
+			}
+			// One key per keyDelay: pause after each character's release.
+			if ev.Type == scanner.EvSyn && j > 0 && evs[j-1].Value == scanner.KeyReleased && evs[j-1].Code != scanner.KeyLeftShift {
+				if err := sleep(ctx, keyDelay); err != nil {
+					return err
+				}
+			}
+		}
+		fmt.Fprintf(stdout, "typed %s\n", mask(s.code))
+	}
+	return sleep(ctx, hold)
+}

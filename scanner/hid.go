@@ -1,0 +1,167 @@
+package scanner
+
+import (
+	"strings"
+	"time"
+)
+
+// KeyEvent is one EV_KEY event.
+type KeyEvent struct {
+	Code  uint16
+	Value int32 // KeyPressed, KeyReleased or KeyRepeated
+	Time  time.Time
+}
+
+// DecoderConfig tunes HID decoding.
+type DecoderConfig struct {
+	// Terminators end a code: KeyEnter, KeyKPEnter, KeyTab.
+	Terminators []uint16
+	// IdleTimeout drops a partial code when the next key comes later than
+	// this (a scanner types a code in tens of milliseconds; a human is slow).
+	IdleTimeout time.Duration
+	// MaxLen caps a code; past it, keys are discarded up to the terminator.
+	MaxLen int
+	// StripAIM removes an AIM symbology identifier (]Q1, ]E0, …) in front.
+	StripAIM bool
+}
+
+// DefaultDecoderConfig: Enter or keypad Enter, 300 ms idle, 64 characters.
+func DefaultDecoderConfig() DecoderConfig {
+	return DecoderConfig{Terminators: []uint16{KeyEnter, KeyKPEnter}, IdleTimeout: 300 * time.Millisecond, MaxLen: 64}
+}
+
+// DecodeStats counts what the decoder dropped.
+type DecodeStats struct {
+	Codes    int // codes emitted
+	Partial  int // partial codes dropped after an idle gap
+	Overlong int // codes dropped for exceeding MaxLen
+	Unmapped int // keys with no character (ignored)
+	Empty    int // terminators with nothing before them
+}
+
+// Decoder turns key events into codes. It is not safe for concurrent use;
+// the reader that owns it feeds it from one goroutine.
+type Decoder struct {
+	cfg        DecoderConfig
+	buf        []rune
+	leftShift  bool
+	rightShift bool
+	caps       bool
+	last       time.Time
+	discarding bool
+	Stats      DecodeStats
+}
+
+// NewDecoder builds a decoder; zero fields of cfg take the defaults.
+func NewDecoder(cfg DecoderConfig) *Decoder {
+	def := DefaultDecoderConfig()
+	if len(cfg.Terminators) == 0 {
+		cfg.Terminators = def.Terminators
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = def.IdleTimeout
+	}
+	if cfg.MaxLen <= 0 {
+		cfg.MaxLen = def.MaxLen
+	}
+	return &Decoder{cfg: cfg}
+}
+
+func (d *Decoder) isTerminator(code uint16) bool {
+	for _, t := range d.cfg.Terminators {
+		if t == code {
+			return true
+		}
+	}
+	return false
+}
+
+// Reset forgets any partial code and modifier state (after a reopen).
+func (d *Decoder) Reset() {
+	d.buf = d.buf[:0]
+	d.leftShift, d.rightShift, d.caps, d.discarding = false, false, false, false
+	d.last = time.Time{}
+}
+
+// Feed takes one key event. It returns a code when ev terminates one.
+func (d *Decoder) Feed(ev KeyEvent) (string, bool) {
+	switch ev.Code {
+	case KeyLeftShift:
+		d.leftShift = ev.Value != KeyReleased
+		return "", false
+	case KeyRightShift:
+		d.rightShift = ev.Value != KeyReleased
+		return "", false
+	}
+	if ev.Value != KeyPressed {
+		return "", false // releases and auto-repeats carry no characters
+	}
+	if ev.Code == KeyCapsLock {
+		d.caps = !d.caps
+		return "", false
+	}
+	if (len(d.buf) > 0 || d.discarding) && !d.last.IsZero() && ev.Time.Sub(d.last) > d.cfg.IdleTimeout {
+		if !d.discarding {
+			d.Stats.Partial++
+		}
+		d.buf = d.buf[:0]
+		d.discarding = false
+	}
+	d.last = ev.Time
+	if d.isTerminator(ev.Code) {
+		if d.discarding {
+			d.discarding = false
+			return "", false
+		}
+		code := string(d.buf)
+		d.buf = d.buf[:0]
+		if d.cfg.StripAIM {
+			code = StripAIM(code)
+		}
+		if code == "" {
+			d.Stats.Empty++
+			return "", false
+		}
+		d.Stats.Codes++
+		return code, true
+	}
+	r, ok := KeyRune(ev.Code, d.leftShift || d.rightShift, d.caps)
+	if !ok {
+		d.Stats.Unmapped++
+		return "", false
+	}
+	if d.discarding {
+		return "", false
+	}
+	if len(d.buf) >= d.cfg.MaxLen {
+		d.Stats.Overlong++
+		d.buf = d.buf[:0]
+		d.discarding = true
+		return "", false
+	}
+	d.buf = append(d.buf, r)
+	return "", false
+}
+
+// StripAIM removes a leading AIM symbology identifier: "]" then a code
+// character then a modifier character, e.g. "]Q1" (QR), "]E0" (EAN-13).
+func StripAIM(code string) string {
+	if len(code) >= 3 && code[0] == ']' && isAIMChar(code[1]) && isAIMChar(code[2]) {
+		return code[3:]
+	}
+	return code
+}
+
+func isAIMChar(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z'
+}
+
+// Printable reports whether s is safe to log: no control bytes.
+func Printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, s)
+}

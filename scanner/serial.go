@@ -1,0 +1,234 @@
+package scanner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.bug.st/serial"
+	"go.uber.org/zap"
+)
+
+// PortConfig describes a serial port.
+type PortConfig struct {
+	Path     string
+	Baud     int
+	DataBits int    // 7 or 8
+	Parity   string // none, even, odd
+}
+
+// Validate checks the settings' form (not that the port exists).
+func (c PortConfig) Validate() error {
+	if c.Path == "" {
+		return errors.New("no serial port path")
+	}
+	switch c.Baud {
+	case 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200:
+	default:
+		return fmt.Errorf("baud %d is not a standard rate (1200–115200)", c.Baud)
+	}
+	if c.DataBits != 7 && c.DataBits != 8 {
+		return fmt.Errorf("data bits %d must be 7 or 8", c.DataBits)
+	}
+	if _, err := parseParity(c.Parity); err != nil {
+		return err
+	}
+	return nil
+}
+
+func parseParity(p string) (serial.Parity, error) {
+	switch strings.ToLower(p) {
+	case "", "none", "n":
+		return serial.NoParity, nil
+	case "even", "e":
+		return serial.EvenParity, nil
+	case "odd", "o":
+		return serial.OddParity, nil
+	}
+	return 0, fmt.Errorf("parity %q must be none, even or odd", p)
+}
+
+// OpenPort opens a serial port in raw mode with exclusive access.
+func OpenPort(c PortConfig) (serial.Port, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	parity, _ := parseParity(c.Parity)
+	p, err := serial.Open(c.Path, &serial.Mode{BaudRate: c.Baud, DataBits: c.DataBits, Parity: parity, StopBits: serial.OneStopBit})
+	if err != nil {
+		return nil, fmt.Errorf("open serial port %s: %w", c.Path, err)
+	}
+	return p, nil
+}
+
+// FramerConfig tunes serial line framing.
+type FramerConfig struct {
+	// Terminator: "auto" (CR or LF; CRLF gives one line), "cr", "lf", "crlf".
+	Terminator string
+	MaxLen     int
+}
+
+// FramerStats counts rejected lines.
+type FramerStats struct {
+	Lines    int
+	Control  int // lines with control or non-ASCII bytes
+	Overlong int
+}
+
+// Framer splits a byte stream into lines. Lines with control bytes or
+// longer than MaxLen are dropped and counted; it resynchronises on the next
+// terminator.
+type Framer struct {
+	term       string
+	maxLen     int
+	buf        []byte
+	bad        bool
+	discarding bool
+	Stats      FramerStats
+}
+
+// NewFramer checks cfg and builds a framer.
+func NewFramer(cfg FramerConfig) (*Framer, error) {
+	t := strings.ToLower(cfg.Terminator)
+	switch t {
+	case "":
+		t = "auto"
+	case "auto", "cr", "lf", "crlf":
+	default:
+		return nil, fmt.Errorf("line terminator %q must be auto, cr, lf or crlf", cfg.Terminator)
+	}
+	if cfg.MaxLen <= 0 {
+		cfg.MaxLen = 64
+	}
+	return &Framer{term: t, maxLen: cfg.MaxLen}, nil
+}
+
+func (f *Framer) terminates(b byte) bool {
+	switch f.term {
+	case "cr":
+		return b == '\r'
+	case "lf", "crlf":
+		return b == '\n'
+	}
+	return b == '\r' || b == '\n'
+}
+
+// Feed takes one byte and returns a line when b completes a good one.
+func (f *Framer) Feed(b byte) (string, bool) {
+	if f.terminates(b) {
+		line, bad, over := f.buf, f.bad, f.discarding
+		f.buf, f.bad, f.discarding = f.buf[:0], false, false
+		if f.term == "crlf" && len(line) > 0 && line[len(line)-1] == '\r' {
+			line = line[:len(line)-1]
+		}
+		switch {
+		case over:
+			return "", false
+		case len(line) == 0:
+			return "", false // CRLF's second half, or a blank line
+		case bad:
+			f.Stats.Control++
+			return "", false
+		}
+		f.Stats.Lines++
+		return string(line), true
+	}
+	if (b == '\r' || b == '\n') && len(f.buf) == 0 {
+		return "", false // the other half of a CRLF/LFCR pair
+	}
+	if f.discarding {
+		return "", false
+	}
+	if len(f.buf) >= f.maxLen {
+		f.Stats.Overlong++
+		f.discarding = true
+		return "", false
+	}
+	if b < 0x20 || b >= 0x7f {
+		if !(f.term == "crlf" && b == '\r') {
+			f.bad = true
+		}
+	}
+	f.buf = append(f.buf, b)
+	return "", false
+}
+
+// SerialScanner is a scanner on a serial or USB-CDC port.
+type SerialScanner struct {
+	Port     PortConfig
+	Framer   FramerConfig
+	Backoff  Backoff
+	Logger   *zap.Logger
+	Observer DeviceObserver
+	OnReject func(reason string)
+}
+
+var _ Source = (*SerialScanner)(nil)
+
+// Run reads codes until ctx ends.
+func (s *SerialScanner) Run(ctx context.Context, out chan<- Code) error {
+	if err := s.Port.Validate(); err != nil {
+		return err
+	}
+	if _, err := NewFramer(s.Framer); err != nil {
+		return err
+	}
+	log := s.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	k := Keeper{Name: "scanner", Backoff: s.Backoff, Logger: log, Observer: s.Observer}
+	return k.Run(ctx, func(ctx context.Context, up func()) error {
+		return s.session(ctx, up, out, log)
+	})
+}
+
+func (s *SerialScanner) session(ctx context.Context, up func(), out chan<- Code, log *zap.Logger) error {
+	port, err := OpenPort(s.Port)
+	if err != nil {
+		return err
+	}
+	defer port.Close()
+	stop := context.AfterFunc(ctx, func() { port.Close() })
+	defer stop()
+	fr, _ := NewFramer(s.Framer)
+	up()
+	buf := make([]byte, 256)
+	for {
+		n, err := port.Read(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read %s: %w", s.Port.Path, err)
+		}
+		now := time.Now()
+		for _, b := range buf[:n] {
+			before := fr.Stats
+			line, ok := fr.Feed(b)
+			if d := fr.Stats.Control - before.Control; d > 0 {
+				s.reject(log, "control")
+			}
+			if d := fr.Stats.Overlong - before.Overlong; d > 0 {
+				s.reject(log, "overlong")
+			}
+			if !ok {
+				continue
+			}
+			select {
+			case out <- Code{Text: line, Source: s.Port.Path, At: now}:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+}
+
+func (s *SerialScanner) reject(log *zap.Logger, reason string) {
+	log.Info("scanner line dropped", zap.String("reason", reason))
+	if s.OnReject != nil {
+		s.OnReject(reason)
+	}
+}

@@ -1,0 +1,324 @@
+package scanner
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func frame(t *testing.T, cfg FramerConfig, input string) ([]string, FramerStats) {
+	t.Helper()
+	f, err := NewFramer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for i := 0; i < len(input); i++ {
+		if l, ok := f.Feed(input[i]); ok {
+			lines = append(lines, l)
+		}
+	}
+	return lines, f.Stats
+}
+
+func TestFramer(t *testing.T) {
+	tests := []struct {
+		name  string
+		cfg   FramerConfig
+		in    string
+		want  []string
+		stats FramerStats
+	}{
+		{"cr", FramerConfig{}, "111\r222\r", []string{"111", "222"}, FramerStats{Lines: 2}},
+		{"lf", FramerConfig{}, "111\n222\n", []string{"111", "222"}, FramerStats{Lines: 2}},
+		{"crlf", FramerConfig{}, "111\r\n222\r\n", []string{"111", "222"}, FramerStats{Lines: 2}},
+		{"mixed endings", FramerConfig{}, "1\r2\n3\r\n4\n\r5\r", []string{"1", "2", "3", "4", "5"}, FramerStats{Lines: 5}},
+		{"cr mode ignores lf after cr", FramerConfig{Terminator: "cr"}, "111\r\n222\r", []string{"111", "222"}, FramerStats{Lines: 2}},
+		{"crlf mode", FramerConfig{Terminator: "crlf"}, "111\r\n222\r\n", []string{"111", "222"}, FramerStats{Lines: 2}},
+		{"lf mode ignores stray cr first", FramerConfig{Terminator: "lf"}, "\r111\n", []string{"111"}, FramerStats{Lines: 1}},
+		{"NULs between codes", FramerConfig{}, "\x00\x00111\r\x00\r222\r", []string{"222"}, FramerStats{Lines: 1, Control: 2}},
+		{"control byte spoils a line", FramerConfig{}, "12\x1b34\r56\r", []string{"56"}, FramerStats{Lines: 1, Control: 1}},
+		{"binary noise", FramerConfig{}, "\xff\xfe\x80\r789\r", []string{"789"}, FramerStats{Lines: 1, Control: 1}},
+		{"overlong then resync", FramerConfig{MaxLen: 4}, "123456789\r1234\r", []string{"1234"}, FramerStats{Lines: 1, Overlong: 1}},
+		{"duplicate codes both delivered", FramerConfig{}, "42\r42\r", []string{"42", "42"}, FramerStats{Lines: 2}},
+		{"no terminator yet", FramerConfig{}, "123", nil, FramerStats{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			lines, stats := frame(t, tc.cfg, tc.in)
+			if strings.Join(lines, ",") != strings.Join(tc.want, ",") || stats != tc.stats {
+				t.Fatalf("lines %q stats %+v, want %q %+v", lines, stats, tc.want, tc.stats)
+			}
+		})
+	}
+	if _, err := NewFramer(FramerConfig{Terminator: "semicolon"}); err == nil {
+		t.Fatal("bad terminator accepted")
+	}
+	lines, stats := frame(t, FramerConfig{}, strings.Repeat("9", 10240)+"\r5\r")
+	if len(lines) != 1 || lines[0] != "5" || stats.Overlong != 1 {
+		t.Fatalf("10 kB line: %q %+v", lines, stats)
+	}
+}
+
+func FuzzFramer(f *testing.F) {
+	for _, s := range []string{"111\r222\n", "\x00\x00\r\n", "12\x1b34\r56\r", strings.Repeat("9", 100) + "\r1\r", "\r\n\r\n"} {
+		f.Add([]byte(s), "auto")
+	}
+	f.Add([]byte("1\r\n2\r\n"), "crlf")
+	f.Fuzz(func(t *testing.T, data []byte, term string) {
+		fr, err := NewFramer(FramerConfig{Terminator: term, MaxLen: 24})
+		if err != nil {
+			return
+		}
+		for _, b := range data {
+			line, ok := fr.Feed(b)
+			if !ok {
+				continue
+			}
+			if line == "" || len(line) > 24 {
+				t.Fatalf("bad line %q", line)
+			}
+			for i := 0; i < len(line); i++ {
+				if line[i] < 0x20 || line[i] >= 0x7f {
+					t.Fatalf("control byte in %q", line)
+				}
+			}
+		}
+	})
+}
+
+func TestPortConfigValidate(t *testing.T) {
+	good := PortConfig{Path: "/dev/ttyUSB0", Baud: 9600, DataBits: 8, Parity: "none"}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []PortConfig{
+		{Baud: 9600, DataBits: 8},
+		{Path: "/x", Baud: 9601, DataBits: 8},
+		{Path: "/x", Baud: 9600, DataBits: 6},
+		{Path: "/x", Baud: 9600, DataBits: 8, Parity: "mark"},
+	} {
+		if err := bad.Validate(); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
+
+// fakePort is a pty behind a stable symlink, like /dev/serial/by-id/….
+type fakePort struct {
+	t      *testing.T
+	link   string
+	mu     sync.Mutex
+	master *os.File
+	slave  *os.File
+}
+
+func newFakePort(t *testing.T) *fakePort {
+	p := &fakePort{t: t, link: filepath.Join(t.TempDir(), "scanner")}
+	p.plug()
+	t.Cleanup(p.unplug)
+	return p
+}
+
+func (p *fakePort) plug() {
+	m, s, err := pty.Open()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	os.Remove(p.link)
+	if err := os.Symlink(s.Name(), p.link); err != nil {
+		p.t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.master, p.slave = m, s
+	p.mu.Unlock()
+}
+
+func (p *fakePort) unplug() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.master != nil {
+		p.master.Close()
+		p.slave.Close()
+		p.master, p.slave = nil, nil
+	}
+}
+
+// write sends s one byte at a time, as a slow UART does.
+func (p *fakePort) write(s string) {
+	p.mu.Lock()
+	m := p.master
+	p.mu.Unlock()
+	for i := 0; i < len(s); i++ {
+		if _, err := m.Write([]byte{s[i]}); err != nil {
+			p.t.Fatal(err)
+		}
+	}
+}
+
+type upCounter struct {
+	mu      sync.Mutex
+	changes []bool
+}
+
+func (u *upCounter) DeviceUp(_ string, up bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.changes = append(u.changes, up)
+}
+
+func (u *upCounter) ups() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := 0
+	for _, c := range u.changes {
+		if c {
+			n++
+		}
+	}
+	return n
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting for " + what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func next(t *testing.T, out <-chan Code) string {
+	t.Helper()
+	select {
+	case c := <-out:
+		return c.Text
+	case <-time.After(5 * time.Second):
+		t.Fatal("no code")
+	}
+	return ""
+}
+
+func TestSerialScannerOverPty(t *testing.T) {
+	port := newFakePort(t)
+	obs := &upCounter{}
+	var rejects []string
+	var rmu sync.Mutex
+	s := &SerialScanner{
+		Port:     PortConfig{Path: port.link, Baud: 9600, DataBits: 8, Parity: "none"},
+		Backoff:  Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond},
+		Logger:   zaptest.NewLogger(t),
+		Observer: obs,
+		OnReject: func(r string) { rmu.Lock(); rejects = append(rejects, r); rmu.Unlock() },
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan Code, 10)
+	done := make(chan error)
+	go func() { done <- s.Run(ctx, out) }()
+	waitFor(t, "port open", func() bool { return obs.ups() == 1 })
+
+	port.write("134567890123456789\r")
+	if got := next(t, out); got != "134567890123456789" {
+		t.Fatalf("got %q", got)
+	}
+	port.write("\x00\x00noise\x07\r" + strings.Repeat("7", 10240) + "\r2812345678901234\r\n2812345678901234\r")
+	if a, b := next(t, out), next(t, out); a != "2812345678901234" || b != a {
+		t.Fatalf("got %q %q", a, b)
+	}
+	rmu.Lock()
+	if strings.Join(rejects, ",") != "control,overlong" {
+		t.Fatalf("rejections %v", rejects)
+	}
+	rmu.Unlock()
+
+	// Unplug: the reader notices, retries with backoff, and picks the
+	// device up again when it returns under the same name.
+	port.unplug()
+	waitFor(t, "unplug noticed", func() bool {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		return len(obs.changes) >= 2 && !obs.changes[len(obs.changes)-1]
+	})
+	time.Sleep(50 * time.Millisecond)
+	port.plug()
+	waitFor(t, "reopen", func() bool { return obs.ups() == 2 })
+	port.write("6212345678901234567\n")
+	if got := next(t, out); got != "6212345678901234567" {
+		t.Fatalf("after replug: %q", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// One log line per state change: up, down, up.
+	obs.mu.Lock()
+	if len(obs.changes) != 3 {
+		t.Fatalf("state changes %v, want up/down/up", obs.changes)
+	}
+	obs.mu.Unlock()
+}
+
+func TestKeeperLogsStateChangesOnce(t *testing.T) {
+	obs := &upCounter{}
+	k := Keeper{Name: "x", Backoff: Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Observer: obs, Logger: zaptest.NewLogger(t)}
+	ctx, cancel := context.WithCancel(context.Background())
+	attempts := 0
+	err := k.Run(ctx, func(ctx context.Context, up func()) error {
+		attempts++
+		if attempts == 20 {
+			up()
+			cancel()
+			return nil
+		}
+		return os.ErrNotExist
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(obs.changes) != 2 || obs.changes[0] || !obs.changes[1] {
+		t.Fatalf("19 failed attempts then success reported as %v, want [false true]", obs.changes)
+	}
+}
+
+func TestDeviceSpec(t *testing.T) {
+	if err := (DeviceSpec{}).Validate(); err == nil {
+		t.Fatal("empty spec accepted")
+	}
+	if err := (DeviceSpec{VendorProduct: "0c2e:zz"}).Validate(); err == nil {
+		t.Fatal("bad vendor:product accepted")
+	}
+	if err := (DeviceSpec{VendorProduct: "0c2e:0b61"}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// No input devices here: searching by name fails with a clear error.
+	_, err := DeviceSpec{Name: "nothing", Root: t.TempDir()}.find()
+	if err == nil || !strings.Contains(err.Error(), `"nothing"`) {
+		t.Fatalf("find: %v", err)
+	}
+}
+
+func TestHIDScannerRetriesMissingDevice(t *testing.T) {
+	obs := &upCounter{}
+	s := &HIDScanner{Device: DeviceSpec{Path: filepath.Join(t.TempDir(), "event-missing")}, Backoff: Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond},
+		Observer: obs, Logger: zaptest.NewLogger(t)}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := s.Run(ctx, make(chan Code)); err != nil {
+		t.Fatal(err)
+	}
+	if len(obs.changes) != 1 || obs.changes[0] {
+		t.Fatalf("changes %v: a missing device must be reported down once", obs.changes)
+	}
+}
