@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin
 CMDS := scanpay iotpaysim fakescanner fakeecr
 
-.PHONY: help build test vet fuzz cross crash bench clean
+.PHONY: help build test vet fuzz cross test-arm test-vm crash bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,16 @@ cross: ## cross-build every command for linux/amd64, arm64, arm v7 and v6 (CGO o
 	  for c in $(CMDS); do [ -d cmd/$$c ] || continue; \
 	    CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$dir/$$c ./cmd/$$c; done; \
 	  echo "built $$dir"; done
+
+ARM_PKGS ?= ./scanner/... ./payment/iotpay/...
+
+test-arm: ## package tests built for linux/arm (v7, 16-byte input_event) and arm64, run under qemu-user-static
+	@command -v qemu-arm-static >/dev/null || { echo "test-arm needs qemu-user-static (apt-get install qemu-user-static)"; exit 1; }
+	CGO_ENABLED=0 GOARCH=arm GOARM=7 $(GO) test -count=1 -exec qemu-arm-static $(ARM_PKGS)
+	CGO_ENABLED=0 GOARCH=arm64 $(GO) test -count=1 -exec qemu-aarch64-static $(ARM_PKGS)
+
+test-vm: ## boot a Debian kernel in QEMU and test the real evdev/uinput scanner path
+	deploy/vm/run.sh scanner
 
 crash: ## the long crash test: SCANPAY_CRASH_SALES (default 2000) sales under random SIGKILLs
 	SCANPAY_CRASH_SALES=$${SCANPAY_CRASH_SALES:-2000} $(GO) test -race -count=1 -timeout 60m -run '^TestCrashRecovery$$' -v ./payment | grep -E 'crash test|checked|PASS|FAIL|ok'

@@ -144,7 +144,7 @@ func (k *KeyboardReader) session(ctx context.Context, up func(), handle func(Key
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("read %s: %w", path, err)
+			return err // an *os.PathError that names the device
 		}
 		if ev.Type != EvKey {
 			continue
