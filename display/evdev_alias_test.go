@@ -1,0 +1,5 @@
+package display
+
+import evdev "github.com/holoplot/go-evdev"
+
+type evdevEvent = evdev.InputEvent
