@@ -117,6 +117,17 @@ func DecodeStream(events []RawEvent, d *Decoder) []string {
 // each character as press and release (with Shift around capitals), then
 // the terminator, keyDelay apart, each followed by a SYN_REPORT.
 func TypeCode(code string, terminator uint16, start time.Time, keyDelay time.Duration) ([]RawEvent, error) {
+	return typeKeys(code, terminator, start, keyDelay, false)
+}
+
+// TypeKeypad is TypeCode for a numeric keypad: digits use the keypad keys.
+func TypeKeypad(code string, terminator uint16, start time.Time, keyDelay time.Duration) ([]RawEvent, error) {
+	return typeKeys(code, terminator, start, keyDelay, true)
+}
+
+var keypadDigits = [10]uint16{KeyKP0, KeyKP1, KeyKP2, KeyKP3, KeyKP4, KeyKP5, KeyKP6, KeyKP7, KeyKP8, KeyKP9}
+
+func typeKeys(code string, terminator uint16, start time.Time, keyDelay time.Duration, numpad bool) ([]RawEvent, error) {
 	var out []RawEvent
 	t := start
 	key := func(c uint16, v int32) {
@@ -124,6 +135,9 @@ func TypeCode(code string, terminator uint16, start time.Time, keyDelay time.Dur
 	}
 	for _, r := range code {
 		c, shift, ok := RuneKey(r)
+		if numpad && r >= '0' && r <= '9' {
+			c, shift, ok = keypadDigits[r-'0'], false, true
+		}
 		if !ok {
 			return nil, fmt.Errorf("character %q cannot be typed on a US keyboard", r)
 		}

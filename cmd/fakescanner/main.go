@@ -62,6 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	name := fs.String("name", "scanpay fake scanner", "device name (uinput)")
 	settle := fs.Duration("settle", 500*time.Millisecond, "wait after creating the device before typing (uinput)")
 	hold := fs.Duration("hold", 0, "keep the device after the last code (uinput)")
+	numpad := fs.Bool("numpad", false, "type digits with the numeric keypad's keys, as a USB keypad does (uinput, events)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
@@ -109,7 +110,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "fakescanner:", err)
 			return 2
 		}
-		err = writeEvents(*eventsPath, stdout, l, steps, termKey, *keyDelay, *gap)
+		err = writeEvents(*eventsPath, stdout, l, steps, typer(*numpad), termKey, *keyDelay, *gap)
 		if err != nil {
 			fmt.Fprintln(stderr, "fakescanner:", err)
 			return 1
@@ -125,12 +126,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	default:
-		if err := typeUinput(ctx, *name, steps, termKey, *keyDelay, *gap, *settle, *hold, stdout); err != nil {
+		if err := typeUinput(ctx, *name, steps, typer(*numpad), termKey, *keyDelay, *gap, *settle, *hold, stdout); err != nil {
 			fmt.Fprintln(stderr, "fakescanner:", err)
 			return 1
 		}
 	}
 	return 0
+}
+
+// keyTyper turns a code into key events.
+type keyTyper func(code string, term uint16, start time.Time, keyDelay time.Duration) ([]scanner.RawEvent, error)
+
+func typer(numpad bool) keyTyper {
+	if numpad {
+		return scanner.TypeKeypad
+	}
+	return scanner.TypeCode
 }
 
 func parseTerminator(s string) (uint16, error) {
@@ -209,7 +220,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func writeEvents(path string, stdout io.Writer, l scanner.Layout, steps []step, term uint16, keyDelay, gap time.Duration) error {
+func writeEvents(path string, stdout io.Writer, l scanner.Layout, steps []step, typeKeys keyTyper, term uint16, keyDelay, gap time.Duration) error {
 	w := stdout
 	if path != "-" {
 		f, err := os.Create(path)
@@ -227,7 +238,7 @@ func writeEvents(path string, stdout io.Writer, l scanner.Layout, steps []step, 
 			t = t.Add(s.pause)
 			continue
 		}
-		evs, _ := scanner.TypeCode(s.code, term, t, keyDelay)
+		evs, _ := typeKeys(s.code, term, t, keyDelay)
 		for _, ev := range evs {
 			bw.Write(l.Encode(ev))
 		}

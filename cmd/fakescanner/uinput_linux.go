@@ -13,7 +13,7 @@ import (
 
 // typeUinput creates a virtual keyboard, types every code with realistic
 // timing and removes the device (an unplug) when done.
-func typeUinput(ctx context.Context, name string, steps []step, term uint16, keyDelay, gap, settle, hold time.Duration, stdout io.Writer) error {
+func typeUinput(ctx context.Context, name string, steps []step, typeKeys keyTyper, term uint16, keyDelay, gap, settle, hold time.Duration, stdout io.Writer) error {
 	var keys []evdev.EvCode
 	for c := uint16(1); c < 128; c++ {
 		if _, ok := scanner.KeyRune(c, false, false); ok || c == scanner.KeyEnter || c == scanner.KeyKPEnter ||
@@ -44,7 +44,7 @@ func typeUinput(ctx context.Context, name string, steps []step, term uint16, key
 				return err
 			}
 		}
-		evs, _ := scanner.TypeCode(s.code, term, time.Now(), 0)
+		evs, _ := typeKeys(s.code, term, time.Now(), 0)
 		for j, ev := range evs {
 			if err := dev.WriteOne(&evdev.InputEvent{Type: evdev.EvType(ev.Type), Code: evdev.EvCode(ev.Code), Value: ev.Value}); err != nil {
 				return fmt.Errorf("write event: %w", err)

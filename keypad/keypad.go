@@ -1,0 +1,172 @@
+// Package keypad turns a USB numeric keypad (an evdev keyboard, grabbed and
+// reopened after an unplug) into amount entry: digits typed in cents,
+// backspace, enter to confirm, a cancel key. The amount is echoed as it is
+// typed and bounded by the terminal's maximum and a digit limit.
+package keypad
+
+import (
+	"context"
+	"errors"
+
+	"go.uber.org/zap"
+
+	"github.com/scanpay/scanpay/scanner"
+)
+
+// Kind is what a key did to the entry.
+type Kind int
+
+// Entry event kinds.
+const (
+	Typing  Kind = iota // the amount changed (echo it)
+	Confirm             // Enter with a valid amount
+	Cancel              // the cancel key
+	Refused             // a key that was not taken (Reason says why)
+)
+
+// Event is the result of one key.
+type Event struct {
+	Kind   Kind
+	Amount int64 // cents
+	Reason string
+}
+
+// Config bounds and maps the entry.
+type Config struct {
+	MaxAmount  int64    // cents
+	MaxDigits  int      // default 8 ($999,999.99)
+	CancelKeys []uint16 // default Esc, NumLock, keypad minus
+}
+
+// Editor is the amount being typed. It is pure logic, fed key codes.
+type Editor struct {
+	cfg    Config
+	amount int64
+	digits int
+}
+
+// NewEditor builds an editor; zero fields take the defaults.
+func NewEditor(cfg Config) *Editor {
+	if cfg.MaxDigits <= 0 || cfg.MaxDigits > 10 {
+		cfg.MaxDigits = 8
+	}
+	if cfg.MaxAmount <= 0 {
+		cfg.MaxAmount = 99999999
+	}
+	if len(cfg.CancelKeys) == 0 {
+		cfg.CancelKeys = []uint16{scanner.KeyEsc, scanner.KeyNumLock, scanner.KeyKPMinus}
+	}
+	return &Editor{cfg: cfg}
+}
+
+var digitKeys = map[uint16]int64{
+	scanner.KeyKP0: 0, scanner.KeyKP1: 1, scanner.KeyKP2: 2, scanner.KeyKP3: 3, scanner.KeyKP4: 4,
+	scanner.KeyKP5: 5, scanner.KeyKP6: 6, scanner.KeyKP7: 7, scanner.KeyKP8: 8, scanner.KeyKP9: 9,
+	11: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6, 8: 7, 9: 8, 10: 9, // the main row, for full keyboards
+}
+
+// Amount is the amount typed so far, in cents.
+func (e *Editor) Amount() int64 { return e.amount }
+
+// Clear forgets the entry.
+func (e *Editor) Clear() { e.amount, e.digits = 0, 0 }
+
+// Key takes one key press. ok is false for keys the keypad ignores.
+func (e *Editor) Key(code uint16) (Event, bool) {
+	for _, c := range e.cfg.CancelKeys {
+		if c == code {
+			e.Clear()
+			return Event{Kind: Cancel}, true
+		}
+	}
+	if d, isDigit := digitKeys[code]; isDigit {
+		switch {
+		case e.digits == 0 && d == 0:
+			return Event{Kind: Refused, Reason: "leading zero", Amount: e.amount}, true
+		case e.digits >= e.cfg.MaxDigits:
+			return Event{Kind: Refused, Reason: "too many digits", Amount: e.amount}, true
+		case e.amount*10+d > e.cfg.MaxAmount:
+			return Event{Kind: Refused, Reason: "over the maximum amount", Amount: e.amount}, true
+		}
+		e.amount = e.amount*10 + d
+		e.digits++
+		return Event{Kind: Typing, Amount: e.amount}, true
+	}
+	switch code {
+	case scanner.KeyBackspace, scanner.KeyDelete:
+		e.amount /= 10
+		if e.digits > 0 {
+			e.digits--
+		}
+		return Event{Kind: Typing, Amount: e.amount}, true
+	case scanner.KeyKPEnter, scanner.KeyEnter:
+		if e.amount == 0 {
+			return Event{Kind: Refused, Reason: "enter an amount first"}, true
+		}
+		amount := e.amount
+		e.Clear()
+		return Event{Kind: Confirm, Amount: amount}, true
+	}
+	return Event{}, false
+}
+
+// Sink receives entry events (the terminal, through the daemon).
+type Sink interface {
+	Typing(ctx context.Context, amount int64) error
+	Confirm(ctx context.Context, amount int64) error
+	Cancel(ctx context.Context) error
+}
+
+// Keypad reads a keypad device.
+type Keypad struct {
+	Device   scanner.DeviceSpec
+	Config   Config
+	Backoff  scanner.Backoff
+	Logger   *zap.Logger
+	Observer scanner.DeviceObserver
+}
+
+// Run reads keys until ctx ends and hands entry events to sink.
+func (k *Keypad) Run(ctx context.Context, sink Sink) error {
+	log := k.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	ed := NewEditor(k.Config)
+	r := &scanner.KeyboardReader{Device: k.Device,
+		Keeper:  scanner.Keeper{Name: "keypad", Backoff: k.Backoff, Logger: log, Observer: k.Observer},
+		OnReset: ed.Clear}
+	return r.Run(ctx, func(ev scanner.KeyEvent) {
+		if ev.Value != scanner.KeyPressed {
+			return
+		}
+		Feed(ctx, ed, ev.Code, sink, log)
+	})
+}
+
+// Feed applies one key press to the editor and tells sink.
+func Feed(ctx context.Context, ed *Editor, code uint16, sink Sink, log *zap.Logger) {
+	e, ok := ed.Key(code)
+	if !ok {
+		return
+	}
+	var err error
+	switch e.Kind {
+	case Typing:
+		err = sink.Typing(ctx, e.Amount)
+	case Confirm:
+		err = sink.Confirm(ctx, e.Amount)
+		if err != nil {
+			log.Info("amount not taken", zap.Int64("amount", e.Amount), zap.Error(err))
+			_ = sink.Typing(ctx, 0)
+		}
+		return
+	case Cancel:
+		err = sink.Cancel(ctx)
+	case Refused:
+		log.Info("key refused", zap.String("reason", e.Reason))
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		log.Info("keypad event not taken", zap.Error(err))
+	}
+}
