@@ -100,7 +100,7 @@ func (t *Terminal) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			t.log.Info("lane stopping", zap.Stringer("state", l.state))
 			return nil
-		case err = <-t.rec.fatal:
+		case err = <-t.fatalc:
 		case ev := <-t.events:
 			err = l.handle(ev)
 		case r := <-t.results:

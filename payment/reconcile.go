@@ -17,9 +17,8 @@ import (
 // late payments awaiting refund, in the background, with capped, jittered
 // backoff, for ReconcileFor after each order was created.
 type reconciler struct {
-	t     *Terminal
-	log   *zap.Logger
-	fatal chan error
+	t   *Terminal
+	log *zap.Logger
 
 	mu     sync.Mutex
 	queued []journal.Order
@@ -33,7 +32,7 @@ type recItem struct {
 }
 
 func newReconciler(t *Terminal) *reconciler {
-	return &reconciler{t: t, log: t.log.Named("reconcile"), fatal: make(chan error, 1), wake: make(chan struct{}, 1)}
+	return &reconciler{t: t, log: t.log.Named("reconcile"), wake: make(chan struct{}, 1)}
 }
 
 // add never blocks: the lane hands orders over and moves on.
@@ -77,7 +76,7 @@ func (r *reconciler) run(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				r.fatal <- err
+				r.t.stopFatal(err)
 				return
 			}
 			if !keep {

@@ -125,6 +125,7 @@ type Terminal struct {
 
 	events  chan event
 	results chan gatewayReply
+	fatalc  chan error // storage failures outside the loop (reconciler, refunds)
 	done    chan struct{}
 	ready   chan struct{}
 	state   atomic.Int32
@@ -150,6 +151,7 @@ func New(cfg Config, d Deps) (*Terminal, error) {
 		cfg: cfg, gw: d.Gateway, jr: d.Journal, wal: d.Wallets, obs: d.Observer, log: d.Logger, now: d.Now,
 		events:  make(chan event),
 		results: make(chan gatewayReply),
+		fatalc:  make(chan error, 1),
 		done:    make(chan struct{}),
 		ready:   make(chan struct{}),
 	}
@@ -273,6 +275,7 @@ func (t *Terminal) Ping(ctx context.Context) (State, error) {
 func (t *Terminal) Refund(ctx context.Context, id string, amount int64) (journal.Refund, error) {
 	r, err := t.refs.Refund(ctx, id, amount)
 	if isStorage(err) {
+		t.stopFatal(err)
 		return r, &FatalError{err}
 	}
 	if err == nil || r.MchRefundNo != "" {
@@ -283,6 +286,39 @@ func (t *Terminal) Refund(ctx context.Context, id string, amount int64) (journal
 		_ = t.send(ctx, noticeEvent{screen})
 	}
 	return r, err
+}
+
+// RefundForECR refunds amount cents of the register's sale: the newest
+// order with reference ref, or the lane's last paid order when ref is
+// blank. Approved means the gateway accepted the refund; unknown, that its
+// reply was lost.
+func (t *Terminal) RefundForECR(ctx context.Context, ref string, amount int64) SaleResult {
+	res := SaleResult{Request: SaleRequest{Amount: amount, Source: SourceECR, ECRRef: ref}, Outcome: OutcomeRefused, Final: true}
+	var o journal.Order
+	var err error
+	if ref != "" {
+		o, err = t.jr.LastByRef(ctx, ref)
+	} else {
+		o, err = t.jr.LastPaid(ctx)
+	}
+	if err != nil {
+		res.Message = "no sale to refund"
+		t.log.Info("ECR refund refused", zap.String("ref", ref), zap.Error(err))
+		return res
+	}
+	r, err := t.Refund(ctx, o.MchOrderNo, amount)
+	res.MchOrderNo, res.PayOrderID, res.Channel = o.MchOrderNo, o.PayOrderID, o.Channel
+	switch {
+	case err != nil:
+		res.Message = err.Error()
+	case r.State == journal.RefundDone:
+		res.Outcome = OutcomeApproved
+	case r.State == journal.RefundUnknown:
+		res.Outcome, res.Message = OutcomeUnknown, "refund not confirmed: check it"
+	default:
+		res.Message = r.Message
+	}
+	return res
 }
 
 // LastResult returns the result of the newest sale with an ECR reference,
@@ -339,6 +375,15 @@ func randomSuffix(n int) string {
 // random suffix; at most 12+1+10+1+5 = 29 characters.
 func OrderNumber(terminalID string, counter uint64) string {
 	return fmt.Sprintf("%s-%08d-%s", terminalID, counter%10000000000, randomSuffix(5))
+}
+
+// stopFatal makes Run return a FatalError: the journal failed outside the
+// loop and nothing may carry on with state that was not saved.
+func (t *Terminal) stopFatal(err error) {
+	select {
+	case t.fatalc <- err:
+	default:
+	}
 }
 
 func isStorage(err error) bool { return errors.Is(err, journal.ErrStorage) }

@@ -204,6 +204,7 @@ type Journal interface {
 	Find(ctx context.Context, id string) (journal.Order, error)
 	OpenOrders(ctx context.Context) ([]journal.Order, error)
 	LastByRef(ctx context.Context, ref string) (journal.Order, error)
+	LastPaid(ctx context.Context) (journal.Order, error)
 	AddRefund(ctx context.Context, orderNo string, amount int64, number func(uint64) string) (journal.Refund, error)
 	FinishRefund(ctx context.Context, refundNo string, state journal.RefundState, msg string) (journal.Refund, error)
 	Refunds(ctx context.Context, orderNo string) ([]journal.Refund, error)
