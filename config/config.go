@@ -1,0 +1,314 @@
+// Package config is scanpay's configuration: the TOML schema with its
+// defaults, strict decoding (an unknown or misspelt key is an error naming
+// the key and its line), validation with messages a shop technician can
+// act on, and loading the merchant key. It hands typed values to the
+// daemon; no other package imports it.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is where the daemon looks without --config.
+const DefaultPath = "/etc/scanpay/scanpay.toml"
+
+// Duration is a time.Duration written as "2s", "100ms", "24h".
+type Duration struct{ time.Duration }
+
+// UnmarshalText reads Go duration syntax.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration like \"2s\" or \"500ms\"", string(b))
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes Go duration syntax.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// Config is the whole file.
+type Config struct {
+	Terminal Terminal `toml:"terminal"`
+	Gateway  Gateway  `toml:"gateway"`
+	Scanner  Scanner  `toml:"scanner"`
+	Wallets  []Wallet `toml:"wallet"`
+	Keypad   *Keypad  `toml:"keypad"`
+	ECR      *ECR     `toml:"ecr"`
+	Display  Display  `toml:"display"`
+	Beeper   *Beeper  `toml:"beeper"`
+	Journal  Journal  `toml:"journal"`
+	Metrics  *Metrics `toml:"metrics"`
+	Log      Log      `toml:"log"`
+}
+
+// Terminal is the lane.
+type Terminal struct {
+	ID          string   `toml:"id"`
+	Currency    string   `toml:"currency"`
+	MaxAmount   int64    `toml:"max_amount"`
+	CodeTimeout Duration `toml:"code_timeout"`
+	ResultTime  Duration `toml:"result_time"`
+}
+
+// Gateway is the IOTPay account and polling policy.
+type Gateway struct {
+	URL                  string   `toml:"url"`
+	MchID                string   `toml:"mch_id"`
+	JobNo                string   `toml:"job_no"`
+	KeyFile              string   `toml:"key_file"`
+	Subject              string   `toml:"subject"`
+	Body                 string   `toml:"body"`
+	NotifyURL            string   `toml:"notify_url"`
+	ClientIP             string   `toml:"client_ip"`
+	Timeout              Duration `toml:"timeout"`
+	PollInterval         Duration `toml:"poll_interval"`
+	PollAttempts         int      `toml:"poll_attempts"`
+	RefundLate           bool     `toml:"refund_late"`
+	RequireSignedReplies bool     `toml:"require_signed_replies"`
+	ReconcileFor         Duration `toml:"reconcile_for"`
+}
+
+// Scanner is the code reader.
+type Scanner struct {
+	Driver        string   `toml:"driver"` // evdev or serial
+	Device        string   `toml:"device"`
+	Name          string   `toml:"name"`           // evdev: match by device name
+	VendorProduct string   `toml:"vendor_product"` // evdev: match by "0c2e:0b61"
+	Baud          int      `toml:"baud"`
+	DataBits      int      `toml:"data_bits"`
+	Parity        string   `toml:"parity"`
+	LineEnding    string   `toml:"line_ending"` // serial: auto, cr, lf, crlf
+	Terminators   []string `toml:"terminators"` // evdev: enter, kpenter, tab
+	IdleTimeout   Duration `toml:"idle_timeout"`
+	MaxLength     int      `toml:"max_length"`
+	StripAIM      bool     `toml:"strip_aim"`
+}
+
+// Wallet is one row of the code → channel table.
+type Wallet struct {
+	Name      string   `toml:"name"`
+	Channel   string   `toml:"channel"`
+	Prefixes  []string `toml:"prefixes"`
+	MinLength int      `toml:"min_length"`
+	MaxLength int      `toml:"max_length"`
+}
+
+// Keypad is the USB numeric keypad.
+type Keypad struct {
+	Device        string `toml:"device"`
+	Name          string `toml:"name"`
+	VendorProduct string `toml:"vendor_product"`
+	MaxDigits     int    `toml:"max_digits"`
+}
+
+// ECR is the cash register link.
+type ECR struct {
+	Protocol     string   `toml:"protocol"` // concert
+	Device       string   `toml:"device"`
+	Listen       string   `toml:"listen"`
+	Baud         int      `toml:"baud"`
+	DataBits     int      `toml:"data_bits"`
+	Parity       string   `toml:"parity"`
+	POSNumber    string   `toml:"pos_number"`
+	AllowRefunds bool     `toml:"allow_refunds"`
+	Timeout      Duration `toml:"timeout"`
+}
+
+// Display is the customer line display.
+type Display struct {
+	Driver     string `toml:"driver"` // escpos, cd5220, console, none
+	Device     string `toml:"device"`
+	Baud       int    `toml:"baud"`
+	Width      int    `toml:"width"`
+	Brightness int    `toml:"brightness"`
+}
+
+// Beeper is the buzzer.
+type Beeper struct {
+	Driver    string `toml:"driver"` // gpio, tone, bell, none
+	Chip      string `toml:"chip"`
+	Line      int    `toml:"line"`
+	ActiveLow bool   `toml:"active_low"`
+	Device    string `toml:"device"`
+}
+
+// Journal is the order journal.
+type Journal struct {
+	Path string `toml:"path"`
+}
+
+// Metrics is the Prometheus endpoint.
+type Metrics struct {
+	Listen string `toml:"listen"`
+}
+
+// Log is logging.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info, warn, error
+	Format string `toml:"format"` // json, console
+}
+
+// Default returns the defaults every key falls back to.
+func Default() Config {
+	return Config{
+		Terminal: Terminal{ID: "LANE1", Currency: "CAD", MaxAmount: 100000, CodeTimeout: Duration{2 * time.Minute}, ResultTime: Duration{8 * time.Second}},
+		Gateway: Gateway{URL: "https://api.iotpaycloud.com", Subject: "scanpay", Body: "In-store purchase",
+			NotifyURL: "https://localhost/unused", Timeout: Duration{30 * time.Second}, PollInterval: Duration{2 * time.Second},
+			PollAttempts: 30, RequireSignedReplies: true, ReconcileFor: Duration{24 * time.Hour}},
+		Scanner: Scanner{Driver: "evdev", Baud: 9600, DataBits: 8, Parity: "none", LineEnding: "auto",
+			Terminators: []string{"enter", "kpenter"}, IdleTimeout: Duration{300 * time.Millisecond}, MaxLength: 64},
+		Display: Display{Driver: "none", Baud: 9600, Width: 20},
+		Journal: Journal{Path: "/var/lib/scanpay/journal.db"},
+		Log:     Log{Level: "info", Format: "json"},
+	}
+}
+
+// Error is a configuration problem, located when it can be.
+type Error struct {
+	Key  string // dotted key, e.g. scanner.device
+	Line int    // 1-based, 0 when unknown
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.Key != "" && e.Line > 0:
+		return fmt.Sprintf("%s (line %d): %s", e.Key, e.Line, e.Msg)
+	case e.Key != "":
+		return e.Key + ": " + e.Msg
+	case e.Line > 0:
+		return fmt.Sprintf("line %d: %s", e.Line, e.Msg)
+	}
+	return e.Msg
+}
+
+// Errors is every problem found, so a technician fixes them in one go.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Parse decodes a config file's bytes over the defaults. Unknown keys are
+// errors; so is every value Validate refuses.
+func Parse(data []byte) (Config, error) {
+	cfg := Default()
+	// Section defaults for optional tables are filled after decoding.
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&cfg)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return cfg, Errors{{Line: pe.Position.Line, Msg: pe.Message}}
+		}
+		return cfg, Errors{{Msg: cleanDecodeError(err.Error())}}
+	}
+	var errs Errors
+	var reported []string
+	for _, k := range md.Undecoded() {
+		key := k.String()
+		dup := false
+		for _, r := range reported {
+			dup = dup || strings.HasPrefix(key, r+".")
+		}
+		if dup {
+			continue // inside an unknown table already reported
+		}
+		reported = append(reported, key)
+		errs = append(errs, &Error{Key: key, Line: findKeyLine(data, k), Msg: "unknown key (misspelt, or not a scanpay setting)"})
+	}
+	if len(errs) > 0 {
+		return cfg, errs
+	}
+	cfg.fillOptionalDefaults()
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+func cleanDecodeError(s string) string {
+	return strings.TrimPrefix(s, "toml: ")
+}
+
+// Load reads and parses a config file.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return cfg, fmt.Errorf("config %s:\n%w", path, err)
+	}
+	return cfg, nil
+}
+
+func (c *Config) fillOptionalDefaults() {
+	if c.ECR != nil {
+		if c.ECR.Protocol == "" {
+			c.ECR.Protocol = "concert"
+		}
+		if c.ECR.Baud == 0 {
+			c.ECR.Baud = 9600
+		}
+		if c.ECR.DataBits == 0 {
+			c.ECR.DataBits = 8
+		}
+		if c.ECR.Parity == "" {
+			c.ECR.Parity = "none"
+		}
+		if c.ECR.Timeout.Duration == 0 {
+			c.ECR.Timeout.Duration = 3 * time.Second
+		}
+	}
+	if c.Keypad != nil && c.Keypad.MaxDigits == 0 {
+		c.Keypad.MaxDigits = 8
+	}
+	if c.Beeper != nil && c.Beeper.Driver == "" {
+		c.Beeper.Driver = "none"
+	}
+}
+
+var headerRE = regexp.MustCompile(`^\s*\[\[?\s*([A-Za-z0-9_.\-"]+)\s*\]\]?`)
+
+// findKeyLine finds the line of key k: the last segment assigned inside the
+// table named by the others.
+func findKeyLine(data []byte, k toml.Key) int {
+	if len(k) == 0 {
+		return 0
+	}
+	table := strings.Join(k[:len(k)-1], ".")
+	name := k[len(k)-1]
+	current := ""
+	for i, line := range strings.Split(string(data), "\n") {
+		trimmed := strings.TrimSpace(line)
+		if m := headerRE.FindStringSubmatch(trimmed); m != nil {
+			current = strings.ReplaceAll(m[1], `"`, "")
+			if len(k) == 1 && current == name {
+				return i + 1
+			}
+			continue
+		}
+		if current != table {
+			continue
+		}
+		if lhs, _, ok := strings.Cut(trimmed, "="); ok && strings.Trim(strings.TrimSpace(lhs), `"`) == name {
+			return i + 1
+		}
+	}
+	return 0
+}
