@@ -78,7 +78,10 @@ func (l Layout) Render(s payment.Screen) Lines {
 	case payment.ScreenRefundFailed:
 		a, b = spread("Refund failed", amt, w), reason("Call staff")
 	case payment.ScreenCancelled:
-		a, b = spread("Cancelled", amt, w), reason("")
+		a, b = spread("Cancelled", amt, w), ""
+		if !strings.EqualFold(s.Reason, "cancelled") {
+			b = reason("")
+		}
 	case payment.ScreenRecovering:
 		a, b = "Checking last sale", spread("", amt, w)
 	case payment.ScreenOutOfService:

@@ -388,7 +388,11 @@ func (l *lane) onReply(r gatewayReply) error {
 	case iotpay.OutcomePaid:
 		return l.finish(journal.StatePaid, res, "")
 	case iotpay.OutcomeFailed:
-		return l.finish(journal.StateDeclined, res, res.Message())
+		msg := res.Message()
+		if s.createFail != nil {
+			msg = s.createFail.Msg // the decline's own reason beats the query's "cancelled"
+		}
+		return l.finish(journal.StateDeclined, res, msg)
 	case iotpay.OutcomeNotFound:
 		if s.notSent {
 			return l.finish(journal.StateDeclined, res, "not sent: gateway unreachable")

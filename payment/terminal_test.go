@@ -69,6 +69,9 @@ func TestScenarioOutcomes(t *testing.T) {
 			if o.State != tc.state {
 				t.Fatalf("journal state %s, want %s", o.State, tc.state)
 			}
+			if tc.amount == 1051 && o.Message != "insufficient balance" {
+				t.Fatalf("decline reason %q: the gateway's reason must be kept", o.Message)
+			}
 			if got := h.jr.Commits() - before; got != tc.commits {
 				t.Fatalf("%d commits, want %d", got, tc.commits)
 			}

@@ -46,6 +46,9 @@ type Options struct {
 	ReadOnly bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// OnCommit, when set, is told how long each commit (with its fsync)
+	// took; metrics use it.
+	OnCommit func(time.Duration)
 }
 
 // Journal is an open journal. It is safe for concurrent use.
@@ -53,8 +56,9 @@ type Journal struct {
 	db      *sql.DB
 	path    string
 	now     func() time.Time
-	secret  []byte
-	commits atomic.Int64
+	secret   []byte
+	commits  atomic.Int64
+	onCommit func(time.Duration)
 }
 
 const schema = `
@@ -138,7 +142,7 @@ func Open(path string, opts Options) (*Journal, error) {
 	// One connection serialises this process's writers; busy_timeout
 	// covers a CLI process writing at the same time.
 	db.SetMaxOpenConns(1)
-	j := &Journal{db: db, path: path, now: now}
+	j := &Journal{db: db, path: path, now: now, onCommit: opts.OnCommit}
 	if err := j.check(opts); err != nil {
 		db.Close()
 		return nil, err
@@ -298,8 +302,12 @@ func (j *Journal) write(ctx context.Context, op string, fn func(tx *sql.Tx) erro
 		}
 		return storage(op, err)
 	}
+	start := time.Now()
 	if err := tx.Commit(); err != nil {
 		return storage(op+" commit", err)
+	}
+	if j.onCommit != nil {
+		j.onCommit(time.Since(start))
 	}
 	j.commits.Add(1)
 	return nil

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/scanpay/scanpay/payment"
+	"github.com/scanpay/scanpay/payment/iotpay"
+	"github.com/scanpay/scanpay/payment/journal"
+)
+
+// metrics is the Prometheus view of a lane. It implements
+// payment.Observer and scanner.DeviceObserver.
+type metrics struct {
+	reg           *prometheus.Registry
+	sales         *prometheus.CounterVec
+	gateway       *prometheus.HistogramVec
+	deviceUp      *prometheus.GaugeVec
+	deviceReopens *prometheus.CounterVec
+	scansRejected *prometheus.CounterVec
+	outputFails   *prometheus.CounterVec
+	commit        prometheus.Histogram
+
+	mu      sync.Mutex
+	wasDown map[string]bool
+}
+
+func newMetrics(version string) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry(), wasDown: map[string]bool{}}
+	m.sales = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scanpay_sales_total",
+		Help: "Sales settled, by channel and outcome (PAID, DECLINED, UNCONFIRMED, LATE_PAID)."}, []string{"channel", "outcome"})
+	m.gateway = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "scanpay_gateway_request_seconds",
+		Help: "IOTPay request latency by endpoint and result.", Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10, 30}}, []string{"endpoint", "result"})
+	m.deviceUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "scanpay_device_up",
+		Help: "1 when the device is open and working."}, []string{"device"})
+	m.deviceReopens = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scanpay_device_reopens_total",
+		Help: "Times a device came back after being lost."}, []string{"device"})
+	m.scansRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scanpay_scans_rejected_total",
+		Help: "Scanned input refused, by reason (unsupported, used, no_amount, busy, partial, overlong, control)."}, []string{"reason"})
+	m.outputFails = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scanpay_output_failures_total",
+		Help: "Failed writes to the display, beeper or register."}, []string{"output"})
+	m.commit = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "scanpay_journal_commit_seconds",
+		Help: "Journal commit latency, fsync included.", Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, 1}})
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "scanpay_build_info", Help: "Version of the running scanpay."},
+		[]string{"version", "goversion"})
+	build.WithLabelValues(version, runtime.Version()).Set(1)
+	m.reg.MustRegister(m.sales, m.gateway, m.deviceUp, m.deviceReopens, m.scansRejected, m.outputFails, m.commit, build,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) SaleFinished(channel string, state journal.State) {
+	m.sales.WithLabelValues(channel, state.String()).Inc()
+}
+
+func (m *metrics) ScanRejected(reason string) { m.scansRejected.WithLabelValues(reason).Inc() }
+
+func (m *metrics) GatewayCall(endpoint string, outcome iotpay.Outcome, d time.Duration) {
+	if d > 0 {
+		m.gateway.WithLabelValues(endpoint, outcome.String()).Observe(d.Seconds())
+	}
+}
+
+func (m *metrics) OutputFailed(output string) { m.outputFails.WithLabelValues(output).Inc() }
+
+func (m *metrics) DeviceUp(device string, up bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if up {
+		m.deviceUp.WithLabelValues(device).Set(1)
+		if m.wasDown[device] {
+			m.deviceReopens.WithLabelValues(device).Inc()
+		}
+		return
+	}
+	m.deviceUp.WithLabelValues(device).Set(0)
+	m.wasDown[device] = true
+}
+
+func (m *metrics) journalCommit(d time.Duration) { m.commit.Observe(d.Seconds()) }
+
+// openOrders reports open orders by state at each scrape, from the journal.
+type openOrders struct {
+	jr   *journal.Journal
+	desc *prometheus.Desc
+}
+
+func (o openOrders) Describe(ch chan<- *prometheus.Desc) { ch <- o.desc }
+
+func (o openOrders) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	open, err := o.jr.OpenOrders(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(o.desc, err)
+		return
+	}
+	counts := map[string]float64{"SUBMITTING": 0, "POLLING": 0, "UNCONFIRMED": 0, "LATE_PAID": 0}
+	for _, ord := range open {
+		counts[ord.State.String()]++
+	}
+	for state, n := range counts {
+		ch <- prometheus.MustNewConstMetric(o.desc, prometheus.GaugeValue, n, state)
+	}
+}
+
+func (m *metrics) watchJournal(jr *journal.Journal) {
+	m.reg.MustRegister(openOrders{jr: jr, desc: prometheus.NewDesc("scanpay_open_orders",
+		"Orders not settled, by state; LATE_PAID counts late payments not yet refunded.", []string{"state"}, nil)})
+}
+
+// server serves /metrics and /healthz on listen.
+func (m *metrics) server(listen string, d *daemon, log *zap.Logger) runner {
+	return runner{name: "metrics", fatal: true, run: func(ctx context.Context) error {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+			pctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			state, err := d.term.Ping(pctx)
+			w.Header().Set("Content-Type", "application/json")
+			body := map[string]any{"state": state.String(), "lane": d.cfg.Terminal.ID}
+			if err != nil {
+				body["error"] = "main loop not answering"
+				w.WriteHeader(http.StatusServiceUnavailable)
+			} else if state == payment.StateStarting {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+			json.NewEncoder(w).Encode(body)
+		})
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			return err
+		}
+		log.Info("metrics listening", zap.String("address", ln.Addr().String()))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		stop := context.AfterFunc(ctx, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			srv.Shutdown(sctx)
+		})
+		defer stop()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}}
+}

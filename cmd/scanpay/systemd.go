@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"go.uber.org/zap"
+
+	"github.com/scanpay/scanpay/payment"
+)
+
+// lane is what the systemd notifier watches.
+type lane interface {
+	Ready() <-chan struct{}
+	Ping(ctx context.Context) (payment.State, error)
+}
+
+// systemdRunner tells systemd READY=1 once the journal is open and open
+// orders are resumed (devices are opened or being retried by then), sends
+// WATCHDOG=1 at half of WATCHDOG_USEC only while the main loop answers its
+// health check, and keeps STATUS= up to date. Without NOTIFY_SOCKET every
+// notification is a no-op.
+func systemdRunner(t lane, log *zap.Logger) runner {
+	return runner{name: "systemd", run: func(ctx context.Context) error {
+		select {
+		case <-t.Ready():
+		case <-ctx.Done():
+			return nil
+		}
+		notify := func(state string) {
+			if _, err := sddaemon.SdNotify(false, state); err != nil {
+				log.Warn("sd_notify failed", zap.Error(err))
+			}
+		}
+		notify(sddaemon.SdNotifyReady + "\nSTATUS=lane ready")
+		interval, err := sddaemon.SdWatchdogEnabled(false)
+		if err != nil {
+			log.Warn("bad WATCHDOG_USEC", zap.Error(err))
+		}
+		period := 5 * time.Second
+		if interval > 0 {
+			period = interval / 2
+		}
+		ticker := time.NewTicker(period)
+		defer ticker.Stop()
+		healthy, last := true, ""
+		for {
+			select {
+			case <-ctx.Done():
+				notify(sddaemon.SdNotifyStopping + "\nSTATUS=stopping")
+				return nil
+			case <-ticker.C:
+			}
+			pctx, cancel := context.WithTimeout(ctx, period)
+			state, err := t.Ping(pctx)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					continue
+				}
+				// No WATCHDOG=1: if the loop stays wedged, systemd kills and
+				// restarts scanpay, which recovers from the journal.
+				if healthy {
+					log.Error("main loop not answering its health check; withholding the watchdog ping")
+				}
+				healthy = false
+				continue
+			}
+			healthy = true
+			status := fmt.Sprintf("STATUS=lane %s", state)
+			msg := status
+			if interval > 0 {
+				msg = sddaemon.SdNotifyWatchdog + "\n" + status
+			}
+			if interval > 0 || status != last {
+				notify(msg)
+				last = status
+			}
+		}
+	}}
+}
