@@ -45,12 +45,12 @@ type runner struct {
 
 // overrides let the demo and tests replace parts of the wiring.
 type overrides struct {
-	screen     payment.ScreenSink     // instead of the configured display
-	noScanner  bool                   // the caller scans through the terminal
-	results    []payment.ResultSink   // extra result sinks
-	httpClient *http.Client           // gateway transport
-	observer   *metrics               // metrics, when enabled
-	consoleOut io.Writer              // where the console display draws
+	screen     payment.ScreenSink   // instead of the configured display
+	noScanner  bool                 // the caller scans through the terminal
+	results    []payment.ResultSink // extra result sinks
+	httpClient *http.Client         // gateway transport
+	observer   *metrics             // metrics, when enabled
+	consoleOut io.Writer            // where the console display draws
 }
 
 // resultFanout hands results to several sinks.

@@ -53,9 +53,9 @@ type Options struct {
 
 // Journal is an open journal. It is safe for concurrent use.
 type Journal struct {
-	db      *sql.DB
-	path    string
-	now     func() time.Time
+	db       *sql.DB
+	path     string
+	now      func() time.Time
 	secret   []byte
 	commits  atomic.Int64
 	onCommit func(time.Duration)
