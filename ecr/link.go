@@ -20,6 +20,8 @@ type Terminal interface {
 	RequestSale(ctx context.Context, req payment.SaleRequest) error
 	// RefundForECR refunds the last sale with ref (or the last paid one).
 	RefundForECR(ctx context.Context, ref string, amount int64) payment.SaleResult
+	// LastResult is the journaled result of the newest sale with ref.
+	LastResult(ctx context.Context, ref string) (payment.SaleResult, error)
 	State() payment.State
 }
 
@@ -292,6 +294,17 @@ func (s *session) handle(ctx context.Context, req Request) error {
 	}
 	if req.Type == TypeCredit {
 		return refuse("credit is not supported")
+	}
+	if ref != "" {
+		// A reference whose sale was approved, or is not confirmed yet, is
+		// the register asking again (after a restart, say): answer it from
+		// the journal. A new sale there could charge one invoice twice.
+		// After a decline the same reference may try again.
+		if last, err := l.term.LastResult(ctx, ref); err == nil && last.Outcome != payment.OutcomeRefused {
+			log.Info("ECR asked again: answering from the journal", zap.String("mchOrderNo", last.MchOrderNo), zap.Stringer("outcome", last.Outcome))
+			_, err := s.sendResult(ctx, req, last)
+			return err
+		}
 	}
 	sale := payment.SaleRequest{Amount: req.Amount, Currency: currency, Source: payment.SourceECR, ECRRef: ref, POSNumber: req.POS}
 	if !req.Immediate {

@@ -30,6 +30,7 @@ type stubTerm struct {
 	saleErr error
 	refunds []string
 	refund  payment.SaleResult
+	journal map[string]payment.SaleResult
 }
 
 func (s *stubTerm) RequestSale(_ context.Context, r payment.SaleRequest) error {
@@ -46,6 +47,16 @@ func (s *stubTerm) RefundForECR(_ context.Context, ref string, amount int64) pay
 	r := s.refund
 	r.Request = payment.SaleRequest{Amount: amount, Source: payment.SourceECR, ECRRef: ref}
 	return r
+}
+
+func (s *stubTerm) LastResult(_ context.Context, ref string) (payment.SaleResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.journal[ref]
+	if !ok {
+		return payment.SaleResult{}, payment.ErrNoOrder
+	}
+	return r, nil
 }
 
 func (s *stubTerm) State() payment.State {
@@ -431,5 +442,32 @@ func TestTCPTransport(t *testing.T) {
 			t.Fatalf("%+v %v", res, err)
 		}
 		c.Close()
+	}
+}
+
+func TestAskAgainAnsweredFromJournal(t *testing.T) {
+	r := newRig(t, Config{}, port8N1)
+	r.term.mu.Lock()
+	r.term.journal = map[string]payment.SaleResult{
+		"PAIDINV":  approved("PAIDINV", 2865),
+		"DECLINED": {Outcome: payment.OutcomeRefused},
+	}
+	r.term.mu.Unlock()
+	// An approved invoice asked again gets its result, not a second sale.
+	if err := r.reg.Send(req(2865, true, false, "PAIDINV")); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := r.reg.Receive(3*time.Second, true); err != nil || res.Status != StatusApproved {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if n, _ := r.term.count(); n != 0 {
+		t.Fatal("a second sale was started for an approved invoice")
+	}
+	// A declined invoice may be tried again.
+	if err := r.reg.Send(req(2865, true, false, "DECLINED")); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.waitSale(); s.ECRRef != "DECLINED" {
+		t.Fatalf("%+v", s)
 	}
 }

@@ -25,6 +25,9 @@ func (a *autoTerm) RefundForECR(context.Context, string, int64) payment.SaleResu
 	return payment.SaleResult{Outcome: payment.OutcomeRefused}
 }
 func (a *autoTerm) State() payment.State { return payment.StateIdle }
+func (a *autoTerm) LastResult(context.Context, string) (payment.SaleResult, error) {
+	return payment.SaleResult{}, payment.ErrNoOrder
+}
 
 func TestSaleOverTCP(t *testing.T) {
 	term := &autoTerm{}

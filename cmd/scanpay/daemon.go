@@ -74,6 +74,9 @@ func (l *lateTerminal) RefundForECR(ctx context.Context, ref string, amount int6
 	return l.t.RefundForECR(ctx, ref, amount)
 }
 func (l *lateTerminal) State() payment.State { return l.t.State() }
+func (l *lateTerminal) LastResult(ctx context.Context, ref string) (payment.SaleResult, error) {
+	return l.t.LastResult(ctx, ref)
+}
 
 // keypadSink turns keypad entries into terminal events.
 type keypadSink struct{ t *payment.Terminal }
@@ -194,6 +197,10 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 	pcfg.PollInterval, pcfg.PollAttempts = g.PollInterval.Duration, g.PollAttempts
 	pcfg.CodeTimeout, pcfg.ResultFor = cfg.Terminal.CodeTimeout.Duration, cfg.Terminal.ResultTime.Duration
 	pcfg.RefundLate, pcfg.ReconcileFor = g.RefundLate, g.ReconcileFor.Duration
+	// The reconciler's first retries follow the polling pace (10 s at the
+	// default 2 s), capped at its defaults.
+	pcfg.ReconcileMin = min(pcfg.ReconcileMin, 5*pcfg.PollInterval)
+	pcfg.NotFoundFinalAfter = min(pcfg.NotFoundFinalAfter, max(2*time.Minute, 2*time.Duration(pcfg.PollAttempts)*pcfg.PollInterval))
 	if pcfg.ReconcileMax > pcfg.ReconcileFor {
 		pcfg.ReconcileMax = pcfg.ReconcileFor
 	}

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/scanpay/scanpay/config"
+	"github.com/scanpay/scanpay/display"
+	"github.com/scanpay/scanpay/keypad"
+	"github.com/scanpay/scanpay/payment"
+	"github.com/scanpay/scanpay/payment/iotpaysim"
+	"github.com/scanpay/scanpay/scanner"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv("SCANPAY_E2E_BINARY") == "" {
+		if err := buildBinary(); err != nil {
+			panic(err)
+		}
+		defer os.RemoveAll(filepath.Dir(binary))
+	}
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/coreos/go-systemd/v22/daemon.SdNotify"))
+}
+
+func cli(env map[string]string) (*CLI, *bytes.Buffer, *bytes.Buffer) {
+	var out, errb bytes.Buffer
+	return &CLI{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader(""), Version: "test",
+		Getenv: func(k string) string { return env[k] }}, &out, &errb
+}
+
+func TestUsageAndVersion(t *testing.T) {
+	c, out, errb := cli(nil)
+	if code := c.Run(context.Background(), nil); code != exitUsage || !strings.Contains(errb.String(), "Commands:") {
+		t.Fatalf("no args: %d %s", code, errb.String())
+	}
+	if code := c.Run(context.Background(), []string{"frobnicate"}); code != exitUsage {
+		t.Fatalf("unknown command: %d", code)
+	}
+	if code := c.Run(context.Background(), []string{"version"}); code != 0 || !strings.HasPrefix(out.String(), "scanpay test") {
+		t.Fatalf("version: %d %q", code, out.String())
+	}
+	for _, cmd := range []string{"run", "check-config", "report", "orders", "query", "refund", "demo"} {
+		c, _, errb := cli(nil)
+		if code := c.Run(context.Background(), []string{cmd, "--help"}); code != 0 || !strings.Contains(errb.String(), "Usage: scanpay "+cmd) {
+			t.Errorf("%s --help: %d %s", cmd, code, errb.String())
+		}
+	}
+}
+
+// writeConfig writes a config and a key file and returns the config path.
+func writeConfig(t *testing.T, dir, body string, keyMode os.FileMode) string {
+	t.Helper()
+	key := filepath.Join(dir, "merchant.key")
+	if err := os.WriteFile(key, []byte("TESTKEY1234567890\n"), keyMode); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(key, keyMode)
+	path := filepath.Join(dir, "scanpay.toml")
+	body = strings.ReplaceAll(body, "KEYFILE", key)
+	body = strings.ReplaceAll(body, "DIR", dir)
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+const basicConfig = `
+[gateway]
+url = "http://127.0.0.1:1"
+mch_id = "10000576"
+job_no = "cashier"
+key_file = "KEYFILE"
+[scanner]
+driver = "serial"
+device = "DIR/scanner"
+[journal]
+path = "DIR/journal.db"
+`
+
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "scanner"), nil, 0o600)
+	path := writeConfig(t, dir, basicConfig, 0o600)
+	c, out, errb := cli(nil)
+	if code := c.Run(context.Background(), []string{"check-config", "--config", path}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if strings.Contains(out.String(), "TESTKEY") || !strings.Contains(out.String(), "not shown") || !strings.Contains(out.String(), "poll_attempts = 30") {
+		t.Fatalf("output:\n%s", out.String())
+	}
+	// A key readable by others: refused, key not printed.
+	path = writeConfig(t, dir, basicConfig, 0o644)
+	c, out, errb = cli(nil)
+	if code := c.Run(context.Background(), []string{"check-config", "--config", path}); code != exitUsage || !strings.Contains(errb.String(), "chmod 600") {
+		t.Fatalf("group-readable key: %d %s", code, errb.String())
+	}
+	if strings.Contains(out.String()+errb.String(), "TESTKEY") {
+		t.Fatal("key printed")
+	}
+	// A missing device: reported.
+	os.Remove(filepath.Join(dir, "scanner"))
+	path = writeConfig(t, dir, basicConfig, 0o600)
+	c, _, errb = cli(nil)
+	if code := c.Run(context.Background(), []string{"check-config", "--config", path}); code != exitUsage || !strings.Contains(errb.String(), "scanner.device") {
+		t.Fatalf("missing device: %d %s", code, errb.String())
+	}
+	// An unknown key: named with its line; run refuses to start with exit 2.
+	path = writeConfig(t, dir, basicConfig+"\n[log]\nlevle = \"debug\"\n", 0o600)
+	c, _, errb = cli(nil)
+	if code := c.Run(context.Background(), []string{"run", "--config", path}); code != exitUsage || !strings.Contains(errb.String(), "log.levle (line") {
+		t.Fatalf("unknown key: %d %s", code, errb.String())
+	}
+	c, _, errb = cli(nil)
+	if code := c.Run(context.Background(), []string{"run", "--config", filepath.Join(dir, "none.toml")}); code != exitUsage {
+		t.Fatalf("missing config: %d %s", code, errb.String())
+	}
+}
+
+func TestDemo(t *testing.T) {
+	c, out, errb := cli(nil)
+	if code := c.Run(context.Background(), []string{"demo", "--pace", "20"}); code != 0 {
+		t.Fatalf("demo exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	s := out.String()
+	for _, want := range []string{
+		"Approved: IOTPay answered status 2",
+		"Declined (insufficient balance)",
+		"|Confirm on phone    |",
+		"found it paid. One order, charged once: PAID",
+		"|Code already used   |",
+		"Report: 3 paid sale(s) for $49.72, 1 declined; IOTPay's ledger holds 4 order(s), 3 of them paid.",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	for _, code := range []string{"134567890123456789", "2812345678901234", "6212345678901234567"} {
+		if strings.Contains(s, code) {
+			t.Errorf("demo printed the full code %s", code)
+		}
+	}
+}
+
+// TestKeypadAmountSale drives the daemon's wiring with keypad keys (the
+// evdev part is proven in the VM test).
+func TestKeypadAmountSale(t *testing.T) {
+	dir := t.TempDir()
+	clock := iotpaysim.NewFakeClock(time.Now())
+	srvURL, stopSim, _ := startSim(t, clock)
+	defer stopSim()
+	cfg := config.Default()
+	cfg.Gateway.URL, cfg.Gateway.MchID, cfg.Gateway.JobNo = srvURL, "10000576", "c"
+	cfg.Gateway.PollInterval = config.Duration{Duration: 100 * time.Millisecond}
+	cfg.Journal.Path = filepath.Join(dir, "j.db")
+	var screens bytes.Buffer
+	console := &display.Console{Layout: display.Layout{Width: 20}, Out: &syncWriter{w: &screens}}
+	results := make(resultChan, 4)
+	d, err := build(cfg, "TESTKEY1234567890", zaptest.NewLogger(t), overrides{screen: console, noScanner: true, results: []payment.ResultSink{results}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.run(ctx) }()
+	<-d.term.Ready()
+	ed := keypad.NewEditor(keypad.Config{MaxAmount: cfg.Terminal.MaxAmount})
+	for _, k := range []uint16{scanner.KeyKP2, scanner.KeyKP8, scanner.KeyKP6, scanner.KeyKP5, scanner.KeyKPEnter} {
+		keypad.Feed(ctx, ed, k, keypadSink{d.term}, zaptest.NewLogger(t))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for d.term.State() != payment.StateAwaitingCode && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	d.term.Scan(ctx, payment.Code{Text: "134567890123456789"})
+	r := <-results
+	if r.Outcome != payment.OutcomeApproved || r.Request.Amount != 2865 || r.Request.Source != payment.SourceKeypad {
+		t.Fatalf("%+v", r)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(screens.String(), "|Amount        $28.65|") {
+		t.Fatalf("typed amount not echoed:\n%s", screens.String())
+	}
+}
