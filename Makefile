@@ -3,12 +3,15 @@ SHELL := /bin/bash
 GO ?= go
 PKGS := ./...
 FUZZTIME ?= 30s
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Debian-style version from git: a vX.Y.Z tag gives X.Y.Z; otherwise
+# 0.0.0+git<commits>.<hash>.
+VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//; s/-\([0-9]*\)-g/+git\1./'); \
+  [ -n "$$v" ] && echo "$$v" || echo "0.0.0+git$$(git rev-list --count HEAD 2>/dev/null || echo 0).$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin
 CMDS := scanpay iotpaysim fakescanner fakeecr
 
-.PHONY: help build test vet fuzz cross test-arm test-vm crash bench clean
+.PHONY: help build test vet fuzz cross test-arm test-vm dist check-dist check-systemd crash bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,6 +50,20 @@ test-arm: ## package tests built for linux/arm (v7, 16-byte input_event) and arm
 
 test-vm: ## boot a Debian kernel in QEMU and test the real evdev/uinput scanner path
 	deploy/vm/run.sh scanner
+
+dist: ## cross-build binaries (dist/linux-*) and .deb packages for amd64, arm64 and armhf
+	@rm -rf dist && mkdir -p dist
+	@$(MAKE) --no-print-directory cross BIN=dist
+	deploy/deb/build.sh dist $(VERSION)
+	@ls -l dist/*/scanpay dist/*.deb
+
+check-dist: dist ## inspect the packages, install one into a scratch root, run the arm builds under qemu
+	deploy/deb/check.sh dist
+
+check-systemd: ## systemd-analyze verify and security (exposure at most 2.0) of the unit
+	@tmp=$$(mktemp -d); sed "s|/usr/bin/scanpay|/bin/true|" systemd/scanpay.service > $$tmp/scanpay.service; \
+	  systemd-analyze verify $$tmp/scanpay.service && \
+	  systemd-analyze security --offline=true --threshold=20 $$tmp/scanpay.service | tail -n 1; rc=$$?; rm -rf $$tmp; exit $$rc
 
 crash: ## the long crash test: SCANPAY_CRASH_SALES (default 2000) sales under random SIGKILLs
 	SCANPAY_CRASH_SALES=$${SCANPAY_CRASH_SALES:-2000} $(GO) test -race -count=1 -timeout 60m -run '^TestCrashRecovery$$' -v ./payment | grep -E 'crash test|checked|PASS|FAIL|ok'

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Checks built packages: deploy/deb/check.sh DISTDIR
+# - dpkg-deb --info/--contents of each package;
+# - installs the amd64 one into a scratch root, checks the layout and the
+#   conffile, edits the config, reinstalls, and checks the edit survived;
+# - runs the arm64 and armhf binaries under qemu-user-static.
+set -euo pipefail
+dist=${1:?distdir}
+fail() { echo "deb check: FAIL: $*"; exit 1; }
+for deb in "$dist"/scanpay_*.deb; do
+  echo "== $(basename "$deb")"
+  dpkg-deb --info "$deb" | sed -n '/Package:/,/Description:/p'
+  contents=$(dpkg-deb --contents "$deb")
+  for f in ./usr/bin/scanpay ./lib/systemd/system/scanpay.service ./usr/lib/sysusers.d/scanpay.conf \
+           ./usr/lib/tmpfiles.d/scanpay.conf ./lib/udev/rules.d/70-scanpay.rules ./etc/scanpay/scanpay.toml; do
+    grep -q " $f\$" <<<"$contents" || fail "$deb lacks $f"
+  done
+  [ "$(dpkg-deb --field "$deb" Package)" = scanpay ] || fail "package name"
+  dpkg-deb --info "$deb" conffiles | grep -qx /etc/scanpay/scanpay.toml || fail "config is not a conffile"
+done
+
+amd=$(ls "$dist"/scanpay_*_amd64.deb)
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root/var/lib/dpkg/info" "$root/var/lib/dpkg/updates"
+touch "$root/var/lib/dpkg/status"
+install_deb() { dpkg --root="$root" --force-script-chrootless --force-depends --force-confold -i "$1" >/dev/null; }
+install_deb "$amd"
+dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Status} ${Version}\n' scanpay | grep -q "install ok installed" || fail "not installed"
+for f in usr/bin/scanpay lib/systemd/system/scanpay.service etc/scanpay/scanpay.toml; do
+  [ -e "$root/$f" ] || fail "$f not installed"
+done
+dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Conffiles}\n' scanpay | grep -q /etc/scanpay/scanpay.toml || fail "conffile not registered"
+echo 'id = "EDITED"' >> "$root/etc/scanpay/scanpay.toml"
+install_deb "$amd"
+grep -q 'id = "EDITED"' "$root/etc/scanpay/scanpay.toml" || fail "reinstalling overwrote an edited config"
+"$root/usr/bin/scanpay" version
+echo "scratch-root install: layout, conffile and kept edit OK"
+
+# The arm binaries start under qemu-user.
+cfgdir=$(mktemp -d)
+printf 'TESTKEY\n' > "$cfgdir/key"; chmod 600 "$cfgdir/key"; touch "$cfgdir/scanner"
+cat > "$cfgdir/scanpay.toml" <<TOML
+[gateway]
+mch_id = "1"
+job_no = "j"
+key_file = "$cfgdir/key"
+[scanner]
+driver = "serial"
+device = "$cfgdir/scanner"
+[journal]
+path = "$cfgdir/journal.db"
+TOML
+for pair in arm64:qemu-aarch64-static armhf:qemu-arm-static; do
+  arch=${pair%%:*}; emu=${pair##*:}
+  deb=$(ls "$dist"/scanpay_*_"$arch".deb)
+  x=$(mktemp -d)
+  dpkg-deb -x "$deb" "$x"
+  "$emu" "$x/usr/bin/scanpay" version
+  "$emu" "$x/usr/bin/scanpay" check-config --config "$cfgdir/scanpay.toml" >/dev/null || fail "$arch check-config"
+  echo "$arch: scanpay version and check-config OK under $emu"
+  rm -rf "$x"
+done
+rm -rf "$cfgdir"
+echo "deb check: PASS"
