@@ -11,10 +11,13 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin
 CMDS := scanpay iotpaysim fakescanner fakeecr
 
-.PHONY: help build test vet fuzz cross test-arm test-vm dist check-dist check-systemd crash bench clean
+.PHONY: help demo build test vet fuzz cross test-arm test-vm dist check-dist check-systemd crash bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+demo: ## run the demo: a lane against the built-in gateway simulator (no hardware needed)
+	$(GO) run ./cmd/scanpay demo
 
 build: ## build the commands into bin/
 	@mkdir -p $(BIN)
