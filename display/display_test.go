@@ -14,13 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
-	"golang.org/x/sys/unix"
 
 	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/scanner"
+	"github.com/scanpay/scanpay/scanner/scannertest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -97,95 +96,10 @@ func TestLayoutTexts(t *testing.T) {
 	}
 }
 
-// ptyPort is a display on a pty behind a stable link.
-type ptyPort struct {
-	t      *testing.T
-	link   string
-	mu     sync.Mutex
-	master *os.File
-	slave  *os.File
-}
-
-func newPtyPort(t *testing.T) *ptyPort {
-	p := &ptyPort{t: t, link: filepath.Join(t.TempDir(), "display")}
-	p.plug()
-	t.Cleanup(p.unplug)
-	return p
-}
-
-func (p *ptyPort) plug() {
-	m, s, err := pty.Open()
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	m = pollable(p.t, m)
-	os.Remove(p.link)
-	os.Symlink(s.Name(), p.link)
-	p.mu.Lock()
-	p.master, p.slave = m, s
-	p.mu.Unlock()
-}
-
-func (p *ptyPort) unplug() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.master != nil {
-		p.master.Close()
-		p.slave.Close()
-		p.master = nil
-	}
-}
-
-// pollable returns a non-blocking duplicate of f registered with Go's
-// poller, so read deadlines work (creack/pty leaves the master blocking).
-func pollable(t *testing.T, f *os.File) *os.File {
-	fd, err := unix.Dup(int(f.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	if err := unix.SetNonblock(fd, true); err != nil {
-		t.Fatal(err)
-	}
-	return os.NewFile(uintptr(fd), "ptmx")
-}
-
-// read reads exactly n bytes from the display side.
-func (p *ptyPort) read(n int) []byte {
-	p.t.Helper()
-	p.mu.Lock()
-	m := p.master
-	p.mu.Unlock()
-	buf := make([]byte, n)
-	m.SetReadDeadline(time.Now().Add(5 * time.Second))
-	got := 0
-	for got < n {
-		k, err := m.Read(buf[got:])
-		if err != nil {
-			p.t.Fatalf("read %d of %d bytes: %v (have %q)", got, n, err, buf[:got])
-		}
-		got += k
-	}
-	return buf
-}
-
-// quiet checks nothing more arrives.
-func (p *ptyPort) quiet() {
-	p.t.Helper()
-	p.mu.Lock()
-	m := p.master
-	p.mu.Unlock()
-	m.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-	b := make([]byte, 64)
-	if n, _ := m.Read(b); n > 0 {
-		p.t.Fatalf("unexpected bytes %q", b[:n])
-	}
-}
-
-func startPole(t *testing.T, port *ptyPort, proto Protocol, obs scanner.DeviceObserver) (*Pole, func()) {
+func startPole(t *testing.T, port *scannertest.Port, proto Protocol, obs scanner.DeviceObserver) (*Pole, func()) {
 	pole := NewPole(Config{
 		Protocol: proto,
-		Open:     SerialOpener(scanner.PortConfig{Path: port.link, Baud: 9600, DataBits: 8, Parity: "none"}),
+		Open:     SerialOpener(scanner.PortConfig{Path: port.Link, Baud: 9600, DataBits: 8, Parity: "none"}),
 		Layout:   Layout{Width: 20},
 		Backoff:  scanner.Backoff{Min: 5 * time.Millisecond, Max: 20 * time.Millisecond},
 		Logger:   zaptest.NewLogger(t),
@@ -212,15 +126,15 @@ func TestGoldenStreams(t *testing.T) {
 			var all []byte
 			for _, s := range screens {
 				// A fresh session per screen: init, then both lines.
-				port := newPtyPort(t)
+				port := scannertest.NewPort(t, t.TempDir(), "display")
 				pole, stop := startPole(t, port, d.proto, nil)
 				pole.Show(s)
 				lines := Layout{Width: 20}.Render(s)
 				n := len(d.proto.Init()) + len(d.proto.Line(0, lines[0])) + len(d.proto.Line(1, lines[1]))
-				got := port.read(n)
-				port.quiet()
+				got := port.ReadN(n)
+				port.Quiet()
 				stop()
-				port.unplug()
+				port.Unplug()
 				all = append(all, got...)
 				fmt.Fprintf(&golden, "%s %q %q\n%s\n", s.Kind, lines[0], lines[1], hex.EncodeToString(got))
 			}
@@ -293,7 +207,7 @@ func TestConsoleGolden(t *testing.T) {
 }
 
 func TestOnlyChangedLinesWritten(t *testing.T) {
-	port := newPtyPort(t)
+	port := scannertest.NewPort(t, t.TempDir(), "display")
 	pole, stop := startPole(t, port, EscPos{}, nil)
 	defer stop()
 	l := Layout{Width: 20}
@@ -301,19 +215,19 @@ func TestOnlyChangedLinesWritten(t *testing.T) {
 	b := payment.Screen{Kind: payment.ScreenProcessing, Amount: 2865}
 	pole.Show(a)
 	la := l.Render(a)
-	port.read(len(EscPos{}.Init()) + 2*len(EscPos{}.Line(0, la[0])))
+	port.ReadN(len(EscPos{}.Init()) + 2*len(EscPos{}.Line(0, la[0])))
 	pole.Show(b)
 	lb := l.Render(b)
 	if la[0] != lb[0] {
 		t.Fatal("test screens should share line 1")
 	}
 	want := EscPos{}.Line(1, lb[1])
-	if got := port.read(len(want)); !bytes.Equal(got, want) {
+	if got := port.ReadN(len(want)); !bytes.Equal(got, want) {
 		t.Fatalf("wrote %q, want only line 2 %q", got, want)
 	}
-	port.quiet()
+	port.Quiet()
 	pole.Show(b) // nothing changed: nothing written
-	port.quiet()
+	port.Quiet()
 }
 
 type upLog struct {
@@ -337,7 +251,7 @@ func (u *upLog) last() (bool, int) {
 }
 
 func TestUnplugReplugRedraws(t *testing.T) {
-	port := newPtyPort(t)
+	port := scannertest.NewPort(t, t.TempDir(), "display")
 	obs := &upLog{}
 	pole, stop := startPole(t, port, EscPos{}, obs)
 	defer stop()
@@ -345,13 +259,13 @@ func TestUnplugReplugRedraws(t *testing.T) {
 	pole.Show(s)
 	lines := Layout{Width: 20}.Render(s)
 	full := len(EscPos{}.Init()) + 2*len(EscPos{}.Line(0, lines[0]))
-	port.read(full)
-	port.unplug()
+	port.ReadN(full)
+	port.Unplug()
 	waitUntil(t, "unplug noticed", func() bool { up, n := obs.last(); return !up && n >= 2 })
-	port.plug()
+	port.Plug()
 	// Back: the display is re-initialised and the current screen redrawn
 	// without a new Show.
-	got := port.read(full)
+	got := port.ReadN(full)
 	if !bytes.HasPrefix(got, EscPos{}.Init()) || !bytes.Contains(got, []byte(lines[0])) || !bytes.Contains(got, []byte(lines[1])) {
 		t.Fatalf("after replug: %q", got)
 	}

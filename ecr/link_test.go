@@ -5,19 +5,17 @@ import (
 	"errors"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
-	"golang.org/x/sys/unix"
 
 	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/scanner"
+	"github.com/scanpay/scanpay/scanner/scannertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -90,26 +88,11 @@ type rig struct {
 	m    *os.File
 }
 
-func pollable(t *testing.T, f *os.File) *os.File {
-	fd, err := unix.Dup(int(f.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	unix.SetNonblock(fd, true)
-	return os.NewFile(uintptr(fd), "ptmx")
-}
-
 func newRig(t *testing.T, cfg Config, port scanner.PortConfig) *rig {
 	t.Helper()
-	m, s, err := pty.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m = pollable(t, m)
-	link := filepath.Join(t.TempDir(), "ecr")
-	os.Symlink(s.Name(), link)
-	port.Path = link
+	dev := scannertest.NewPort(t, t.TempDir(), "ecr")
+	m := dev.Master()
+	port.Path = dev.Link
 	term := &stubTerm{state: payment.StateIdle}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 300 * time.Millisecond
@@ -134,8 +117,6 @@ func newRig(t *testing.T, cfg Config, port scanner.PortConfig) *rig {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		m.Close()
-		s.Close()
 	})
 	return &rig{t: t, term: term, link: l, reg: &Register{Conn: m, Timeout: time.Second}, m: m}
 }

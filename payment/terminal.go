@@ -212,35 +212,39 @@ func (t *Terminal) send(ctx context.Context, ev event) error {
 // now waits for a code, ErrBusy while another sale runs, ErrNotReady during
 // recovery, ErrBadAmount or ErrCurrency for a request it refuses.
 func (t *Terminal) RequestSale(ctx context.Context, req SaleRequest) error {
-	reply := make(chan error, 1)
-	if err := t.send(ctx, saleEvent{req, reply}); err != nil {
-		return err
+	err, askErr := ask(t, ctx, func(reply chan error) event { return saleEvent{req, reply} })
+	if askErr != nil {
+		return askErr
+	}
+	return err
+}
+
+// ask sends the loop an event carrying a reply channel and waits for the
+// answer, unless ctx ends or the loop stops.
+func ask[T any](t *Terminal, ctx context.Context, build func(chan T) event) (T, error) {
+	reply := make(chan T, 1)
+	var zero T
+	if err := t.send(ctx, build(reply)); err != nil {
+		return zero, err
 	}
 	select {
-	case err := <-reply:
-		return err
+	case v := <-reply:
+		return v, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return zero, ctx.Err()
 	case <-t.done:
-		return ErrStopped
+		return zero, ErrStopped
 	}
 }
 
 // Cancel drops a pending amount. A sale already sent to the gateway cannot
 // be cancelled (IOTPay has no reverse); Cancel then returns ErrBusy.
 func (t *Terminal) Cancel(ctx context.Context) error {
-	reply := make(chan error, 1)
-	if err := t.send(ctx, cancelEvent{reply}); err != nil {
-		return err
+	err, askErr := ask(t, ctx, func(reply chan error) event { return cancelEvent{reply} })
+	if askErr != nil {
+		return askErr
 	}
-	select {
-	case err := <-reply:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.done:
-		return ErrStopped
-	}
+	return err
 }
 
 // Scan hands a scanned code to the lane.
@@ -255,18 +259,11 @@ func (t *Terminal) Typing(ctx context.Context, amount int64) error {
 
 // Ping checks that the loop is alive and answering; the watchdog uses it.
 func (t *Terminal) Ping(ctx context.Context) (State, error) {
-	reply := make(chan State, 1)
-	if err := t.send(ctx, pingEvent{reply}); err != nil {
+	s, err := ask(t, ctx, func(reply chan State) event { return pingEvent{reply} })
+	if err != nil {
 		return StateStopped, err
 	}
-	select {
-	case s := <-reply:
-		return s, nil
-	case <-ctx.Done():
-		return StateStopped, ctx.Err()
-	case <-t.done:
-		return StateStopped, ErrStopped
-	}
+	return s, nil
 }
 
 // Refund refunds amount cents (0: all that is left) of a paid order named by

@@ -223,7 +223,10 @@ func TestCodeChecks(t *testing.T) {
 }
 
 func TestBusyCancelAndTimeout(t *testing.T) {
-	h := newHarness(t, withConfig(func(c *payment.Config) { c.CodeTimeout = 50 * time.Millisecond }))
+	h := newHarness(t, withConfig(func(c *payment.Config) {
+		c.CodeTimeout = 50 * time.Millisecond
+		c.PollAttempts = 400 // a 2 s window: the lane is seen POLLING however loaded the machine
+	}))
 	h.ready()
 	ctx := context.Background()
 	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 100, Source: payment.SourceECR, ECRRef: "A"}); err != nil {
@@ -254,7 +257,7 @@ func TestBusyCancelAndTimeout(t *testing.T) {
 	}
 	// A sale in flight cannot be cancelled: IOTPay has no reverse.
 	slow := h.code()
-	h.term.RequestSale(ctx, payment.SaleRequest{Amount: 1052})
+	h.term.RequestSale(ctx, payment.SaleRequest{Amount: 1054}) // pending for the whole window
 	h.term.Scan(ctx, payment.Code{Text: slow})
 	h.eventually("polling", func() bool { return h.term.State() == payment.StatePolling })
 	if err := h.term.Cancel(ctx); !errors.Is(err, payment.ErrBusy) {
@@ -263,7 +266,7 @@ func TestBusyCancelAndTimeout(t *testing.T) {
 	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 100}); !errors.Is(err, payment.ErrBusy) {
 		t.Fatalf("request during polling: %v", err)
 	}
-	if r := h.result(); r.Outcome != payment.OutcomeApproved {
+	if r := h.result(); r.Outcome != payment.OutcomeUnknown {
 		t.Fatalf("%+v", r)
 	}
 }
@@ -372,13 +375,15 @@ func TestRecoveryBeforeNewSales(t *testing.T) {
 	h.stop()
 	// A previous run journaled an order and sent it, then died.
 	j, _ := journal.Open(h.jpath, journal.Options{})
-	o, err := j.AddOrder(context.Background(), journal.NewOrder{TerminalID: "T01", Amount: 1052, Currency: "CAD", Channel: "WX_MICROPAY",
+	// Paid at the gateway already, so whatever the order's age (a fresh one
+	// is polled, an old one queried once) recovery settles it as PAID.
+	o, err := j.AddOrder(context.Background(), journal.NewOrder{TerminalID: "T01", Amount: 2000, Currency: "CAD", Channel: "WX_MICROPAY",
 		CodeMasked: "13**", CodeHash: "h-recover", Source: "ecr", ECRRef: "OLD"}, func(n uint64) string { return payment.OrderNumber("T01", n) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	j.Close()
-	h.client.CreateOrder(context.Background(), iotpay.CreateRequest{MchOrderNo: o.MchOrderNo, ChannelID: "WX_MICROPAY", Currency: "CAD", Amount: 1052, IdentityCode: h.code()})
+	h.client.CreateOrder(context.Background(), iotpay.CreateRequest{MchOrderNo: o.MchOrderNo, ChannelID: "WX_MICROPAY", Currency: "CAD", Amount: 2000, IdentityCode: h.code()})
 	h.start()
 	ctx := context.Background()
 	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 100}); !errors.Is(err, payment.ErrNotReady) && !errors.Is(err, payment.ErrBusy) {

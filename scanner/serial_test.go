@@ -9,9 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/scanpay/scanpay/scanner/scannertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -114,58 +115,6 @@ func TestPortConfigValidate(t *testing.T) {
 	}
 }
 
-// fakePort is a pty behind a stable symlink, like /dev/serial/by-id/….
-type fakePort struct {
-	t      *testing.T
-	link   string
-	mu     sync.Mutex
-	master *os.File
-	slave  *os.File
-}
-
-func newFakePort(t *testing.T) *fakePort {
-	p := &fakePort{t: t, link: filepath.Join(t.TempDir(), "scanner")}
-	p.plug()
-	t.Cleanup(p.unplug)
-	return p
-}
-
-func (p *fakePort) plug() {
-	m, s, err := pty.Open()
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	os.Remove(p.link)
-	if err := os.Symlink(s.Name(), p.link); err != nil {
-		p.t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.master, p.slave = m, s
-	p.mu.Unlock()
-}
-
-func (p *fakePort) unplug() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.master != nil {
-		p.master.Close()
-		p.slave.Close()
-		p.master, p.slave = nil, nil
-	}
-}
-
-// write sends s one byte at a time, as a slow UART does.
-func (p *fakePort) write(s string) {
-	p.mu.Lock()
-	m := p.master
-	p.mu.Unlock()
-	for i := 0; i < len(s); i++ {
-		if _, err := m.Write([]byte{s[i]}); err != nil {
-			p.t.Fatal(err)
-		}
-	}
-}
-
 type upCounter struct {
 	mu      sync.Mutex
 	changes []bool
@@ -212,12 +161,12 @@ func next(t *testing.T, out <-chan Code) string {
 }
 
 func TestSerialScannerOverPty(t *testing.T) {
-	port := newFakePort(t)
+	port := scannertest.NewPort(t, t.TempDir(), "scanner")
 	obs := &upCounter{}
 	var rejects []string
 	var rmu sync.Mutex
 	s := &SerialScanner{
-		Port:     PortConfig{Path: port.link, Baud: 9600, DataBits: 8, Parity: "none"},
+		Port:     PortConfig{Path: port.Link, Baud: 9600, DataBits: 8, Parity: "none"},
 		Backoff:  Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond},
 		Logger:   zaptest.NewLogger(t),
 		Observer: obs,
@@ -229,11 +178,11 @@ func TestSerialScannerOverPty(t *testing.T) {
 	go func() { done <- s.Run(ctx, out) }()
 	waitFor(t, "port open", func() bool { return obs.ups() == 1 })
 
-	port.write("134567890123456789\r")
+	port.WriteSlowly("134567890123456789\r")
 	if got := next(t, out); got != "134567890123456789" {
 		t.Fatalf("got %q", got)
 	}
-	port.write("\x00\x00noise\x07\r" + strings.Repeat("7", 10240) + "\r2812345678901234\r\n2812345678901234\r")
+	port.WriteSlowly("\x00\x00noise\x07\r" + strings.Repeat("7", 10240) + "\r2812345678901234\r\n2812345678901234\r")
 	if a, b := next(t, out), next(t, out); a != "2812345678901234" || b != a {
 		t.Fatalf("got %q %q", a, b)
 	}
@@ -245,16 +194,16 @@ func TestSerialScannerOverPty(t *testing.T) {
 
 	// Unplug: the reader notices, retries with backoff, and picks the
 	// device up again when it returns under the same name.
-	port.unplug()
+	port.Unplug()
 	waitFor(t, "unplug noticed", func() bool {
 		obs.mu.Lock()
 		defer obs.mu.Unlock()
 		return len(obs.changes) >= 2 && !obs.changes[len(obs.changes)-1]
 	})
 	time.Sleep(50 * time.Millisecond)
-	port.plug()
+	port.Plug()
 	waitFor(t, "reopen", func() bool { return obs.ups() == 2 })
-	port.write("6212345678901234567\n")
+	port.WriteSlowly("6212345678901234567\n")
 	if got := next(t, out); got != "6212345678901234567" {
 		t.Fatalf("after replug: %q", got)
 	}

@@ -17,11 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
-	"golang.org/x/sys/unix"
-
 	"github.com/scanpay/scanpay/ecr"
 	"github.com/scanpay/scanpay/payment/iotpaysim"
+	"github.com/scanpay/scanpay/scanner/scannertest"
 )
 
 // binary is the scanpay binary the end-to-end tests run.
@@ -65,35 +63,15 @@ func (s *safeBuffer) String() string {
 	return s.b.String()
 }
 
-// device is a pty standing in for a serial device, behind a stable link.
-type device struct {
-	master *os.File
-	slave  *os.File
-}
-
-func newDevice(t *testing.T, link string) *device {
-	m, s, err := pty.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd, _ := unix.Dup(int(m.Fd()))
-	m.Close()
-	unix.SetNonblock(fd, true)
-	master := os.NewFile(uintptr(fd), "ptmx")
-	os.Symlink(s.Name(), link)
-	t.Cleanup(func() { master.Close(); s.Close() })
-	return &device{master: master, slave: s}
-}
-
 type e2eLane struct {
 	t       *testing.T
 	dir     string
 	config  string
 	sim     *iotpaysim.Sim
 	clock   *iotpaysim.FakeClock
-	scanner *device
-	ecrDev  *device
-	display *device
+	scanner *scannertest.Port
+	ecrDev  *scannertest.Port
+	display *scannertest.Port
 	screen  *safeBuffer
 	reg     *ecr.Register
 	metrics string
@@ -118,11 +96,11 @@ func newLane(t *testing.T, pollInterval string) *e2eLane {
 	url, stop, sim := startSim(t, l.clock)
 	t.Cleanup(stop)
 	l.sim = sim
-	l.scanner = newDevice(t, filepath.Join(l.dir, "scanner"))
-	l.ecrDev = newDevice(t, filepath.Join(l.dir, "ecr"))
-	l.display = newDevice(t, filepath.Join(l.dir, "display"))
-	go io.Copy(l.screen, l.display.master)
-	l.reg = &ecr.Register{Conn: l.ecrDev.master, Timeout: 3 * time.Second}
+	l.scanner = scannertest.NewPort(t, l.dir, "scanner")
+	l.ecrDev = scannertest.NewPort(t, l.dir, "ecr")
+	l.display = scannertest.NewPort(t, l.dir, "display")
+	go io.Copy(l.screen, l.display.Master())
+	l.reg = &ecr.Register{Conn: l.ecrDev.Master(), Timeout: 3 * time.Second}
 	l.metrics = freePort(t)
 	// A fake systemd notify socket.
 	sock := filepath.Join(l.dir, "notify.sock")
@@ -231,7 +209,7 @@ func (l *e2eLane) sale(amount int64, ref, code string) ecr.Result {
 		l.t.Fatalf("send: %v\n%s", err, l.logs.String())
 	}
 	time.Sleep(100 * time.Millisecond)
-	l.scanner.master.Write([]byte(code + "\r\n"))
+	l.scanner.Master().Write([]byte(code + "\r\n"))
 	res, err := l.reg.Receive(20*time.Second, true)
 	if err != nil {
 		l.t.Fatalf("receive: %v\n%s", err, l.logs.String())
@@ -352,7 +330,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	l.scanner.master.Write([]byte("134567890123456789\r"))
+	l.scanner.Master().Write([]byte("134567890123456789\r"))
 	l.waitScreen("Code already used")
 	if n := len(l.sim.Orders()); n != 4 {
 		t.Fatalf("a used code reached the gateway: %d orders", n)
@@ -414,7 +392,7 @@ func TestKillAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	l.scanner.master.Write([]byte("134567890123456789\r"))
+	l.scanner.Master().Write([]byte("134567890123456789\r"))
 	// Kill while the order is being polled (status 1, paid on the 3rd query).
 	deadline := time.Now().Add(10 * time.Second)
 	for {
