@@ -200,7 +200,10 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 	// The reconciler's first retries follow the polling pace (10 s at the
 	// default 2 s), capped at its defaults.
 	pcfg.ReconcileMin = min(pcfg.ReconcileMin, 5*pcfg.PollInterval)
-	pcfg.NotFoundFinalAfter = min(pcfg.NotFoundFinalAfter, max(2*time.Minute, 2*time.Duration(pcfg.PollAttempts)*pcfg.PollInterval))
+	// "Never reached the gateway" needs the gateway to keep not knowing an
+	// order for ten polling windows (10 min by default, far past a payment
+	// code's one-minute life); only test-sized windows shorten it.
+	pcfg.NotFoundFinalAfter = min(pcfg.NotFoundFinalAfter, 10*time.Duration(pcfg.PollAttempts)*pcfg.PollInterval)
 	if pcfg.ReconcileMax > pcfg.ReconcileFor {
 		pcfg.ReconcileMax = pcfg.ReconcileFor
 	}

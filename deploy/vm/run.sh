@@ -64,6 +64,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
+ifconfig lo 127.0.0.1 up
 for m in /modules/*.ko; do insmod "$m" || echo "insmod $m failed"; done
 echo "SCANPAY-VM: scenario starting"
 if sh /scenario.sh; then echo "SCANPAY-VM: PASS"; else echo "SCANPAY-VM: FAIL"; fi
