@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -49,6 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	mchID := fs.String("mch-id", "10000576", "merchant id the simulator accepts")
 	keyFile := fs.String("key-file", "", "file holding the merchant key (trailing whitespace ignored); required")
 	jsonLogs := fs.Bool("json", false, "log JSON instead of console text")
+	statePath := fs.String("state", "", "keep the ledger in this file across restarts (written after every request)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: iotpaysim --key-file PATH [--listen ADDR] [--mch-id ID]\n\n"+
 			"Serves /v1/create_order, /v1/query_order and /v1/refund_order like IOTPay,\n"+
@@ -80,12 +82,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer func() { _ = log.Sync() }()
 
 	sim := iotpaysim.New(iotpaysim.Options{MchID: *mchID, Key: key, Logger: log})
+	var handler http.Handler = sim
+	if *statePath != "" {
+		if data, err := os.ReadFile(*statePath); err == nil {
+			if err := sim.Restore(data); err != nil {
+				fmt.Fprintf(stderr, "iotpaysim: %s: %v\n", *statePath, err)
+				return 1
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			fmt.Fprintf(stderr, "iotpaysim: %v\n", err)
+			return 1
+		}
+		handler = persisting{sim: sim, path: *statePath, log: log, mu: &sync.Mutex{}}
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "iotpaysim: listen: %v\n", err)
 		return 1
 	}
-	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(stdout, "iotpaysim listening on http://%s (merchant %s)\n", ln.Addr(), *mchID)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -112,4 +127,47 @@ func newLogger(w io.Writer, asJSON bool) *zap.Logger {
 		enc = zapcore.NewConsoleEncoder(encCfg)
 	}
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), zap.InfoLevel)).Named("iotpaysim")
+}
+
+// persisting saves the ledger after every request, durably (write, fsync,
+// rename), so the simulator outlives a power cut as a real gateway does.
+type persisting struct {
+	sim  *iotpaysim.Sim
+	path string
+	log  *zap.Logger
+	mu   *sync.Mutex
+}
+
+func (p persisting) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.sim.ServeHTTP(w, r)
+	if err := p.save(); err != nil {
+		p.log.Error("saving the ledger failed", zap.Error(err))
+	}
+}
+
+func (p persisting) save() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	path := p.path
+	data, err := p.sim.Snapshot()
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

@@ -93,3 +93,38 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("unreadable key file exit %d", code)
 	}
 }
+
+func TestStateSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	keyPath := filepath.Join(dir, "key")
+	os.WriteFile(keyPath, []byte("K\n"), 0o600)
+	statePath := filepath.Join(dir, "ledger.json")
+	start := func() (string, context.CancelFunc, chan int) {
+		ctx, cancel := context.WithCancel(context.Background())
+		pr, pw := io.Pipe()
+		done := make(chan int, 1)
+		go func() {
+			done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--mch-id", "1", "--key-file", keyPath, "--state", statePath}, pw, io.Discard)
+			pw.Close()
+		}()
+		line, err := bufio.NewReader(pr).ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		go io.Copy(io.Discard, pr)
+		return strings.Fields(line)[3], cancel, done
+	}
+	url, stop, done := start()
+	c, _ := iotpay.New(iotpay.Config{BaseURL: url, MchID: "1", Key: "K", JobNo: "j", NotifyURL: "n", Subject: "s", Body: "b", ClientIP: "127.0.0.1", Timeout: 5 * time.Second})
+	if r := c.CreateOrder(context.Background(), iotpay.CreateRequest{MchOrderNo: "P1", ChannelID: iotpay.ChannelWeChat, Currency: "CAD", Amount: 2865, IdentityCode: "134567890123456789"}); r.Outcome != iotpay.OutcomePaid {
+		t.Fatal(r)
+	}
+	stop()
+	<-done
+	url, stop, done = start()
+	defer func() { stop(); <-done }()
+	c, _ = iotpay.New(iotpay.Config{BaseURL: url, MchID: "1", Key: "K", JobNo: "j", NotifyURL: "n", Subject: "s", Body: "b", ClientIP: "127.0.0.1", Timeout: 5 * time.Second})
+	if r := c.QueryOrder(context.Background(), iotpay.QueryRequest{MchOrderNo: "P1"}); r.Outcome != iotpay.OutcomePaid {
+		t.Fatalf("after restart: %+v", r)
+	}
+}

@@ -507,3 +507,57 @@ func (s *Sim) PaidOrders() []string {
 	sort.Strings(out)
 	return out
 }
+
+// state is the ledger as saved by Snapshot.
+type state struct {
+	Orders  []*Order          `json:"orders"`
+	Refunds []*Refund         `json:"refunds"`
+	Codes   map[string]string `json:"codes"` // hex SHA-256 of a used code → mchOrderNo
+	Seq     int               `json:"seq"`
+}
+
+// Snapshot returns the ledger as JSON, so a gateway that must outlive its
+// process (the power-cut test) can be saved and restored.
+func (s *Sim) Snapshot() ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := state{Codes: map[string]string{}, Seq: s.seq}
+	for _, no := range s.orderSeq {
+		st.Orders = append(st.Orders, s.orders[no])
+	}
+	for _, no := range s.refundSeq {
+		st.Refunds = append(st.Refunds, s.refunds[no])
+	}
+	for h, no := range s.codes {
+		st.Codes[hex.EncodeToString(h[:])] = no
+	}
+	return json.Marshal(st)
+}
+
+// Restore replaces the ledger with a snapshot.
+func (s *Sim) Restore(data []byte) error {
+	var st state
+	if err := json.Unmarshal(data, &st); err != nil {
+		return fmt.Errorf("restore ledger: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.orders, s.byPayID, s.codes, s.refunds = map[string]*Order{}, map[string]*Order{}, map[[32]byte]string{}, map[string]*Refund{}
+	s.orderSeq, s.refundSeq, s.seq = nil, nil, st.Seq
+	for _, o := range st.Orders {
+		s.orders[o.MchOrderNo], s.byPayID[o.PayOrderID] = o, o
+		s.orderSeq = append(s.orderSeq, o.MchOrderNo)
+	}
+	for _, r := range st.Refunds {
+		s.refunds[r.MchRefundNo] = r
+		s.refundSeq = append(s.refundSeq, r.MchRefundNo)
+	}
+	for h, no := range st.Codes {
+		b, err := hex.DecodeString(h)
+		if err != nil || len(b) != 32 {
+			return fmt.Errorf("restore ledger: bad code hash %q", h)
+		}
+		s.codes[[32]byte(b)] = no
+	}
+	return nil
+}

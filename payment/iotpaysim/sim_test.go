@@ -1,6 +1,7 @@
 package iotpaysim_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -107,5 +108,40 @@ func TestFakeClock(t *testing.T) {
 	}
 	if got := c.Now(); !got.Equal(time.Unix(10, 0)) {
 		t.Fatalf("now %v", got)
+	}
+}
+
+func TestSnapshotRestore(t *testing.T) {
+	sim := iotpaysim.New(iotpaysim.Options{MchID: "100", Key: "K"})
+	srv := httptest.NewServer(sim)
+	defer srv.Close()
+	c, _ := iotpay.New(iotpay.Config{BaseURL: srv.URL, MchID: "100", Key: "K", JobNo: "j", NotifyURL: "n", Subject: "s", Body: "b", ClientIP: "127.0.0.1"})
+	ctx := context.Background()
+	c.CreateOrder(ctx, iotpay.CreateRequest{MchOrderNo: "A", ChannelID: iotpay.ChannelWeChat, Currency: "CAD", Amount: 1052, IdentityCode: "134567890123456789"})
+	c.QueryOrder(ctx, iotpay.QueryRequest{MchOrderNo: "A"})
+	snap, err := sim.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := iotpaysim.New(iotpaysim.Options{MchID: "100", Key: "K"})
+	if err := again.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	srv2 := httptest.NewServer(again)
+	defer srv2.Close()
+	c2, _ := iotpay.New(iotpay.Config{BaseURL: srv2.URL, MchID: "100", Key: "K", JobNo: "j", NotifyURL: "n", Subject: "s", Body: "b", ClientIP: "127.0.0.1"})
+	// The query count survived: scenario 52 pays on the third query.
+	if r := c2.QueryOrder(ctx, iotpay.QueryRequest{MchOrderNo: "A"}); r.Outcome != iotpay.OutcomePending {
+		t.Fatalf("second query %+v", r)
+	}
+	if r := c2.QueryOrder(ctx, iotpay.QueryRequest{MchOrderNo: "A"}); r.Outcome != iotpay.OutcomePaid {
+		t.Fatalf("third query %+v", r)
+	}
+	// The used code survived too.
+	if r := c2.CreateOrder(ctx, iotpay.CreateRequest{MchOrderNo: "B", ChannelID: iotpay.ChannelWeChat, Currency: "CAD", Amount: 100, IdentityCode: "134567890123456789"}); r.Outcome != iotpay.OutcomeFailed {
+		t.Fatalf("reused code after restore: %+v", r)
+	}
+	if err := again.Restore([]byte("{")); err == nil {
+		t.Fatal("bad snapshot accepted")
 	}
 }
