@@ -230,29 +230,9 @@ func TestOnlyChangedLinesWritten(t *testing.T) {
 	port.Quiet()
 }
 
-type upLog struct {
-	mu sync.Mutex
-	ch []bool
-}
-
-func (u *upLog) DeviceUp(_ string, up bool) {
-	u.mu.Lock()
-	u.ch = append(u.ch, up)
-	u.mu.Unlock()
-}
-
-func (u *upLog) last() (bool, int) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if len(u.ch) == 0 {
-		return false, 0
-	}
-	return u.ch[len(u.ch)-1], len(u.ch)
-}
-
 func TestUnplugReplugRedraws(t *testing.T) {
 	port := scannertest.NewPort(t, t.TempDir(), "display")
-	obs := &upLog{}
+	obs := &scannertest.Devices{}
 	pole, stop := startPole(t, port, EscPos{}, obs)
 	defer stop()
 	s := payment.Screen{Kind: payment.ScreenApproved, Amount: 2865, Wallet: "WeChat Pay"}
@@ -261,24 +241,13 @@ func TestUnplugReplugRedraws(t *testing.T) {
 	full := len(EscPos{}.Init()) + 2*len(EscPos{}.Line(0, lines[0]))
 	port.ReadN(full)
 	port.Unplug()
-	waitUntil(t, "unplug noticed", func() bool { up, n := obs.last(); return !up && n >= 2 })
+	scannertest.WaitFor(t, "unplug noticed", func() bool { return obs.Down() && len(obs.Changes()) >= 2 })
 	port.Plug()
 	// Back: the display is re-initialised and the current screen redrawn
 	// without a new Show.
 	got := port.ReadN(full)
 	if !bytes.HasPrefix(got, EscPos{}.Init()) || !bytes.Contains(got, []byte(lines[0])) || !bytes.Contains(got, []byte(lines[1])) {
 		t.Fatalf("after replug: %q", got)
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out: " + what)
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -311,7 +280,7 @@ func (d *stuckDevice) SetWriteDeadline(t time.Time) error {
 func (d *stuckDevice) Close() error { d.once.Do(func() { close(d.closed) }); return nil }
 
 func TestStalledDisplayNeverBlocksCaller(t *testing.T) {
-	obs := &upLog{}
+	obs := &scannertest.Devices{}
 	opens := 0
 	var mu sync.Mutex
 	pole := NewPole(Config{Protocol: EscPos{}, Layout: Layout{Width: 20}, WriteTimeout: 20 * time.Millisecond,
@@ -328,14 +297,14 @@ func TestStalledDisplayNeverBlocksCaller(t *testing.T) {
 	for i := 0; i < 10000; i++ {
 		pole.Show(payment.Screen{Kind: payment.ScreenTyping, Amount: int64(i)})
 	}
-	waitUntil(t, "reopen attempts", func() bool { mu.Lock(); defer mu.Unlock(); return opens >= 3 })
+	scannertest.WaitFor(t, "reopen attempts", func() bool { mu.Lock(); defer mu.Unlock(); return opens >= 3 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	// The device never came up, so it was reported down once.
-	if up, n := obs.last(); up || n != 1 {
-		t.Fatalf("state changes: up=%v n=%d", up, n)
+	if c := obs.Changes(); len(c) != 1 || c[0] {
+		t.Fatalf("state changes %v: want one 'down'", c)
 	}
 }
 

@@ -115,38 +115,12 @@ func TestPortConfigValidate(t *testing.T) {
 	}
 }
 
-type upCounter struct {
-	mu      sync.Mutex
-	changes []bool
-}
-
-func (u *upCounter) DeviceUp(_ string, up bool) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.changes = append(u.changes, up)
-}
-
-func (u *upCounter) ups() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	n := 0
-	for _, c := range u.changes {
-		if c {
-			n++
-		}
-	}
-	return n
-}
+// upCounter and waitFor are the shared fixtures under local names.
+type upCounter = scannertest.Devices
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out waiting for " + what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	scannertest.WaitFor(t, what, cond)
 }
 
 func next(t *testing.T, out <-chan Code) string {
@@ -176,7 +150,7 @@ func TestSerialScannerOverPty(t *testing.T) {
 	out := make(chan Code, 10)
 	done := make(chan error)
 	go func() { done <- s.Run(ctx, out) }()
-	waitFor(t, "port open", func() bool { return obs.ups() == 1 })
+	waitFor(t, "port open", func() bool { return obs.Ups() == 1 })
 
 	port.WriteSlowly("134567890123456789\r")
 	if got := next(t, out); got != "134567890123456789" {
@@ -195,14 +169,10 @@ func TestSerialScannerOverPty(t *testing.T) {
 	// Unplug: the reader notices, retries with backoff, and picks the
 	// device up again when it returns under the same name.
 	port.Unplug()
-	waitFor(t, "unplug noticed", func() bool {
-		obs.mu.Lock()
-		defer obs.mu.Unlock()
-		return len(obs.changes) >= 2 && !obs.changes[len(obs.changes)-1]
-	})
+	waitFor(t, "unplug noticed", func() bool { return len(obs.Changes()) >= 2 && obs.Down() })
 	time.Sleep(50 * time.Millisecond)
 	port.Plug()
-	waitFor(t, "reopen", func() bool { return obs.ups() == 2 })
+	waitFor(t, "reopen", func() bool { return obs.Ups() == 2 })
 	port.WriteSlowly("6212345678901234567\n")
 	if got := next(t, out); got != "6212345678901234567" {
 		t.Fatalf("after replug: %q", got)
@@ -212,11 +182,9 @@ func TestSerialScannerOverPty(t *testing.T) {
 		t.Fatal(err)
 	}
 	// One log line per state change: up, down, up.
-	obs.mu.Lock()
-	if len(obs.changes) != 3 {
-		t.Fatalf("state changes %v, want up/down/up", obs.changes)
+	if c := obs.Changes(); len(c) != 3 {
+		t.Fatalf("state changes %v, want up/down/up", c)
 	}
-	obs.mu.Unlock()
 }
 
 func TestKeeperLogsStateChangesOnce(t *testing.T) {
@@ -236,8 +204,8 @@ func TestKeeperLogsStateChangesOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(obs.changes) != 2 || obs.changes[0] || !obs.changes[1] {
-		t.Fatalf("19 failed attempts then success reported as %v, want [false true]", obs.changes)
+	if c := obs.Changes(); len(c) != 2 || c[0] || !c[1] {
+		t.Fatalf("19 failed attempts then success reported as %v, want [false true]", c)
 	}
 }
 
@@ -267,7 +235,7 @@ func TestHIDScannerRetriesMissingDevice(t *testing.T) {
 	if err := s.Run(ctx, make(chan Code)); err != nil {
 		t.Fatal(err)
 	}
-	if len(obs.changes) != 1 || obs.changes[0] {
-		t.Fatalf("changes %v: a missing device must be reported down once", obs.changes)
+	if c := obs.Changes(); len(c) != 1 || c[0] {
+		t.Fatalf("changes %v: a missing device must be reported down once", c)
 	}
 }

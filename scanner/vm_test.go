@@ -52,7 +52,7 @@ func TestVMUinput(t *testing.T) {
 		}
 	}
 	// While scanpay holds the grab, nobody else can take the device.
-	waitFor(t, "device up", func() bool { return obs.ups() >= 1 })
+	waitFor(t, "device up", func() bool { return obs.Ups() >= 1 })
 	if path, err := s.Device.find(); err == nil {
 		if dev, err := evdev.OpenWithFlags(path, os.O_RDONLY); err == nil {
 			if err := dev.Grab(); err == nil {
@@ -65,11 +65,7 @@ func TestVMUinput(t *testing.T) {
 	}
 	// fakescanner exits: its device is destroyed (an unplug). A new one
 	// (a replug) must be found and read again.
-	waitFor(t, "unplug noticed", func() bool {
-		obs.mu.Lock()
-		defer obs.mu.Unlock()
-		return len(obs.changes) >= 2 && !obs.changes[len(obs.changes)-1]
-	})
+	waitFor(t, "unplug noticed", func() bool { return len(obs.Changes()) >= 2 && obs.Down() })
 	go typeCodes("6212345678901234567")
 	select {
 	case c := <-out:
@@ -79,12 +75,12 @@ func TestVMUinput(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("no code after replug")
 	}
-	if obs.ups() < 2 {
-		t.Fatalf("device changes %v: no reopen", obs.changes)
+	if obs.Ups() < 2 {
+		t.Fatalf("device changes %v: no reopen", obs.Changes())
 	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("device changes: %v", obs.changes)
+	t.Logf("device changes: %v", obs.Changes())
 }

@@ -253,6 +253,22 @@ func writeSerial(ctx context.Context, path string, baud int, ending string, step
 		return err
 	}
 	defer port.Close()
+	err = play(ctx, steps, gap, func(code string) error {
+		if _, err := io.WriteString(port, code+ending); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		fmt.Fprintf(stdout, "sent %s\n", mask(code))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return port.Drain()
+}
+
+// play runs a replay in real time: pauses as written, gap between codes,
+// send for each code.
+func play(ctx context.Context, steps []step, gap time.Duration, send func(code string) error) error {
 	for i, s := range steps {
 		if s.code == "" {
 			if err := sleep(ctx, s.pause); err != nil {
@@ -265,12 +281,11 @@ func writeSerial(ctx context.Context, path string, baud int, ending string, step
 				return err
 			}
 		}
-		if _, err := io.WriteString(port, s.code+ending); err != nil {
-			return fmt.Errorf("write %s: %w", path, err)
+		if err := send(s.code); err != nil {
+			return err
 		}
-		fmt.Fprintf(stdout, "sent %s\n", mask(s.code))
 	}
-	return port.Drain()
+	return nil
 }
 
 func mask(code string) string {

@@ -32,19 +32,8 @@ func typeUinput(ctx context.Context, name string, steps []step, typeKeys keyType
 	if err := sleep(ctx, settle); err != nil {
 		return err
 	}
-	for i, s := range steps {
-		if s.code == "" {
-			if err := sleep(ctx, s.pause); err != nil {
-				return err
-			}
-			continue
-		}
-		if i > 0 {
-			if err := sleep(ctx, gap); err != nil {
-				return err
-			}
-		}
-		evs, _ := typeKeys(s.code, term, time.Now(), 0)
+	err = play(ctx, steps, gap, func(code string) error {
+		evs, _ := typeKeys(code, term, time.Now(), 0)
 		for j, ev := range evs {
 			if err := dev.WriteOne(&evdev.InputEvent{Type: evdev.EvType(ev.Type), Code: evdev.EvCode(ev.Code), Value: ev.Value}); err != nil {
 				return fmt.Errorf("write event: %w", err)
@@ -56,7 +45,11 @@ func typeUinput(ctx context.Context, name string, steps []step, typeKeys keyType
 				}
 			}
 		}
-		fmt.Fprintf(stdout, "typed %s\n", mask(s.code))
+		fmt.Fprintf(stdout, "typed %s\n", mask(code))
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	return sleep(ctx, hold)
 }
