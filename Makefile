@@ -51,9 +51,10 @@ test-arm: ## package tests built for linux/arm (v7, 16-byte input_event) and arm
 	CGO_ENABLED=0 GOARCH=arm GOARM=7 $(GO) test -count=1 -exec qemu-arm-static $(ARM_PKGS)
 	CGO_ENABLED=0 GOARCH=arm64 $(GO) test -count=1 -exec qemu-aarch64-static $(ARM_PKGS)
 
-test-vm: ## boot a Debian kernel in QEMU: the evdev/uinput scanner, the daemon with a uinput keypad, a power cut while polling
+test-vm: ## boot a Debian kernel in QEMU: uinput scanner, daemon with a uinput keypad, Concert over 7E1 UARTs, power cut
 	deploy/vm/run.sh scanner
 	deploy/vm/run.sh daemon
+	deploy/vm/run.sh uart
 	deploy/vm/run.sh powercut
 
 dist: ## cross-build binaries (dist/linux-*) and .deb packages for amd64, arm64 and armhf

@@ -87,7 +87,7 @@ boot() {
   timeout 300 qemu-system-x86_64 -accel tcg -m 512 -nographic -no-reboot -nic none \
     -kernel "$vmlinuz" -initrd "$work/initrd-$scenario.gz" "$@" > "$out" 2>&1 || true
 }
-show() { tr -d '\r' < "$1" | grep -E '^(=== RUN|--- |    |PASS|FAIL|ok|SCANPAY-VM|  ")' | grep -v '^SCANPAY-VM: scenario' || true; }
+show() { tr -d '\r' < "$1" | grep -E '^(=== RUN|--- |    |PASS|FAIL|ok|SCANPAY-VM|  "|ttyS1 as|result:)' | grep -v '^SCANPAY-VM: scenario' || true; }
 echo "vm: booting $kver for scenario '$scenario' (log: $log)"
 if [ -f "$here/scenarios/$scenario.host" ]; then
   . "$here/scenarios/$scenario.host"
