@@ -186,7 +186,10 @@ func (l *Link) Serve(ctx context.Context, conn Conn) error {
 // error only when the connection itself failed.
 func (s *session) receive(ctx context.Context) error {
 	l := s.l
-	if st := l.term.State(); st != payment.StateIdle && st != payment.StateAwaitingCode {
+	// Any sale in progress, even one still waiting for the customer's code,
+	// gets NAK: answering "refused" while that sale may yet be paid could
+	// make the register charge the customer another way.
+	if st := l.term.State(); st != payment.StateIdle {
 		l.log.Info("ECR request refused: a sale is in progress", zap.Stringer("state", st))
 		return s.write(NAK)
 	}

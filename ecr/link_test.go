@@ -316,11 +316,13 @@ func TestSilentRegisterKeepsResult(t *testing.T) {
 
 func TestRequestDuringSaleNAK(t *testing.T) {
 	r := newRig(t, Config{}, port8N1)
-	r.term.mu.Lock()
-	r.term.state = payment.StatePolling
-	r.term.mu.Unlock()
-	if err := r.reg.Send(req(100, false, false, "")); !errors.Is(err, ErrRefused) {
-		t.Fatalf("request during a sale: %v", err)
+	for _, st := range []payment.State{payment.StateAwaitingCode, payment.StatePolling, payment.StateStarting} {
+		r.term.mu.Lock()
+		r.term.state = st
+		r.term.mu.Unlock()
+		if err := r.reg.Send(req(100, false, false, "")); !errors.Is(err, ErrRefused) {
+			t.Fatalf("request while %s: %v", st, err)
+		}
 	}
 	if n, _ := r.term.count(); n != 0 {
 		t.Fatal("a sale was started")
