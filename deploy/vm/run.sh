@@ -63,6 +63,7 @@ if [ -f "$here/scenarios/$scenario.build" ]; then
   (cd "$root" && IRD="$ird" bash "$here/scenarios/$scenario.build")
 fi
 cp "$here/scenarios/$scenario.sh" "$ird/scenario.sh"
+cp "$here/scenarios/lib.sh" "$ird/lib.sh"
 cat > "$ird/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin

@@ -4,19 +4,12 @@
 # sale must end PAID in the journal and in the simulator's log.
 set -e
 export HOME=/tmp
-printf 'TESTKEY1234567890\n' > /tmp/key
-chmod 600 /tmp/key
-/scanpay/iotpaysim --listen 127.0.0.1:8088 --mch-id 10000576 --key-file /tmp/key > /tmp/sim.log 2>&1 &
-cat > /tmp/scanpay.toml <<TOML
+. /lib.sh
+start_sim
+{ gateway_toml 200ms; cat <<TOML
 [terminal]
 id = "VM"
 result_time = "1s"
-[gateway]
-url = "http://127.0.0.1:8088"
-mch_id = "10000576"
-job_no = "cashier"
-key_file = "/tmp/key"
-poll_interval = "200ms"
 [scanner]
 driver = "evdev"
 name = "scanpay fake scanner"
@@ -29,15 +22,12 @@ path = "/tmp/journal.db"
 [log]
 format = "console"
 TOML
-/scanpay/scanpay check-config --config /tmp/scanpay.toml > /dev/null 2>&1 || true
-/scanpay/scanpay run --config /tmp/scanpay.toml > /tmp/daemon.out 2> /tmp/daemon.log &
-daemon=$!
-sleep 2
-# Devices appear after the daemon started: it finds them on its next retry
-# (backoff at most 5 s), so each waits 6 s before typing.
+} > /tmp/scanpay.toml
+start_daemon
+# The keypad, like the scanner, waits 6 s for the daemon to find it.
 /scanpay/fakescanner --uinput --numpad --name "scanpay keypad" --terminator kpenter --settle 6s --hold 500ms 2865
 sleep 1
-/scanpay/fakescanner --uinput --name "scanpay fake scanner" --settle 6s --hold 500ms 134567890123456789
+scan 134567890123456789
 sleep 3
 /scanpay/scanpay orders --config /tmp/scanpay.toml --format json > /tmp/orders.json
 kill -TERM $daemon

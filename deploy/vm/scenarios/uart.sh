@@ -3,19 +3,12 @@
 # must hold 7E1 on the port, and the sale must be approved end to end.
 set -e
 export HOME=/tmp
-trap 'echo "--- daemon log (last lines)"; tail -n 12 /tmp/daemon.log 2>/dev/null' EXIT
-printf 'TESTKEY1234567890\n' > /tmp/key
-chmod 600 /tmp/key
-/scanpay/iotpaysim --listen 127.0.0.1:8088 --mch-id 10000576 --key-file /tmp/key > /tmp/sim.log 2>&1 &
-cat > /tmp/scanpay.toml <<TOML
+. /lib.sh
+trap show_daemon_log EXIT
+start_sim
+{ gateway_toml 200ms; cat <<TOML
 [terminal]
 id = "UART"
-[gateway]
-url = "http://127.0.0.1:8088"
-mch_id = "10000576"
-job_no = "cashier"
-key_file = "/tmp/key"
-poll_interval = "200ms"
 [scanner]
 driver = "evdev"
 name = "scanpay fake scanner"
@@ -30,15 +23,16 @@ path = "/tmp/journal.db"
 [log]
 format = "console"
 TOML
-/scanpay/scanpay run --config /tmp/scanpay.toml > /tmp/daemon.out 2> /tmp/daemon.log &
-sleep 3
+} > /tmp/scanpay.toml
+start_daemon
+sleep 1
 echo "ttyS1 as scanpay set it: $(stty -F /dev/ttyS1 -a | tr '\n' ' ' | grep -o 'speed [0-9]* baud\|-*cs[78]\|-*parenb\|-*parodd' | tr '\n' ' ')"
 stty -F /dev/ttyS1 -a | grep -q ' cs7' 
 stty -F /dev/ttyS1 -a | grep -qw 'parenb'
 stty -F /dev/ttyS1 -a | grep -qw '\-parodd'
 /scanpay/fakeecr --serial /dev/ttyS2 --data-bits 7 --parity even --amount 2865 --private UART1 --wait 60s > /tmp/ecr.out 2>&1 &
 ecr=$!
-/scanpay/fakescanner --uinput --name "scanpay fake scanner" --settle 6s --hold 500ms 134567890123456789
+scan 134567890123456789
 wait $ecr
 cat /tmp/ecr.out
 grep -q 'status 0 (approved), amount 28.65' /tmp/ecr.out
