@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,16 +44,16 @@ func startSim(t *testing.T, clock iotpaysim.Clock) (string, func(), *iotpaysim.S
 	return srv.URL, srv.Close, sim
 }
 
-// safeBuffer collects a device's output.
+// safeBuffer collects a device's output; the package's syncWriter guards it.
 type safeBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	syncWriter
+	b bytes.Buffer
 }
 
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
+func newSafeBuffer() *safeBuffer {
+	s := &safeBuffer{}
+	s.w = &s.b
+	return s
 }
 
 func (s *safeBuffer) String() string {
@@ -92,7 +91,7 @@ func freePort(t *testing.T) string {
 
 func newLane(t *testing.T, pollInterval string) *e2eLane {
 	t.Helper()
-	l := &e2eLane{t: t, dir: t.TempDir(), clock: iotpaysim.NewFakeClock(time.Now()), screen: &safeBuffer{}, notify: make(chan string, 100)}
+	l := &e2eLane{t: t, dir: t.TempDir(), clock: iotpaysim.NewFakeClock(time.Now()), screen: newSafeBuffer(), notify: make(chan string, 100)}
 	url, stop, sim := startSim(t, l.clock)
 	t.Cleanup(stop)
 	l.sim = sim
@@ -153,7 +152,7 @@ level = "debug"
 // start runs the daemon and waits for READY=1.
 func (l *e2eLane) start() {
 	l.t.Helper()
-	l.logs = &safeBuffer{}
+	l.logs = newSafeBuffer()
 	l.proc = exec.Command(binary, "run", "--config", l.config)
 	l.proc.Env = append(os.Environ(), "NOTIFY_SOCKET="+filepath.Join(l.dir, "notify.sock"), "WATCHDOG_USEC=400000")
 	l.proc.Stderr = l.logs
