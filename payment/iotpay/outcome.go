@@ -88,14 +88,18 @@ var ErrReplyTooLarge = errors.New("reply body too large")
 
 // Result is the classified reply of one gateway call.
 type Result struct {
-	Outcome    Outcome
-	Status     int // the order status when the gateway sent one, else -1
-	PayOrderID string
-	MchOrderNo string
-	ChannelID  string
-	Amount     int64 // -1 when absent
-	PaidAt     int64 // paySuccTime, epoch ms, 0 when absent
-	Err        *Error
+	Outcome Outcome
+	Status  int // the order status when the gateway sent one, else -1
+	// StatusNested: the status came from create_order's nested payOrder
+	// object, outside the reply's signature. It never approves on its own.
+	StatusNested bool
+	PayOrderID   string
+	MchOrderNo   string
+	ChannelID    string
+	Currency     string // empty when absent
+	Amount       int64  // -1 when absent
+	PaidAt       int64  // paySuccTime, epoch ms, 0 when absent
+	Err          *Error
 }
 
 // Message is a short text about the result that is safe to show a cashier.

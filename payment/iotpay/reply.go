@@ -21,10 +21,14 @@ type Reply struct {
 	PayOrderID string
 	MchOrderNo string
 	ChannelID  string
+	Currency   string
 	Status     int // -1 when absent or not a number
-	Amount     int64
-	PaidAt     int64
-	Sign       string
+	// StatusNested is true when the status came from the nested payOrder
+	// object, which the reply's signature does not cover.
+	StatusNested bool
+	Amount       int64
+	PaidAt       int64
+	Sign         string
 	// Signed holds the top-level fields with non-empty scalar values, the
 	// set the reply's signature covers (nested objects excluded).
 	Signed map[string]string
@@ -66,6 +70,7 @@ func ParseReply(body []byte) (*Reply, error) {
 	r.PayOrderID = get(top, "payOrderId")
 	r.MchOrderNo = get(top, "mchOrderNo")
 	r.ChannelID = get(top, "channelId")
+	r.Currency = strings.ToUpper(get(top, "currency"))
 	status := get(top, "status")
 	amount := get(top, "amount")
 	paid := get(top, "paySuccTime")
@@ -78,14 +83,19 @@ func ParseReply(body []byte) (*Reply, error) {
 			if v := get(nested, "mchOrderNo"); v != "" {
 				r.MchOrderNo = v
 			}
-			if v := get(nested, "status"); v != "" {
-				status = v
+			// The signed top-level status wins; the nested one is used
+			// only when there is no other, and is marked as unsigned.
+			if v := get(nested, "status"); v != "" && status == "" {
+				status, r.StatusNested = v, true
 			}
 			if v := get(nested, "amount"); v != "" && amount == "" {
 				amount = v
 			}
 			if v := get(nested, "channelId"); v != "" && r.ChannelID == "" {
 				r.ChannelID = v
+			}
+			if v := get(nested, "currency"); v != "" && r.Currency == "" {
+				r.Currency = strings.ToUpper(v)
 			}
 		}
 	}
@@ -159,29 +169,40 @@ var rejectedCodes = map[string]string{
 }
 
 // Classify turns a verified reply into a Result for operation op.
+//
+// A FAIL reply is about the request it answers. For create_order it may
+// mean the order was refused (the caller confirms with a query). For
+// query_order it says nothing about the order's payment, except 0112 (the
+// order does not exist). For refund_order, a business refusal or a refused
+// request says the refund was not made; system errors leave it unknown.
 func (r *Reply) Classify(op string) Result {
 	res := Result{
-		Outcome:    OutcomeUnknown,
-		Status:     r.Status,
-		PayOrderID: r.PayOrderID,
-		MchOrderNo: r.MchOrderNo,
-		ChannelID:  r.ChannelID,
-		Amount:     r.Amount,
-		PaidAt:     r.PaidAt,
+		Outcome:      OutcomeUnknown,
+		Status:       r.Status,
+		StatusNested: r.StatusNested,
+		PayOrderID:   r.PayOrderID,
+		MchOrderNo:   r.MchOrderNo,
+		ChannelID:    r.ChannelID,
+		Currency:     r.Currency,
+		Amount:       r.Amount,
+		PaidAt:       r.PaidAt,
 	}
 	fail := r.RetCode == "FAIL" || r.ResCode == "FAIL"
-	ok := r.RetCode == "SUCCESS" && (r.ResCode == "SUCCESS" || r.ResCode == "" && op == "refund_order")
+	ok := r.RetCode == "SUCCESS" && r.ResCode == "SUCCESS"
 	switch {
 	case fail:
 		msg := firstNonEmpty(r.ErrCodeDes, r.RetMsg, "declined")
 		res.Err = &Error{Op: op, Msg: cashierText(msg), Code: r.ErrCode}
 		switch {
-		case r.ErrCode == CodeOrderNotExist && op == "query_order":
+		case op == "query_order" && r.ErrCode == CodeOrderNotExist:
 			res.Outcome = OutcomeNotFound
+		case op == "query_order":
+			// A refused or failed query says nothing about the order.
+			res.Outcome = OutcomeUnknown
 		case rejectedCodes[r.ErrCode] != "":
 			res.Outcome = OutcomeFailed
 			res.Err.Msg = rejectedCodes[r.ErrCode]
-		case r.ErrCode == "" && op != "query_order":
+		case r.ErrCode == "":
 			// A business refusal with no code (e.g. insufficient balance).
 			res.Outcome = OutcomeFailed
 		default:
@@ -208,6 +229,8 @@ func (r *Reply) Classify(op string) Result {
 			res.Err = &Error{Op: op, Msg: "reply has no order status"}
 		}
 	default:
+		// Without both result codes a reply decides nothing, a refund's
+		// included: a missing resCode is not a success.
 		res.Err = &Error{Op: op, Msg: "reply has no result code"}
 	}
 	return res
@@ -222,10 +245,12 @@ func firstNonEmpty(s ...string) string {
 	return ""
 }
 
-// cashierText keeps a gateway message short and printable.
+// cashierText keeps a gateway message short and printable, and scrubs
+// digit runs that could be a payment code (a gateway may echo the code in
+// an error text) before it reaches a log, the journal or the display.
 func cashierText(s string) string {
 	var b strings.Builder
-	for _, r := range s {
+	for _, r := range ScrubDigits(s) {
 		if r < 0x20 || r == 0x7f {
 			continue
 		}
@@ -235,6 +260,50 @@ func cashierText(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// MinScrubbedDigits is the shortest digit run ScrubDigits hides. Payment
+// codes are 16 digits or more; shorter runs (amounts, error codes, dates)
+// stay readable.
+const MinScrubbedDigits = 10
+
+// ScrubDigits masks every run of MinScrubbedDigits or more digits in s,
+// counting digits separated by single spaces or dashes as one run (a code
+// printed in groups), as MaskCode would mask a code.
+func ScrubDigits(s string) string {
+	var out strings.Builder
+	i := 0
+	for i < len(s) {
+		if s[i] < '0' || s[i] > '9' {
+			out.WriteByte(s[i])
+			i++
+			continue
+		}
+		// Extend the run over digits and single separators between digits.
+		j, digits := i, 0
+		var run []byte
+		for j < len(s) {
+			c := s[j]
+			if c >= '0' && c <= '9' {
+				run = append(run, c)
+				digits++
+				j++
+				continue
+			}
+			if (c == ' ' || c == '-') && j+1 < len(s) && s[j+1] >= '0' && s[j+1] <= '9' {
+				j++
+				continue
+			}
+			break
+		}
+		if digits >= MinScrubbedDigits {
+			out.WriteString(MaskCode(string(run)))
+		} else {
+			out.WriteString(s[i:j])
+		}
+		i = j
+	}
+	return out.String()
 }
 
 // DecodeFields returns the top-level fields of a JSON object that have

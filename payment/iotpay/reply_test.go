@@ -33,6 +33,20 @@ func TestParseReplyTolerant(t *testing.T) {
 		{"FAIL beats status 2", `{"retCode":"SUCCESS","resCode":"FAIL","status":2}`, "create_order", OutcomeFailed, 2, ""},
 		{"refund success", `{"retCode":"SUCCESS","resCode":"SUCCESS"}`, "refund_order", OutcomeRefunded, -1, ""},
 		{"no codes at all", `{"status":2}`, "create_order", OutcomeUnknown, 2, ""},
+		// A refused query request says nothing about the order.
+		{"query refused 0011", `{"retCode":"FAIL","errCode":"0011","retMsg":"POST required"}`, "query_order", OutcomeUnknown, -1, ""},
+		{"query refused 0013", `{"retCode":"FAIL","errCode":"0013","retMsg":"Signature Failed"}`, "query_order", OutcomeUnknown, -1, ""},
+		{"query refused 0014", `{"retCode":"SUCCESS","resCode":"FAIL","errCode":"0014"}`, "query_order", OutcomeUnknown, -1, ""},
+		{"query refused 0015", `{"retCode":"SUCCESS","resCode":"FAIL","errCode":"0015"}`, "query_order", OutcomeUnknown, -1, ""},
+		{"query system error 0010", `{"retCode":"SUCCESS","resCode":"FAIL","errCode":"0010"}`, "query_order", OutcomeUnknown, -1, ""},
+		{"query FAIL with status 9", `{"retCode":"SUCCESS","resCode":"FAIL","status":9}`, "query_order", OutcomeUnknown, 9, ""},
+		// A refund reply must say SUCCESS twice to count as made.
+		{"refund without resCode", `{"retCode":"SUCCESS"}`, "refund_order", OutcomeUnknown, -1, ""},
+		{"refund business refusal", `{"retCode":"SUCCESS","resCode":"FAIL","errCodeDes":"refund exceeds"}`, "refund_order", OutcomeFailed, -1, ""},
+		{"refund request refused", `{"retCode":"FAIL","errCode":"0014"}`, "refund_order", OutcomeFailed, -1, ""},
+		{"refund system error", `{"retCode":"SUCCESS","resCode":"FAIL","errCode":"0010"}`, "refund_order", OutcomeUnknown, -1, ""},
+		// The signed top-level status wins over the unsigned nested one.
+		{"top-level status beats nested", `{"retCode":"SUCCESS","resCode":"SUCCESS","status":1,"payOrder":{"status":2}}`, "query_order", OutcomePending, 1, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,5 +84,46 @@ func TestReplySignatureCoversTopLevelScalars(t *testing.T) {
 		if r.Signed[k] != v {
 			t.Fatalf("signed[%s] = %q, want %q", k, r.Signed[k], v)
 		}
+	}
+}
+
+func TestReplyNestedStatusMarked(t *testing.T) {
+	r, err := ParseReply([]byte(`{"retCode":"SUCCESS","resCode":"SUCCESS","payOrder":{"payOrderId":"AM1","status":2,"currency":"cad"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := r.Classify("create_order")
+	if !res.StatusNested || res.Status != 2 || res.Currency != "CAD" {
+		t.Fatalf("nested status not marked: %+v", res)
+	}
+	r, err = ParseReply([]byte(`{"retCode":"SUCCESS","resCode":"SUCCESS","status":"2","currency":"USD","amount":"2865"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res = r.Classify("query_order")
+	if res.StatusNested || res.Currency != "USD" || res.Amount != 2865 {
+		t.Fatalf("top-level reply: %+v", res)
+	}
+}
+
+func TestScrubDigits(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"insufficient balance", "insufficient balance"},
+		{"code 134567890123456789 already used", "code 13************6789 already used"},
+		{"code 1345 6789 0123 4567 89 used", "code 13************6789 used"},
+		{"code 1345-6789-0123-4567-89", "code 13************6789"},
+		{"error 0112 at 2026-11-29", "error 0112 at 2026-11-29"},
+		{"amount 123456789", "amount 123456789"},
+		{"id 1234567890", "id 12****7890"},
+		{"trailing 12345 ", "trailing 12345 "},
+		{"", ""},
+	}
+	for _, tc := range tests {
+		if got := ScrubDigits(tc.in); got != tc.want {
+			t.Errorf("ScrubDigits(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	if got := cashierText("paid with 134567890123456789\x00\n"); got != "paid with 13************6789" {
+		t.Errorf("cashierText kept a code or a control byte: %q", got)
 	}
 }
