@@ -89,6 +89,7 @@ type Sim struct {
 	requests  map[string]int            // endpoint → count
 	perOrder  map[string]map[string]int // endpoint → mchOrderNo → count
 	seq       int
+	faults    FaultFunc
 }
 
 // New builds a simulator.
@@ -173,14 +174,77 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.perOrder[endpoint][no]++
 		s.mu.Unlock()
 	}
+	ft := s.fault(endpoint, f)
+	switch {
+	case ft.Refuse != "":
+		s.log.Info("fault: request refused", zap.String("endpoint", endpoint), zap.String("code", ft.Refuse))
+		s.refuseWith(w, ft.Refuse)
+		return
+	case ft.HTTPStatus != 0:
+		s.log.Info("fault: HTTP error", zap.String("endpoint", endpoint), zap.Int("status", ft.HTTPStatus))
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(ft.HTTPStatus)
+		_, _ = io.WriteString(w, "<html><body>gateway error</body></html>")
+		return
+	}
+	if ft.DropReply || ft.Delay > 0 || ft.Lie != Truth || ft.NoPayOrderID {
+		// Process the request into a buffer, then deliver (or not) as the
+		// fault says.
+		rec := &bufferedReply{header: http.Header{}}
+		s.dispatch(endpoint, rec, r, f, ft)
+		if ft.DropReply || rec.dropped {
+			s.log.Info("fault: reply dropped", zap.String("endpoint", endpoint))
+			dropConnection(w)
+			return
+		}
+		if ft.Delay > 0 {
+			select {
+			case <-s.clock.After(ft.Delay):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		rec.writeTo(w)
+		return
+	}
+	s.dispatch(endpoint, w, r, f, ft)
+}
+
+func (s *Sim) dispatch(endpoint string, w http.ResponseWriter, r *http.Request, f map[string]string, ft Fault) {
 	switch endpoint {
 	case "create_order":
-		s.create(w, r, f)
+		s.create(w, r, f, ft)
 	case "query_order":
-		s.query(w, f)
+		s.query(w, f, ft)
 	case "refund_order":
 		s.refund(w, f)
 	}
+}
+
+// bufferedReply holds a reply until a fault decides its fate. A scenario
+// that drops the connection itself (55) marks it dropped.
+type bufferedReply struct {
+	header  http.Header
+	status  int
+	body    []byte
+	dropped bool
+}
+
+func (b *bufferedReply) Header() http.Header  { return b.header }
+func (b *bufferedReply) WriteHeader(code int) { b.status = code }
+func (b *bufferedReply) Write(p []byte) (int, error) {
+	b.body = append(b.body, p...)
+	return len(p), nil
+}
+
+func (b *bufferedReply) writeTo(w http.ResponseWriter) {
+	for k, v := range b.header {
+		w.Header()[k] = v
+	}
+	if b.status != 0 {
+		w.WriteHeader(b.status)
+	}
+	_, _ = w.Write(b.body)
 }
 
 type reply map[string]any
@@ -226,7 +290,7 @@ func (s *Sim) writeReply(w http.ResponseWriter, rep reply, sign, wrongSign bool)
 	_ = json.NewEncoder(w).Encode(rep)
 }
 
-func (s *Sim) create(w http.ResponseWriter, r *http.Request, f map[string]string) {
+func (s *Sim) create(w http.ResponseWriter, r *http.Request, f map[string]string, ft Fault) {
 	amount, err := strconv.ParseInt(f["amount"], 10, 64)
 	no := f["mchOrderNo"]
 	code := f["identityCode"]
@@ -312,8 +376,11 @@ func (s *Sim) create(w http.ResponseWriter, r *http.Request, f map[string]string
 		o.PaidAt = now
 	}
 	if rep == nil {
-		rep = reply{"retCode": "SUCCESS", "resCode": "SUCCESS", "retMsg": "",
-			"payOrder": map[string]any{"payOrderId": o.PayOrderID, "mchOrderNo": no, "status": o.Status}}
+		po := map[string]any{"payOrderId": o.PayOrderID, "mchOrderNo": no, "status": o.Status}
+		if ft.NoPayOrderID {
+			delete(po, "payOrderId")
+		}
+		rep = reply{"retCode": "SUCCESS", "resCode": "SUCCESS", "retMsg": "", "payOrder": po}
 	}
 	status := o.Status
 	s.mu.Unlock()
@@ -338,6 +405,10 @@ func (s *Sim) create(w http.ResponseWriter, r *http.Request, f map[string]string
 // dropConnection closes the client's connection without any reply, as a
 // gateway whose reply is lost in the network does.
 func dropConnection(w http.ResponseWriter) {
+	if b, ok := w.(*bufferedReply); ok {
+		b.dropped = true
+		return
+	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		panic(http.ErrAbortHandler)
@@ -349,7 +420,7 @@ func dropConnection(w http.ResponseWriter) {
 	_ = conn.Close()
 }
 
-func (s *Sim) query(w http.ResponseWriter, f map[string]string) {
+func (s *Sim) query(w http.ResponseWriter, f map[string]string, ft Fault) {
 	s.mu.Lock()
 	var o *Order
 	if no := f["mchOrderNo"]; no != "" {
@@ -398,6 +469,12 @@ func (s *Sim) query(w http.ResponseWriter, f map[string]string) {
 	}
 	if !o.PaidAt.IsZero() {
 		rep["paySuccTime"] = o.PaidAt.UnixMilli()
+	}
+	if ft.NoPayOrderID {
+		delete(rep, "payOrderId")
+	}
+	if ft.Lie != Truth && (o.Status == iotpay.StatusPaid || o.Status == iotpay.StatusPaidNotified) {
+		applyLie(rep, ft.Lie)
 	}
 	scenario, status, no := o.Scenario, o.Status, o.MchOrderNo
 	s.mu.Unlock()

@@ -145,3 +145,74 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatal("bad snapshot accepted")
 	}
 }
+
+func TestFaults(t *testing.T) {
+	sim := iotpaysim.New(iotpaysim.Options{MchID: "100", Key: "K"})
+	srv := httptest.NewServer(sim)
+	defer srv.Close()
+	client, err := iotpay.New(iotpay.Config{BaseURL: srv.URL, MchID: "100", Key: "K", JobNo: "j", NotifyURL: "n", Subject: "s", Body: "b",
+		ClientIP: "127.0.0.1", Timeout: 2 * time.Second, RequireSignedReplies: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var fault iotpaysim.Fault
+	sim.SetFaults(func(endpoint string, f map[string]string) iotpaysim.Fault {
+		if f["mchOrderNo"] == "" || !strings.HasPrefix(f["mchOrderNo"], "F") {
+			return iotpaysim.Fault{}
+		}
+		return fault
+	})
+	create := func(no string) iotpay.Result {
+		return client.CreateOrder(ctx, iotpay.CreateRequest{MchOrderNo: no, ChannelID: iotpay.ChannelWeChat, Currency: "CAD", Amount: 1000,
+			IdentityCode: "13456789012345" + no[1:]})
+	}
+	query := func(no string) iotpay.Result { return client.QueryOrder(ctx, iotpay.QueryRequest{MchOrderNo: no}) }
+
+	fault = iotpaysim.Fault{Refuse: iotpay.CodeParameter}
+	if res := create("F0001"); res.Outcome != iotpay.OutcomeFailed {
+		t.Fatalf("refused create: %+v", res)
+	}
+	if _, ok := sim.Order("F0001"); ok {
+		t.Fatal("a refused request created an order")
+	}
+	fault = iotpaysim.Fault{HTTPStatus: 503}
+	if res := create("F0002"); res.Outcome != iotpay.OutcomeUnknown {
+		t.Fatalf("503: %+v", res)
+	}
+	if _, ok := sim.Order("F0002"); ok {
+		t.Fatal("an HTTP error created an order")
+	}
+	fault = iotpaysim.Fault{DropReply: true}
+	if res := create("F0003"); res.Outcome != iotpay.OutcomeUnknown {
+		t.Fatalf("dropped reply: %+v", res)
+	}
+	if o, ok := sim.Order("F0003"); !ok || o.Status != iotpay.StatusPaid {
+		t.Fatalf("a dropped reply must still create the order: %+v", o)
+	}
+	fault = iotpaysim.Fault{}
+	if res := create("F0004"); res.Outcome != iotpay.OutcomePaid {
+		t.Fatal(res)
+	}
+	for lie, check := range map[iotpaysim.Lie]func(iotpay.Result) bool{
+		iotpaysim.LieAmount:   func(r iotpay.Result) bool { return r.Amount == 1100 },
+		iotpaysim.LieCurrency: func(r iotpay.Result) bool { return r.Currency == "USD" },
+	} {
+		fault = iotpaysim.Fault{Lie: lie}
+		if res := query("F0004"); res.Outcome != iotpay.OutcomePaid || !check(res) {
+			t.Fatalf("lie %d: %+v", lie, res)
+		}
+	}
+	fault = iotpaysim.Fault{Lie: iotpaysim.LieOrder}
+	if res := query("F0004"); res.Outcome != iotpay.OutcomeUnknown {
+		t.Fatalf("a reply naming another order must be unknown to the client: %+v", res)
+	}
+	fault = iotpaysim.Fault{NoPayOrderID: true}
+	if res := query("F0004"); res.Outcome != iotpay.OutcomePaid || res.PayOrderID != "" {
+		t.Fatalf("no payOrderId: %+v", res)
+	}
+	fault = iotpaysim.Fault{Refuse: iotpay.CodeSignature}
+	if res := query("F0004"); res.Outcome != iotpay.OutcomeUnknown {
+		t.Fatalf("a refused query must be unknown: %+v", res)
+	}
+}
