@@ -58,6 +58,9 @@ type Terminal struct {
 	MaxAmount   int64    `toml:"max_amount"`
 	CodeTimeout Duration `toml:"code_timeout"`
 	ResultTime  Duration `toml:"result_time"`
+	// RequireClockSync keeps the lane from taking sales until the system
+	// clock is synchronised (systemd-timesyncd, or the kernel's NTP status).
+	RequireClockSync bool `toml:"require_clock_sync"`
 }
 
 // Gateway is the IOTPay account and polling policy.
@@ -73,6 +76,7 @@ type Gateway struct {
 	Timeout              Duration `toml:"timeout"`
 	PollInterval         Duration `toml:"poll_interval"`
 	PollAttempts         int      `toml:"poll_attempts"`
+	SaleLimit            Duration `toml:"sale_limit"`
 	RefundLate           bool     `toml:"refund_late"`
 	RequireSignedReplies bool     `toml:"require_signed_replies"`
 	ReconcileFor         Duration `toml:"reconcile_for"`
@@ -122,6 +126,10 @@ type ECR struct {
 	POSNumber    string   `toml:"pos_number"`
 	AllowRefunds bool     `toml:"allow_refunds"`
 	Timeout      Duration `toml:"timeout"`
+	KeepResults  Duration `toml:"keep_results"`
+	IdleTimeout  Duration `toml:"idle_timeout"`
+	AllowFrom    []string `toml:"allow_from"`
+	RefundWindow Duration `toml:"refund_window"`
 }
 
 // Display is the customer line display.
@@ -161,10 +169,14 @@ type Log struct {
 // Default returns the defaults every key falls back to.
 func Default() Config {
 	return Config{
-		Terminal: Terminal{ID: "LANE1", Currency: "CAD", MaxAmount: 100000, CodeTimeout: Duration{2 * time.Minute}, ResultTime: Duration{8 * time.Second}},
+		Terminal: Terminal{ID: "LANE1", Currency: "CAD", MaxAmount: 100000, CodeTimeout: Duration{2 * time.Minute}, ResultTime: Duration{8 * time.Second},
+			RequireClockSync: true},
+		// refund_late is on: a late payment is a customer who was told "not
+		// confirmed" and most likely paid again another way; their money
+		// goes back without waiting for someone to notice.
 		Gateway: Gateway{URL: "https://api.iotpaycloud.com", Subject: "scanpay", Body: "In-store purchase",
 			NotifyURL: "https://localhost/unused", Timeout: Duration{30 * time.Second}, PollInterval: Duration{2 * time.Second},
-			PollAttempts: 30, RequireSignedReplies: true, ReconcileFor: Duration{24 * time.Hour}},
+			PollAttempts: 30, SaleLimit: Duration{90 * time.Second}, RefundLate: true, RequireSignedReplies: true, ReconcileFor: Duration{24 * time.Hour}},
 		Scanner: Scanner{Driver: "evdev", Baud: 9600, DataBits: 8, Parity: "none", LineEnding: "auto",
 			Terminators: []string{"enter", "kpenter"}, IdleTimeout: Duration{300 * time.Millisecond}, MaxLength: 64},
 		Display: Display{Driver: "none", Baud: 9600, Width: 20},
@@ -273,6 +285,18 @@ func (c *Config) fillOptionalDefaults() {
 		}
 		if c.ECR.Timeout.Duration == 0 {
 			c.ECR.Timeout.Duration = 3 * time.Second
+		}
+		if c.ECR.KeepResults.Duration == 0 {
+			c.ECR.KeepResults.Duration = 10 * time.Minute
+		}
+		if c.ECR.IdleTimeout.Duration == 0 {
+			c.ECR.IdleTimeout.Duration = 5 * time.Minute
+		}
+		if c.ECR.AllowFrom == nil {
+			c.ECR.AllowFrom = []string{"127.0.0.1/8", "::1/128"}
+		}
+		if c.ECR.RefundWindow.Duration == 0 {
+			c.ECR.RefundWindow.Duration = 10 * time.Minute
 		}
 	}
 	if c.Keypad != nil && c.Keypad.MaxDigits == 0 {

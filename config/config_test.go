@@ -33,6 +33,7 @@ func TestExampleParses(t *testing.T) {
 	data, _ := os.ReadFile("../deploy/scanpay.toml")
 	for _, key := range []string{"id", "currency", "max_amount", "code_timeout", "result_time", "url", "mch_id", "job_no", "key_file",
 		"subject", "body", "notify_url", "client_ip", "timeout", "poll_interval", "poll_attempts", "reconcile_for", "refund_late",
+		"sale_limit", "require_clock_sync", "keep_results", "allow_from", "refund_window",
 		"require_signed_replies", "driver", "device", "name", "vendor_product", "terminators", "idle_timeout", "max_length",
 		"strip_aim", "baud", "data_bits", "parity", "line_ending", "max_digits", "protocol", "listen", "pos_number",
 		"allow_refunds", "width", "brightness", "chip", "line", "active_low", "path", "level", "format", "prefixes", "min_length"} {
@@ -104,7 +105,12 @@ func TestValidationMessages(t *testing.T) {
 		{"[gateway]\npoll_attempts = 0", "gateway.poll_attempts", "1–1000"},
 		{"[gateway]\nreconcile_for = \"10s\"", "gateway.reconcile_for", "at least"},
 		{"[gateway]\nclient_ip = \"ten\"", "gateway.client_ip", "not an IP"},
-		{"[gateway]\npoll_attempts = 60\n[ecr]\nlisten = \"127.0.0.1:1\"", "gateway.poll_attempts", "120 s"},
+		{"[gateway]\nsale_limit = \"2m\"\n[ecr]\nlisten = \"127.0.0.1:1\"", "gateway.sale_limit", "120 s"},
+		{"[gateway]\nsale_limit = \"5s\"", "gateway.sale_limit", "at least gateway.timeout"},
+		{"[ecr]\nlisten = \"127.0.0.1:1\"\nkeep_results = \"5s\"", "ecr.keep_results", "between"},
+		{"[ecr]\nlisten = \"127.0.0.1:1\"\nidle_timeout = \"0.5s\"", "ecr.idle_timeout", "between"},
+		{"[ecr]\nlisten = \"127.0.0.1:1\"\nrefund_window = \"1s\"", "ecr.refund_window", "between"},
+		{"[ecr]\nlisten = \"127.0.0.1:1\"\nallow_from = [\"192.168.1.300\"]", "ecr.allow_from", "not an address"},
 		{"[scanner]\ndriver = \"bluetooth\"", "scanner.driver", "evdev"},
 		{"[scanner]\ndevice = \"\"", "scanner.device", "by-id"},
 		{"[scanner]\nvendor_product = \"zz\"", "scanner.vendor_product", "hex"},
@@ -261,4 +267,43 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted invalid config %+v", cfg)
 		}
 	})
+}
+
+// The real worst case of a sale, not the nominal polling window, decides
+// whether a cash register would give up first.
+func TestSaleDurationFormula(t *testing.T) {
+	g := Default().Gateway
+	// 30 s + 30 × (2 s + 30 s) is 16.5 min; the 90 s cap bounds it.
+	if got := SaleDuration(g); got != 90*time.Second {
+		t.Fatalf("default sale duration %v", got)
+	}
+	g.SaleLimit.Duration = time.Hour
+	if got := SaleDuration(g); got != 990*time.Second {
+		t.Fatalf("uncapped sale duration %v, want timeout + attempts × (interval + timeout)", got)
+	}
+	g.Timeout.Duration, g.PollAttempts, g.PollInterval.Duration = 2*time.Second, 10, time.Second
+	if got := SaleDuration(g); got != 32*time.Second {
+		t.Fatalf("short polling %v", got)
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	cfg, err := Parse([]byte(mergeTOML(minimal, "[ecr]\nlisten = \"0.0.0.0:8800\"\nallow_from = [\"192.168.1.0/24\"]\n[terminal]\nrequire_clock_sync = false")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(cfg.Warnings(), "\n")
+	if !strings.Contains(w, "ecr.listen") || !strings.Contains(w, "require_clock_sync") {
+		t.Fatalf("warnings: %s", w)
+	}
+	cfg, _ = Parse([]byte(mergeTOML(minimal, "[ecr]\nlisten = \"127.0.0.1:8800\"")))
+	if w := cfg.Warnings(); len(w) != 0 {
+		t.Fatalf("loopback listen warned: %v", w)
+	}
+	if p, err := ParseNetwork("192.168.1.7"); err != nil || p.String() != "192.168.1.7/32" {
+		t.Fatalf("single address: %v %v", p, err)
+	}
+	if p, err := ParseNetwork("10.1.2.3/8"); err != nil || p.String() != "10.0.0.0/8" {
+		t.Fatalf("network: %v %v", p, err)
+	}
 }

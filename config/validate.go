@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -74,10 +75,14 @@ func (c *Config) Validate() error {
 	if g.ClientIP != "" && net.ParseIP(g.ClientIP) == nil {
 		bad("gateway.client_ip", "%q is not an IP address", g.ClientIP)
 	}
+	if g.SaleLimit.Duration < g.Timeout.Duration || g.SaleLimit.Duration > time.Hour {
+		bad("gateway.sale_limit", "%s must be at least gateway.timeout (%s) and at most 1h", g.SaleLimit.Duration, g.Timeout.Duration)
+	}
 	if c.ECR != nil {
-		window := g.Timeout.Duration + time.Duration(g.PollAttempts)*g.PollInterval.Duration
-		if window > 110*time.Second {
-			bad("gateway.poll_attempts", "a sale can take %s (timeout + attempts × interval); a cash register gives up after about 120 s: keep it under 110s", window)
+		// The longest a sale can take: the cap, or the polling itself when
+		// it ends first (create + every query timing out, with the waits).
+		if longest := SaleDuration(g); longest > 110*time.Second {
+			bad("gateway.sale_limit", "a sale can take %s (the smaller of sale_limit and timeout + poll_attempts × (poll_interval + timeout)); a cash register gives up after about 120 s: keep it at most 110s", longest)
 		}
 	}
 
@@ -151,6 +156,20 @@ func (c *Config) Validate() error {
 		}
 		if e.Timeout.Duration < 100*time.Millisecond || e.Timeout.Duration > 30*time.Second {
 			bad("ecr.timeout", "%s must be between 100ms and 30s", e.Timeout.Duration)
+		}
+		if e.KeepResults.Duration < time.Minute || e.KeepResults.Duration > 24*time.Hour {
+			bad("ecr.keep_results", "%s must be between 1m and 24h", e.KeepResults.Duration)
+		}
+		if e.IdleTimeout.Duration < time.Second || e.IdleTimeout.Duration > 24*time.Hour {
+			bad("ecr.idle_timeout", "%s must be between 1s and 24h", e.IdleTimeout.Duration)
+		}
+		if e.RefundWindow.Duration < time.Minute || e.RefundWindow.Duration > 24*time.Hour {
+			bad("ecr.refund_window", "%s must be between 1m and 24h", e.RefundWindow.Duration)
+		}
+		for _, a := range e.AllowFrom {
+			if _, err := ParseNetwork(a); err != nil {
+				bad("ecr.allow_from", "%q is not an address or network like 192.168.1.20 or 192.168.1.0/24", a)
+			}
 		}
 	}
 
@@ -233,6 +252,53 @@ func checkPort(bad func(string, string, ...any), section string, baud, bits int,
 		key = section + ".parity"
 	}
 	bad(key, "%s", msg)
+}
+
+// SaleDuration is the longest a sale's gateway phase can last: the cap,
+// or the polling itself when it ends first (create_order and every query
+// running into the timeout, with the waits between queries).
+func SaleDuration(g Gateway) time.Duration {
+	polling := g.Timeout.Duration + time.Duration(g.PollAttempts)*(g.PollInterval.Duration+g.Timeout.Duration)
+	return min(g.SaleLimit.Duration, polling)
+}
+
+// ParseNetwork reads an allow_from entry: an address (one host) or a
+// network in CIDR form.
+func ParseNetwork(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Warnings are settings that work but deserve a second look; check-config
+// prints them.
+func (c *Config) Warnings() []string {
+	var w []string
+	if e := c.ECR; e != nil && e.Listen != "" {
+		host, _, err := net.SplitHostPort(e.Listen)
+		if err == nil && (host == "" || host == "0.0.0.0" || host == "::") {
+			w = append(w, fmt.Sprintf("ecr.listen %q listens on every network interface: only ecr.allow_from %v may connect, but a register on the shop's LAN is usually better given its own address", e.Listen, e.AllowFrom))
+		}
+	}
+	if m := c.Metrics; m != nil && m.Listen != "" {
+		host, _, err := net.SplitHostPort(m.Listen)
+		if err == nil && (host == "" || host == "0.0.0.0" || host == "::") {
+			w = append(w, fmt.Sprintf("metrics.listen %q listens on every network interface", m.Listen))
+		}
+	}
+	if !c.Terminal.RequireClockSync {
+		w = append(w, "terminal.require_clock_sync is off: sales start even if the clock is wrong (order times and reports follow it)")
+	}
+	return w
 }
 
 func isLoopback(host string) bool {
