@@ -22,8 +22,9 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-// SchemaVersion is the schema this code writes.
-const SchemaVersion = 1
+// SchemaVersion is the schema this code writes. Older journals are
+// migrated forward at Open (see migrations); a newer one is refused.
+const SchemaVersion = 2
 
 // Errors callers branch on. Anything else from a write is wrapped in
 // ErrStorage.
@@ -35,6 +36,9 @@ var (
 	ErrInvalidTransition = errors.New("invalid order state transition")
 	ErrRefundTooLarge    = errors.New("refund exceeds the refundable amount")
 	ErrNotRefundable     = errors.New("order is not paid")
+	// ErrLocked: another process holds the journal (a second daemon, or a
+	// long operator command). Not damage: wait, or stop the other process.
+	ErrLocked = errors.New("journal is locked by another process")
 )
 
 // Options tune Open.
@@ -68,6 +72,7 @@ CREATE TABLE meta (
 );
 CREATE TABLE orders (
 	mch_order_no TEXT PRIMARY KEY,
+	seq          INTEGER NOT NULL DEFAULT 0,
 	terminal_id  TEXT NOT NULL,
 	amount       INTEGER NOT NULL CHECK (amount > 0),
 	currency     TEXT NOT NULL,
@@ -77,6 +82,7 @@ CREATE TABLE orders (
 	source       TEXT NOT NULL,
 	ecr_ref      TEXT NOT NULL DEFAULT '',
 	pos_number   TEXT NOT NULL DEFAULT '',
+	ecr_type     TEXT NOT NULL DEFAULT '',
 	state        TEXT NOT NULL,
 	pay_order_id TEXT NOT NULL DEFAULT '',
 	status       INTEGER NOT NULL DEFAULT -1,
@@ -88,7 +94,8 @@ CREATE TABLE orders (
 );
 CREATE INDEX orders_state ON orders(state);
 CREATE INDEX orders_created ON orders(created_at);
-CREATE INDEX orders_ref ON orders(ecr_ref, created_at);
+CREATE INDEX orders_ref_seq ON orders(ecr_ref, seq);
+CREATE INDEX orders_seq ON orders(seq);
 CREATE TABLE transitions (
 	id           INTEGER PRIMARY KEY AUTOINCREMENT,
 	mch_order_no TEXT NOT NULL REFERENCES orders(mch_order_no),
@@ -105,6 +112,8 @@ CREATE TABLE refunds (
 	amount        INTEGER NOT NULL CHECK (amount > 0),
 	state         TEXT NOT NULL,
 	message       TEXT NOT NULL DEFAULT '',
+	source        TEXT NOT NULL DEFAULT '',
+	ecr_ref       TEXT NOT NULL DEFAULT '',
 	created_at    INTEGER NOT NULL,
 	updated_at    INTEGER NOT NULL
 );
@@ -220,25 +229,28 @@ func syncFile(path string) error {
 }
 
 func (j *Journal) check(opts Options) error {
-	damaged := func(detail string) error {
-		return fmt.Errorf("journal %s is damaged (%s): refusing to start; keep the file for recovery and restore it from a backup or ask support", j.path, detail)
+	damaged := func(err error) error {
+		if isBusy(err) {
+			return fmt.Errorf("%w: %s (is scanpay or an operator command already using it? wait and try again)", ErrLocked, j.path)
+		}
+		return fmt.Errorf("journal %s is damaged (%v): refusing to start; keep the file for recovery and restore it from a backup or ask support", j.path, err)
 	}
 	if !opts.ReadOnly {
 		var mode string
 		if err := j.db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil {
-			return damaged(err.Error())
+			return damaged(err)
 		}
 	}
 	rows, err := j.db.Query("PRAGMA quick_check")
 	if err != nil {
-		return damaged(err.Error())
+		return damaged(err)
 	}
 	var problems []string
 	for rows.Next() {
 		var line string
 		if err := rows.Scan(&line); err != nil {
 			rows.Close()
-			return damaged(err.Error())
+			return damaged(err)
 		}
 		if line != "ok" {
 			problems = append(problems, line)
@@ -246,29 +258,87 @@ func (j *Journal) check(opts Options) error {
 	}
 	if err := rows.Err(); err != nil {
 		rows.Close()
-		return damaged(err.Error())
+		return damaged(err)
 	}
 	rows.Close()
 	if len(problems) > 0 {
 		if len(problems) > 3 {
 			problems = append(problems[:3], "…")
 		}
-		return damaged("quick_check: " + strings.Join(problems, "; "))
+		return damaged(errors.New("quick_check: " + strings.Join(problems, "; ")))
 	}
 	var version int
 	if err := j.db.QueryRow(`SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&version); err != nil {
-		return damaged("no scanpay schema: " + err.Error())
+		return damaged(fmt.Errorf("no scanpay schema: %w", err))
 	}
 	if version > SchemaVersion {
 		return fmt.Errorf("journal %s has schema version %d, newer than this scanpay understands (%d): install the newer scanpay", j.path, version, SchemaVersion)
 	}
+	if version < SchemaVersion {
+		if opts.ReadOnly {
+			return fmt.Errorf("journal %s has schema version %d: start the scanpay service once to upgrade it", j.path, version)
+		}
+		if err := j.migrate(version); err != nil {
+			if isBusy(err) {
+				return fmt.Errorf("%w: %s (is scanpay already running?)", ErrLocked, j.path)
+			}
+			return fmt.Errorf("upgrade journal %s from schema %d: %w", j.path, version, err)
+		}
+	}
 	var secret string
 	if err := j.db.QueryRow(`SELECT value FROM meta WHERE key = 'code_secret'`).Scan(&secret); err != nil {
-		return damaged("no code secret: " + err.Error())
+		return damaged(fmt.Errorf("no code secret: %w", err))
 	}
 	j.secret, err = hex.DecodeString(secret)
 	if err != nil || len(j.secret) < 16 {
-		return damaged("bad code secret")
+		return damaged(errors.New("bad code secret"))
+	}
+	return nil
+}
+
+// isBusy reports whether err is SQLite's SQLITE_BUSY or SQLITE_LOCKED
+// (primary code, extended codes included): another connection holds the
+// lock. That is not damage, and must not be reported as such.
+func isBusy(err error) bool {
+	var se interface{ Code() int }
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff {
+	case 5, 6: // SQLITE_BUSY, SQLITE_LOCKED
+		return true
+	}
+	return false
+}
+
+// migrations upgrade a journal from version i+1 to i+2, each in one
+// transaction with the version bump.
+var migrations = []string{
+	// 1 → 2: the order sequence (newest is decided by it, never by the
+	// wall clock), the register's transaction type, and refunds keyed by
+	// who asked for them.
+	`ALTER TABLE orders ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+	 UPDATE orders SET seq = rowid;
+	 ALTER TABLE orders ADD COLUMN ecr_type TEXT NOT NULL DEFAULT '';
+	 DROP INDEX IF EXISTS orders_ref;
+	 CREATE INDEX orders_ref_seq ON orders(ecr_ref, seq);
+	 CREATE INDEX orders_seq ON orders(seq);
+	 ALTER TABLE refunds ADD COLUMN source TEXT NOT NULL DEFAULT '';
+	 ALTER TABLE refunds ADD COLUMN ecr_ref TEXT NOT NULL DEFAULT '';`,
+}
+
+func (j *Journal) migrate(from int) error {
+	for v := from; v < SchemaVersion; v++ {
+		err := j.write(context.Background(), "migrate", func(tx *sql.Tx) error {
+			if _, err := tx.Exec(migrations[v-1]); err != nil {
+				return err
+			}
+			_, err := tx.Exec(`UPDATE meta SET value = ? WHERE key = 'schema_version'`, fmt.Sprint(v+1))
+			return err
+		})
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -103,11 +103,11 @@ func TestRefunds(t *testing.T) {
 	j, _ := openTemp(t, Options{})
 	rnum := func(c uint64) string { return fmt.Sprintf("R-%d", c) }
 	o, _ := j.AddOrder(ctx, newOrder("h", 1000), num)
-	if _, err := j.AddRefund(ctx, o.MchOrderNo, 100, rnum); !errors.Is(err, ErrNotRefundable) {
+	if _, err := j.AddRefund(ctx, NewRefund{OrderNo: o.MchOrderNo, Amount: 100}, rnum); !errors.Is(err, ErrNotRefundable) {
 		t.Fatalf("refund of unpaid order: %v", err)
 	}
 	j.Transition(ctx, o.MchOrderNo, StateSubmitting, StatePaid, Update{PayOrderID: "AM1", Status: 2})
-	r1, err := j.AddRefund(ctx, o.MchOrderNo, 600, rnum)
+	r1, err := j.AddRefund(ctx, NewRefund{OrderNo: o.MchOrderNo, Amount: 600}, rnum)
 	if err != nil || r1.State != RefundSent {
 		t.Fatal(r1, err)
 	}
@@ -115,7 +115,7 @@ func TestRefunds(t *testing.T) {
 	if _, err := j.FinishRefund(ctx, r1.MchRefundNo, RefundUnknown, "reply lost"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := j.AddRefund(ctx, o.MchOrderNo, 500, rnum); !errors.Is(err, ErrRefundTooLarge) {
+	if _, err := j.AddRefund(ctx, NewRefund{OrderNo: o.MchOrderNo, Amount: 500}, rnum); !errors.Is(err, ErrRefundTooLarge) {
 		t.Fatalf("over-refund: %v", err)
 	}
 	if _, err := j.FinishRefund(ctx, r1.MchRefundNo, RefundDone, ""); err != nil {
@@ -128,9 +128,9 @@ func TestRefunds(t *testing.T) {
 	if got.Refunded != 600 {
 		t.Fatalf("refunded %d", got.Refunded)
 	}
-	r2, _ := j.AddRefund(ctx, o.MchOrderNo, 400, rnum)
+	r2, _ := j.AddRefund(ctx, NewRefund{OrderNo: o.MchOrderNo, Amount: 400}, rnum)
 	j.FinishRefund(ctx, r2.MchRefundNo, RefundFailed, "refused")
-	if _, err := j.AddRefund(ctx, o.MchOrderNo, 400, rnum); err != nil {
+	if _, err := j.AddRefund(ctx, NewRefund{OrderNo: o.MchOrderNo, Amount: 400}, rnum); err != nil {
 		t.Fatalf("a failed refund must free its amount: %v", err)
 	}
 	all, _ := j.Refunds(ctx, o.MchOrderNo)

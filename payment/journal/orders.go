@@ -13,6 +13,7 @@ import (
 // Order is one journaled order.
 type Order struct {
 	MchOrderNo string
+	Seq        uint64 // the journal's order counter: newest is highest, whatever the clock said
 	TerminalID string
 	Amount     int64 // cents
 	Currency   string
@@ -22,6 +23,7 @@ type Order struct {
 	Source     string // keypad, ecr, demo, …
 	ECRRef     string
 	POSNumber  string
+	ECRType    string // the register's transaction type ("0", "4"); empty for other sources
 	State      State
 	PayOrderID string
 	Status     int    // last gateway status, -1 when none
@@ -43,6 +45,7 @@ type NewOrder struct {
 	Source     string
 	ECRRef     string
 	POSNumber  string
+	ECRType    string
 }
 
 // Update carries the gateway facts recorded with a transition.
@@ -53,8 +56,8 @@ type Update struct {
 	NotSent    bool
 }
 
-const orderCols = `mch_order_no, terminal_id, amount, currency, channel, code_masked, code_hash, source,
-	ecr_ref, pos_number, state, pay_order_id, status, message, not_sent, refunded, created_at, updated_at`
+const orderCols = `mch_order_no, seq, terminal_id, amount, currency, channel, code_masked, code_hash, source,
+	ecr_ref, pos_number, ecr_type, state, pay_order_id, status, message, not_sent, refunded, created_at, updated_at`
 
 type scanner interface{ Scan(...any) error }
 
@@ -63,8 +66,8 @@ func scanOrder(s scanner) (Order, error) {
 	var state string
 	var created, updated int64
 	var notSent int
-	err := s.Scan(&o.MchOrderNo, &o.TerminalID, &o.Amount, &o.Currency, &o.Channel, &o.CodeMasked, &o.CodeHash,
-		&o.Source, &o.ECRRef, &o.POSNumber, &state, &o.PayOrderID, &o.Status, &o.Message, &notSent, &o.Refunded, &created, &updated)
+	err := s.Scan(&o.MchOrderNo, &o.Seq, &o.TerminalID, &o.Amount, &o.Currency, &o.Channel, &o.CodeMasked, &o.CodeHash,
+		&o.Source, &o.ECRRef, &o.POSNumber, &o.ECRType, &state, &o.PayOrderID, &o.Status, &o.Message, &notSent, &o.Refunded, &created, &updated)
 	if err != nil {
 		return o, err
 	}
@@ -96,14 +99,14 @@ func (j *Journal) AddOrder(ctx context.Context, n NewOrder, number func(counter 
 			return err
 		}
 		o = Order{
-			MchOrderNo: number(counter), TerminalID: n.TerminalID, Amount: n.Amount, Currency: n.Currency,
+			MchOrderNo: number(counter), Seq: counter, TerminalID: n.TerminalID, Amount: n.Amount, Currency: n.Currency,
 			Channel: n.Channel, CodeMasked: n.CodeMasked, CodeHash: n.CodeHash, Source: n.Source,
-			ECRRef: n.ECRRef, POSNumber: n.POSNumber, State: StateSubmitting, Status: -1,
+			ECRRef: n.ECRRef, POSNumber: n.POSNumber, ECRType: n.ECRType, State: StateSubmitting, Status: -1,
 			CreatedAt: time.UnixMilli(ms(now)), UpdatedAt: time.UnixMilli(ms(now)),
 		}
-		if _, err := tx.Exec(`INSERT INTO orders(`+orderCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-			o.MchOrderNo, o.TerminalID, o.Amount, o.Currency, o.Channel, o.CodeMasked, o.CodeHash, o.Source,
-			o.ECRRef, o.POSNumber, o.State.String(), "", -1, "", 0, 0, ms(now), ms(now)); err != nil {
+		if _, err := tx.Exec(`INSERT INTO orders(`+orderCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+			o.MchOrderNo, o.Seq, o.TerminalID, o.Amount, o.Currency, o.Channel, o.CodeMasked, o.CodeHash, o.Source,
+			o.ECRRef, o.POSNumber, o.ECRType, o.State.String(), "", -1, "", 0, 0, ms(now), ms(now)); err != nil {
 			return err
 		}
 		_, err = tx.Exec(`INSERT INTO transitions(mch_order_no, at, from_state, to_state, detail) VALUES (?,?,?,?,?)`,
@@ -257,12 +260,13 @@ func (j *Journal) queryOrders(ctx context.Context, q string, args ...any) ([]Ord
 func (j *Journal) OpenOrders(ctx context.Context) ([]Order, error) {
 	return j.queryOrders(ctx, `SELECT `+orderCols+` FROM orders
 		WHERE state IN ('SUBMITTING','POLLING','UNCONFIRMED') OR (state = 'LATE_PAID' AND refunded < amount)
-		ORDER BY created_at, mch_order_no`)
+		ORDER BY seq`)
 }
 
-// LastByRef returns the newest order with this ECR reference.
+// LastByRef returns the newest order with this ECR reference. Newest is
+// the highest journal sequence: a clock that jumped cannot reorder sales.
 func (j *Journal) LastByRef(ctx context.Context, ref string) (Order, error) {
-	o, err := scanOrder(j.db.QueryRowContext(ctx, `SELECT `+orderCols+` FROM orders WHERE ecr_ref = ? ORDER BY created_at DESC, mch_order_no DESC LIMIT 1`, ref))
+	o, err := scanOrder(j.db.QueryRowContext(ctx, `SELECT `+orderCols+` FROM orders WHERE ecr_ref = ? ORDER BY seq DESC LIMIT 1`, ref))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, fmt.Errorf("%w: reference %q", ErrNotFound, ref)
 	}
@@ -272,9 +276,9 @@ func (j *Journal) LastByRef(ctx context.Context, ref string) (Order, error) {
 	return o, nil
 }
 
-// LastPaid returns the newest paid order.
+// LastPaid returns the newest paid order, by journal sequence.
 func (j *Journal) LastPaid(ctx context.Context) (Order, error) {
-	o, err := scanOrder(j.db.QueryRowContext(ctx, `SELECT `+orderCols+` FROM orders WHERE state = 'PAID' ORDER BY created_at DESC, mch_order_no DESC LIMIT 1`))
+	o, err := scanOrder(j.db.QueryRowContext(ctx, `SELECT `+orderCols+` FROM orders WHERE state = 'PAID' ORDER BY seq DESC LIMIT 1`))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, fmt.Errorf("%w: no paid order", ErrNotFound)
 	}

@@ -59,11 +59,14 @@ func (s State) Open() bool {
 }
 
 // transitions lists every allowed move. Final states only move on when the
-// gateway later proves an unconfirmed order paid.
+// gateway later proves an order paid that the lane did not record paid.
 var transitions = map[State][]State{
 	StateSubmitting:  {StatePolling, StatePaid, StateDeclined, StateUnconfirmed},
 	StatePolling:     {StatePaid, StateDeclined, StateUnconfirmed},
 	StateUnconfirmed: {StateLatePaid, StateDeclined},
+	// A declined order the gateway later shows paid (it was declined as
+	// never received, say) must still be refunded.
+	StateDeclined: {StateLatePaid},
 }
 
 // CanMove reports whether from → to is an allowed transition.

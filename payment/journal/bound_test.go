@@ -1,0 +1,190 @@
+package journal
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The newest order is the one with the highest sequence, even when the
+// clock went back a day between two orders (a Pi without a clock battery).
+func TestNewestBySequenceNotClock(t *testing.T) {
+	ctx := context.Background()
+	clock := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	j, _ := openTemp(t, Options{Now: func() time.Time { return clock }})
+	first, _ := j.AddOrder(ctx, newOrder("a", 100), num)
+	j.Transition(ctx, first.MchOrderNo, StateSubmitting, StatePaid, Update{Status: 2})
+	clock = clock.Add(-24 * time.Hour) // NTP corrected the clock backwards
+	second, _ := j.AddOrder(ctx, newOrder("b", 200), num)
+	j.Transition(ctx, second.MchOrderNo, StateSubmitting, StatePaid, Update{Status: 2})
+	if second.Seq <= first.Seq {
+		t.Fatalf("sequence did not grow: %d then %d", first.Seq, second.Seq)
+	}
+	if last, err := j.LastByRef(ctx, "REF1"); err != nil || last.MchOrderNo != second.MchOrderNo {
+		t.Fatalf("LastByRef picked %s (%v), want the newer %s", last.MchOrderNo, err, second.MchOrderNo)
+	}
+	if last, err := j.LastPaid(ctx); err != nil || last.MchOrderNo != second.MchOrderNo {
+		t.Fatalf("LastPaid picked %s (%v), want %s", last.MchOrderNo, err, second.MchOrderNo)
+	}
+}
+
+func TestRefundBoundCannotOverflow(t *testing.T) {
+	ctx := context.Background()
+	j, _ := openTemp(t, Options{})
+	rnum := func(c uint64) string { return fmt.Sprintf("R-%d", c) }
+	o, _ := j.AddOrder(ctx, newOrder("h", 1000), num)
+	j.Transition(ctx, o.MchOrderNo, StateSubmitting, StatePaid, Update{PayOrderID: "AM1", Status: 2})
+	if _, err := j.AddRefund(ctx, NewRefund{OrderNo: o.MchOrderNo, Amount: 600}, rnum); err != nil {
+		t.Fatal(err)
+	}
+	// 600 + MaxInt64 overflows to a negative sum that is "≤ 1000".
+	for _, amount := range []int64{math.MaxInt64, math.MaxInt64 - 599, 401} {
+		if _, err := j.AddRefund(ctx, NewRefund{OrderNo: o.MchOrderNo, Amount: amount}, rnum); !errors.Is(err, ErrRefundTooLarge) {
+			t.Fatalf("refund of %d accepted: %v", amount, err)
+		}
+	}
+	if _, err := j.AddRefund(ctx, NewRefund{OrderNo: o.MchOrderNo, Amount: 400}, rnum); err != nil {
+		t.Fatalf("the exact rest must be refundable: %v", err)
+	}
+}
+
+func TestSettleOnlyUnknownRefunds(t *testing.T) {
+	ctx := context.Background()
+	j, _ := openTemp(t, Options{})
+	rnum := func(c uint64) string { return fmt.Sprintf("R-%d", c) }
+	o, _ := j.AddOrder(ctx, newOrder("h", 1000), num)
+	j.Transition(ctx, o.MchOrderNo, StateSubmitting, StatePaid, Update{PayOrderID: "AM1", Status: 2})
+	sent, _ := j.AddRefund(ctx, NewRefund{OrderNo: o.MchOrderNo, Amount: 100}, rnum)
+	if _, err := j.SettleRefund(ctx, sent.MchRefundNo, true, "by hand"); !errors.Is(err, ErrStateChanged) {
+		t.Fatalf("a SENT refund (in flight) was settled by hand: %v", err)
+	}
+	j.FinishRefund(ctx, sent.MchRefundNo, RefundDone, "")
+	if _, err := j.SettleRefund(ctx, sent.MchRefundNo, false, "by hand"); !errors.Is(err, ErrStateChanged) {
+		t.Fatalf("a DONE refund was settled again: %v", err)
+	}
+	lost, _ := j.AddRefund(ctx, NewRefund{OrderNo: o.MchOrderNo, Amount: 200}, rnum)
+	j.FinishRefund(ctx, lost.MchRefundNo, RefundUnknown, "reply lost")
+	r, err := j.SettleRefund(ctx, lost.MchRefundNo, true, "checked in the portal")
+	if err != nil || r.State != RefundDone {
+		t.Fatalf("UNKNOWN refund not settled: %+v %v", r, err)
+	}
+	if got, _ := j.Get(ctx, o.MchOrderNo); got.Refunded != 300 {
+		t.Fatalf("refunded %d, want 300", got.Refunded)
+	}
+}
+
+func TestECRRefundLookup(t *testing.T) {
+	ctx := context.Background()
+	j, _ := openTemp(t, Options{})
+	rnum := func(c uint64) string { return fmt.Sprintf("R-%d", c) }
+	o, _ := j.AddOrder(ctx, newOrder("h", 1000), num)
+	j.Transition(ctx, o.MchOrderNo, StateSubmitting, StatePaid, Update{PayOrderID: "AM1", Status: 2})
+	if _, err := j.ECRRefund(ctx, o.MchOrderNo, 300); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("no refund yet: %v", err)
+	}
+	j.AddRefund(ctx, NewRefund{OrderNo: o.MchOrderNo, Amount: 300, Source: RefundByOperator}, rnum)
+	if _, err := j.ECRRefund(ctx, o.MchOrderNo, 300); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("an operator's refund is not the register's: %v", err)
+	}
+	r, _ := j.AddRefund(ctx, NewRefund{OrderNo: o.MchOrderNo, Amount: 300, Source: RefundByECR, ECRRef: "INV7"}, rnum)
+	got, err := j.ECRRefund(ctx, o.MchOrderNo, 300)
+	if err != nil || got.MchRefundNo != r.MchRefundNo || got.ECRRef != "INV7" || got.State != RefundSent {
+		t.Fatalf("lookup %+v %v", got, err)
+	}
+	if _, err := j.ECRRefund(ctx, o.MchOrderNo, 301); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("another amount matched: %v", err)
+	}
+}
+
+// schemaV1 is the first released schema, to prove the upgrade.
+const schemaV1 = `
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE orders (
+	mch_order_no TEXT PRIMARY KEY, terminal_id TEXT NOT NULL, amount INTEGER NOT NULL CHECK (amount > 0),
+	currency TEXT NOT NULL, channel TEXT NOT NULL, code_masked TEXT NOT NULL, code_hash TEXT NOT NULL UNIQUE,
+	source TEXT NOT NULL, ecr_ref TEXT NOT NULL DEFAULT '', pos_number TEXT NOT NULL DEFAULT '', state TEXT NOT NULL,
+	pay_order_id TEXT NOT NULL DEFAULT '', status INTEGER NOT NULL DEFAULT -1, message TEXT NOT NULL DEFAULT '',
+	not_sent INTEGER NOT NULL DEFAULT 0, refunded INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE INDEX orders_state ON orders(state);
+CREATE INDEX orders_created ON orders(created_at);
+CREATE INDEX orders_ref ON orders(ecr_ref, created_at);
+CREATE TABLE transitions (id INTEGER PRIMARY KEY AUTOINCREMENT, mch_order_no TEXT NOT NULL REFERENCES orders(mch_order_no),
+	at INTEGER NOT NULL, from_state TEXT NOT NULL, to_state TEXT NOT NULL, status INTEGER NOT NULL DEFAULT -1, detail TEXT NOT NULL DEFAULT '');
+CREATE INDEX transitions_order ON transitions(mch_order_no, id);
+CREATE TABLE refunds (mch_refund_no TEXT PRIMARY KEY, mch_order_no TEXT NOT NULL REFERENCES orders(mch_order_no),
+	amount INTEGER NOT NULL CHECK (amount > 0), state TEXT NOT NULL, message TEXT NOT NULL DEFAULT '',
+	created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE INDEX refunds_order ON refunds(mch_order_no);
+INSERT INTO meta VALUES ('schema_version','1'),('order_counter','2'),('refund_counter','0'),('code_secret','00112233445566778899aabbccddeeff');
+INSERT INTO orders VALUES ('L01-00000001-AAAAA','L01',100,'CAD','WX_MICROPAY','13****6789','h1','ecr','INV1','01','PAID','AM1',2,'',0,0,2000,2000);
+INSERT INTO orders VALUES ('L01-00000002-BBBBB','L01',200,'CAD','WX_MICROPAY','13****6780','h2','ecr','INV1','01','PAID','AM2',2,'',0,0,1000,1000);
+`
+
+func TestMigrateFromV1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(schemaV1); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := Open(path, Options{ReadOnly: true}); err == nil || !strings.Contains(err.Error(), "upgrade") {
+		t.Fatalf("a read-only open must not migrate and must say why: %v", err)
+	}
+	j, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	var v string
+	j.db.QueryRow(`SELECT value FROM meta WHERE key='schema_version'`).Scan(&v)
+	if v != fmt.Sprint(SchemaVersion) {
+		t.Fatalf("schema version %s after upgrade", v)
+	}
+	// The second order was written later (higher rowid) though its clock
+	// stamp is earlier: the sequence keeps the write order.
+	last, err := j.LastByRef(ctx, "INV1")
+	if err != nil || last.MchOrderNo != "L01-00000002-BBBBB" || last.Seq != 2 {
+		t.Fatalf("LastByRef after upgrade: %+v %v", last, err)
+	}
+	o, err := j.AddOrder(ctx, newOrder("h3", 300), num)
+	if err != nil || o.Seq != 3 {
+		t.Fatalf("new order after upgrade: %+v %v", o, err)
+	}
+	if _, err := j.AddRefund(ctx, NewRefund{OrderNo: last.MchOrderNo, Amount: 50, Source: RefundByECR, ECRRef: "INV1"}, func(c uint64) string { return fmt.Sprint("R", c) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A journal another process holds is reported as locked, never as damaged
+// (which would send the technician to restore a backup).
+func TestLockedJournalIsNotDamaged(t *testing.T) {
+	j, path := openTemp(t, Options{})
+	j.Close()
+	holder, err := sql.Open("sqlite", "file:"+path+"?_pragma=locking_mode(EXCLUSIVE)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	holder.SetMaxOpenConns(1)
+	if _, err := holder.Exec(`BEGIN EXCLUSIVE; UPDATE meta SET value = value WHERE key = 'order_counter'`); err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Exec(`ROLLBACK`)
+	_, err = Open(path, Options{ReadOnly: true})
+	if err == nil {
+		t.Fatal("opened a journal held exclusively by another process")
+	}
+	if !errors.Is(err, ErrLocked) || strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("want a locked error, got: %v", err)
+	}
+}
