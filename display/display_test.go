@@ -45,6 +45,8 @@ var screens = []payment.Screen{
 	{Kind: payment.ScreenCancelled, Amount: 300, Reason: "timed out"},
 	{Kind: payment.ScreenRecovering, Amount: 1052},
 	{Kind: payment.ScreenOutOfService},
+	{Kind: payment.ScreenWaitingClock},
+	{Kind: payment.ScreenOverLimit, Amount: 100000},
 }
 
 func TestLayoutFitsAndIsASCII(t *testing.T) {
@@ -78,6 +80,8 @@ func TestLayoutTexts(t *testing.T) {
 		{payment.Screen{Kind: payment.ScreenDeclined, Amount: 1051, Reason: "carte refusée"}, Lines{"Declined      $10.51", "Carte refusee       "}},
 		{payment.Screen{Kind: payment.ScreenNotConfirmed, Amount: 1054}, Lines{"Not confirmed $10.54", "Do not pay again    "}},
 		{payment.Screen{Kind: payment.ScreenTyping, Amount: 99999999}, Lines{"Amount    $999999.99", "                    "}},
+		{payment.Screen{Kind: payment.ScreenWaitingClock}, Lines{"Waiting for clock   ", "No sales yet        "}},
+		{payment.Screen{Kind: payment.ScreenOverLimit, Amount: 100000}, Lines{"Over the limit      ", "Max         $1000.00"}},
 	}
 	for _, tc := range tests {
 		got := l.Render(tc.s)

@@ -86,6 +86,10 @@ func (l Layout) Render(s payment.Screen) Lines {
 		a, b = "Checking last sale", spread("", amt, w)
 	case payment.ScreenOutOfService:
 		a, b = "Out of service", "Please call staff"
+	case payment.ScreenWaitingClock:
+		a, b = "Waiting for clock", "No sales yet"
+	case payment.ScreenOverLimit:
+		a, b = "Over the limit", spread("Max", amt, w)
 	default:
 		a, b = "", ""
 	}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,8 +20,9 @@ import (
 // Terminal is what the link needs from the sale engine.
 type Terminal interface {
 	RequestSale(ctx context.Context, req payment.SaleRequest) error
-	// RefundForECR refunds the last sale with ref (or the last paid one).
-	RefundForECR(ctx context.Context, ref string, amount int64) payment.SaleResult
+	// RefundForECR refunds part of the register's sale, answering a
+	// repeated refund from the journal.
+	RefundForECR(ctx context.Context, req payment.ECRRefund) payment.SaleResult
 	// LastResult is the journaled result of the newest sale with ref.
 	LastResult(ctx context.Context, ref string) (payment.SaleResult, error)
 	State() payment.State
@@ -32,7 +35,26 @@ type Config struct {
 	AllowRefunds bool          // accept type 2 (refund) requests
 	Timeout      time.Duration // byte/frame answer timeout, 3 s
 	Tries        int           // ENQ and frame tries, 3
-	Logger       *zap.Logger
+	// KeepResults is how long a result stays answerable: a request that
+	// matches a sale's reference, amount, currency, type and POS number
+	// within it is the register asking again; past it, the reference is
+	// free for a new sale. Default 10 min.
+	KeepResults time.Duration
+	// IdleTimeout drops a TCP register that sent nothing for this long, so
+	// a dead peer never holds the link. Default 5 min. Serial links never
+	// idle out.
+	IdleTimeout time.Duration
+	// AllowFrom lists the networks a TCP register may connect from; empty
+	// means loopback only.
+	AllowFrom []netip.Prefix
+	Logger    *zap.Logger
+	// Now is the wall clock, compared with the journal's order times;
+	// nil means time.Now.
+	Now func() time.Time
+	// OnAnswer, when set, counts every answer the link gives: kind is
+	// sale, again, refund, refused or busy; status is the Concert status
+	// ('0', '7', '9') or NAK.
+	OnAnswer func(kind string, status byte)
 }
 
 // Conn is a link to the register: a serial port or a TCP connection.
@@ -41,17 +63,33 @@ type Conn interface {
 	SetWriteDeadline(time.Time) error
 }
 
-// Link plays the terminal side of Concert E+.
+// Link plays the terminal side of Concert E+. A result goes only to the
+// request it answers: the session that asked (A010) gets it by ticket; a
+// later request gets one only when it matches the sale on a non-blank
+// reference, amount, currency, transaction type and POS number, within
+// KeepResults, from the journal. A blank reference is never a re-ask.
 type Link struct {
 	cfg  Config
 	term Terminal
 	log  *zap.Logger
+	now  func() time.Time
+	born time.Time // monotonic base for busySince
 
-	results chan payment.SaleResult
+	tickets atomic.Uint64
+	// busySince is the monotonic offset (from born) at which the serving
+	// goroutine entered a bounded step (an exchange, a teardown); 0 when it
+	// waits for input. Health reads it: a step that outlives its bound is a
+	// wedged link.
+	busySince atomic.Int64
+	peer      atomic.Pointer[string] // who is connected, for health
 
-	mu      sync.Mutex
-	pending map[string]Request            // A010 requests waiting for their sale's result, by reference
-	kept    map[string]payment.SaleResult // results the register has not taken, by reference
+	mu        sync.Mutex
+	pending   map[uint64]*pendingRequest // A010 requests waiting for their sale's result
+	delivered map[string]time.Time       // mchOrderNo → when the register took its final result (monotonic)
+}
+
+type pendingRequest struct {
+	results chan payment.SaleResult // the session that asked
 }
 
 // NewLink builds a link for term.
@@ -62,56 +100,119 @@ func NewLink(cfg Config, term Terminal) *Link {
 	if cfg.Tries <= 0 {
 		cfg.Tries = 3
 	}
+	if cfg.KeepResults <= 0 {
+		cfg.KeepResults = 10 * time.Minute
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 5 * time.Minute
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	return &Link{cfg: cfg, term: term, log: cfg.Logger, results: make(chan payment.SaleResult, 64),
-		pending: map[string]Request{}, kept: map[string]payment.SaleResult{}}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Link{cfg: cfg, term: term, log: cfg.Logger, now: now, born: time.Now(),
+		pending: map[uint64]*pendingRequest{}, delivered: map[string]time.Time{}}
 }
 
-// Result implements payment.ResultSink: the engine's answer for a sale.
-func (l *Link) Result(r payment.SaleResult) error {
-	if r.Request.Source != payment.SourceECR {
+// exchangeLimit bounds one exchange in either direction: every ENQ and
+// frame try answered at the last moment, plus EOT.
+func (l *Link) exchangeLimit() time.Duration {
+	return time.Duration(2*l.cfg.Tries+3) * l.cfg.Timeout
+}
+
+// ErrWedged is Health's answer when the link's goroutine is stuck.
+var ErrWedged = errors.New("ECR link not answering")
+
+// Health reports whether the link's serving goroutine is making progress:
+// it fails when a step (one exchange, a session's teardown) has run past
+// its bound. The watchdog and /healthz use it.
+func (l *Link) Health() error {
+	since := l.busySince.Load()
+	if since == 0 {
 		return nil
 	}
-	select {
-	case l.results <- r:
-	default:
-		// No connection is draining results: keep it for the next request.
-		l.keep(r)
+	if busy := time.Since(l.born) - time.Duration(since); busy > l.exchangeLimit()+5*time.Second {
+		return fmt.Errorf("%w: one step has run for %s", ErrWedged, busy.Round(time.Second))
 	}
 	return nil
 }
 
-func (l *Link) keep(r payment.SaleResult) {
-	l.mu.Lock()
-	l.kept[r.Request.ECRRef] = r
-	l.mu.Unlock()
-	l.log.Warn("ECR result kept for the register's next request", zap.String("ref", r.Request.ECRRef),
-		zap.Stringer("outcome", r.Outcome), zap.String("mchOrderNo", r.MchOrderNo))
+// Peer is the connected register ("" when none).
+func (l *Link) Peer() string {
+	if p := l.peer.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
-// Kept returns the result kept for ref, if any (for tests and tools).
-func (l *Link) Kept(ref string) (payment.SaleResult, bool) {
+func (l *Link) setPeer(p string) { l.peer.Store(&p) }
+
+// busy marks the start of a bounded step; the returned func ends it.
+func (l *Link) busy() func() {
+	l.busySince.Store(int64(max(time.Since(l.born), 1)))
+	return func() { l.busySince.Store(0) }
+}
+
+func (l *Link) answered(kind string, status byte) {
+	if l.cfg.OnAnswer != nil {
+		l.cfg.OnAnswer(kind, status)
+	}
+}
+
+// Result implements payment.ResultSink: the engine's answer for a sale. It
+// goes to the session whose request it answers, and to nobody else: a
+// result nobody waits for stays in the journal, where only a matching
+// request can find it.
+func (l *Link) Result(r payment.SaleResult) error {
+	if r.Request.Source != payment.SourceECR {
+		return nil
+	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	r, ok := l.kept[ref]
-	return r, ok
+	p, ok := l.pending[r.Request.Ticket]
+	if ok {
+		delete(l.pending, r.Request.Ticket)
+	}
+	l.mu.Unlock()
+	if ok {
+		select {
+		case p.results <- r:
+			return nil
+		default: // the session ended meanwhile
+		}
+	}
+	why := "the register can ask again with the same reference"
+	if r.Request.ECRRef == "" {
+		why = "blank reference: the register cannot ask for it again"
+	}
+	l.log.Info("ECR result not delivered: no request waits for it; it is in the journal", zap.String("ref", r.Request.ECRRef),
+		zap.Stringer("outcome", r.Outcome), zap.String("mchOrderNo", r.MchOrderNo), zap.String("note", why))
+	return nil
 }
 
 // session is one connection's protocol state.
 type session struct {
-	l     *Link
-	conn  Conn
-	bytes chan byte
-	rerr  chan error
+	l       *Link
+	conn    Conn
+	idle    time.Duration // 0: never idles out
+	bytes   chan byte
+	rerr    chan error
+	quit    chan struct{} // closed when the session ends: releases the reader
+	results chan payment.SaleResult
+	reqs    map[uint64]Request // this session's requests waiting for a result, by ticket
 }
 
 var errTimeout = errors.New("no answer in time")
 
-// next returns the next byte from the register within the timeout.
+// next returns the next byte from the register within the timeout and
+// before the exchange's deadline.
 func (s *session) next(ctx context.Context, timeout time.Duration) (byte, error) {
-	t := time.NewTimer(timeout)
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	t := time.NewTimer(max(timeout, 0))
 	defer t.Stop()
 	select {
 	case b := <-s.bytes:
@@ -121,6 +222,9 @@ func (s *session) next(ctx context.Context, timeout time.Duration) (byte, error)
 	case <-t.C:
 		return 0, errTimeout
 	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return 0, errTimeout
+		}
 		return 0, ctx.Err()
 	}
 }
@@ -133,9 +237,16 @@ func (s *session) write(b ...byte) error {
 	return err
 }
 
-// Serve runs the protocol on one connection until it fails or ctx ends.
+// Serve runs the protocol on one serial connection until it fails or ctx
+// ends.
 func (l *Link) Serve(ctx context.Context, conn Conn) error {
-	s := &session{l: l, conn: conn, bytes: make(chan byte, 256), rerr: make(chan error, 1)}
+	return l.serve(ctx, conn, 0)
+}
+
+// serve runs one session. idle > 0 drops a register silent that long.
+func (l *Link) serve(ctx context.Context, conn Conn, idle time.Duration) error {
+	s := &session{l: l, conn: conn, idle: idle, bytes: make(chan byte, 256), rerr: make(chan error, 1),
+		quit: make(chan struct{}), results: make(chan payment.SaleResult, 8), reqs: map[uint64]Request{}}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -146,39 +257,76 @@ func (l *Link) Serve(ctx context.Context, conn Conn) error {
 			for _, b := range buf[:n] {
 				select {
 				case s.bytes <- b:
-				case <-ctx.Done():
+				case <-s.quit:
+					// The session ended with bytes unread (a register that
+					// reset mid-frame): drop them, never block the teardown.
 					return
 				}
 			}
 			if err != nil {
-				s.rerr <- err
+				select {
+				case s.rerr <- err:
+				case <-s.quit:
+				}
 				return
 			}
 		}
 	}()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer func() {
+		done := l.busy()
 		stop()
+		close(s.quit)
 		conn.Close()
 		wg.Wait()
+		l.forget(s)
+		done()
 	}()
+	idleT := stoppedTimer()
+	defer idleT.Stop()
+	resetIdle := func() {
+		if s.idle > 0 {
+			idleT.Reset(s.idle)
+		}
+	}
+	resetIdle()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-s.rerr:
 			return fmt.Errorf("ECR link: %w", err)
+		case <-idleT.C:
+			return errors.New("ECR register idle: connection dropped")
 		case b := <-s.bytes:
 			if b == ENQ {
 				if err := s.receive(ctx); err != nil {
 					return err
 				}
 			} // anything else between exchanges is noise
-		case r := <-l.results:
-			if err := s.deliver(ctx, r); err != nil {
+			resetIdle()
+		case r := <-s.results:
+			if err := s.deliverPending(ctx, r); err != nil {
 				return err
 			}
+			resetIdle()
 		}
+	}
+}
+
+func stoppedTimer() *time.Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}
+
+// forget drops a finished session's pending requests: their results, when
+// they come, stay in the journal for a matching re-ask.
+func (l *Link) forget(s *session) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for t := range s.reqs {
+		delete(l.pending, t)
 	}
 }
 
@@ -190,9 +338,13 @@ func (s *session) receive(ctx context.Context) error {
 	// gets NAK: answering "refused" while that sale may yet be paid could
 	// make the register charge the customer another way.
 	if st := l.term.State(); st != payment.StateIdle {
-		l.log.Info("ECR request refused: a sale is in progress", zap.Stringer("state", st))
+		l.log.Info("ECR request refused: the lane is busy", zap.Stringer("state", st))
+		l.answered("busy", NAK)
 		return s.write(NAK)
 	}
+	defer l.busy()()
+	ectx, cancel := context.WithTimeout(ctx, l.exchangeLimit())
+	defer cancel()
 	if err := s.write(ACK); err != nil {
 		return err
 	}
@@ -200,9 +352,9 @@ func (s *session) receive(ctx context.Context) error {
 	var fr FrameReader
 	got := false
 	for tries := 0; tries < l.cfg.Tries && !got; {
-		b, err := s.next(ctx, l.cfg.Timeout)
+		b, err := s.next(ectx, l.cfg.Timeout)
 		if errors.Is(err, errTimeout) {
-			l.log.Warn("ECR opened an exchange but sent no frame")
+			l.log.Warn("ECR opened an exchange but sent no complete frame")
 			return nil
 		}
 		if err != nil {
@@ -237,7 +389,7 @@ func (s *session) receive(ctx context.Context) error {
 	}
 	// The register ends its exchange with EOT; a missing one is logged only.
 	for {
-		b, err := s.next(ctx, l.cfg.Timeout)
+		b, err := s.next(ectx, l.cfg.Timeout)
 		if err != nil {
 			if !errors.Is(err, errTimeout) {
 				return err
@@ -249,6 +401,7 @@ func (s *session) receive(ctx context.Context) error {
 			break
 		}
 	}
+	cancel()
 	return s.handle(ctx, req)
 }
 
@@ -256,24 +409,10 @@ func (s *session) receive(ctx context.Context) error {
 func (s *session) handle(ctx context.Context, req Request) error {
 	l := s.l
 	ref := req.Ref()
-	log := l.log.With(zap.String("ref", ref), zap.Int64("amount", req.Amount), zap.String("type", string(req.Type)))
-	l.mu.Lock()
-	kept, haveKept := l.kept[ref]
-	l.mu.Unlock()
-	if haveKept {
-		log.Info("ECR asked again: sending the kept result")
-		delivered, err := s.sendResult(ctx, req, kept)
-		if delivered {
-			l.mu.Lock()
-			delete(l.kept, ref)
-			l.mu.Unlock()
-		}
-		return err
-	}
+	log := l.log.With(zap.String("ref", ref), zap.Int64("amount", req.Amount), zap.String("type", string(req.Type)), zap.String("pos", req.POS))
 	refuse := func(why string) error {
 		log.Info("ECR request refused", zap.String("why", why))
-		_, err := s.sendResult(ctx, req, payment.SaleResult{Outcome: payment.OutcomeRefused, Message: why, Final: true})
-		return err
+		return s.answer(ctx, "refused", req, payment.SaleResult{Outcome: payment.OutcomeRefused, Message: why, Final: true})
 	}
 	currency, ok := CurrencyCode(req.Currency)
 	switch {
@@ -286,81 +425,153 @@ func (s *session) handle(ctx context.Context, req Request) error {
 	case req.Amount <= 0:
 		return refuse("zero amount")
 	}
-	if req.Type == TypeRefund {
+	switch req.Type {
+	case TypeRefund:
 		if !l.cfg.AllowRefunds {
 			return refuse("refunds from the register are disabled")
 		}
 		log.Info("ECR refund")
-		res := l.term.RefundForECR(ctx, ref, req.Amount)
-		_, err := s.sendResult(ctx, req, res)
-		return err
-	}
-	if req.Type == TypeCredit {
+		res := l.term.RefundForECR(ctx, payment.ECRRefund{Ref: ref, Amount: req.Amount, Currency: currency, POSNumber: req.POS})
+		return s.answer(ctx, "refund", req, res)
+	case TypeCredit:
 		return refuse("credit is not supported")
 	}
 	if ref != "" {
-		// A reference whose sale was approved, or is not confirmed yet, is
-		// the register asking again (after a restart, say): answer it from
-		// the journal. A new sale there could charge one invoice twice.
-		// After a decline the same reference may try again.
-		if last, err := l.term.LastResult(ctx, ref); err == nil && last.Outcome != payment.OutcomeRefused {
-			log.Info("ECR asked again: answering from the journal", zap.String("mchOrderNo", last.MchOrderNo), zap.Stringer("outcome", last.Outcome))
-			_, err := s.sendResult(ctx, req, last)
-			return err
+		last, err := l.term.LastResult(ctx, ref)
+		switch {
+		case errors.Is(err, payment.ErrNoOrder):
+		case err != nil:
+			// Never start a sale that could be the second charge of one
+			// invoice: without the journal we cannot tell.
+			log.Error("ECR request refused: journal unavailable", zap.Error(err))
+			return refuse("journal unavailable")
+		default:
+			switch v := l.reask(req, currency, last); v {
+			case reaskAnswer:
+				log.Info("ECR asked again: answering from the journal", zap.String("mchOrderNo", last.MchOrderNo), zap.Stringer("outcome", last.Outcome))
+				return s.answer(ctx, "again", req, last)
+			case reaskConflict:
+				log.Warn("ECR reference already used for another sale", zap.String("mchOrderNo", last.MchOrderNo),
+					zap.Int64("saleAmount", last.Request.Amount), zap.String("saleCurrency", last.Request.Currency))
+				return refuse("reference already used")
+			}
 		}
 	}
-	sale := payment.SaleRequest{Amount: req.Amount, Currency: currency, Source: payment.SourceECR, ECRRef: ref, POSNumber: req.POS}
+	ticket := l.tickets.Add(1)
+	sale := payment.SaleRequest{Amount: req.Amount, Currency: currency, Source: payment.SourceECR, ECRRef: ref, POSNumber: req.POS,
+		ECRType: string(req.Type), Ticket: ticket}
 	if !req.Immediate {
 		l.mu.Lock()
-		l.pending[ref] = req
+		l.pending[ticket] = &pendingRequest{results: s.results}
 		l.mu.Unlock()
+		s.reqs[ticket] = req
 	}
 	if err := l.term.RequestSale(ctx, sale); err != nil {
 		l.mu.Lock()
-		delete(l.pending, ref)
+		delete(l.pending, ticket)
 		l.mu.Unlock()
+		delete(s.reqs, ticket)
 		return refuse(err.Error())
 	}
-	log.Info("ECR sale started", zap.Bool("immediate", req.Immediate))
+	log.Info("ECR sale started", zap.Bool("immediate", req.Immediate), zap.Uint64("ticket", ticket))
 	if req.Immediate {
-		// A011: answer now with "not verified"; the outcome is kept for
-		// the register's next request with this reference.
-		_, err := s.sendResult(ctx, req, payment.SaleResult{Outcome: payment.OutcomeUnknown, Message: "in progress"})
-		return err
+		// A011: answer now with "not verified"; the register gets the
+		// outcome by asking again with the same request.
+		return s.answer(ctx, "sale", req, payment.SaleResult{Outcome: payment.OutcomeUnknown, Message: "in progress"})
 	}
 	return nil
 }
 
-// deliver sends a sale's result to the register that asked for it.
-func (s *session) deliver(ctx context.Context, r payment.SaleResult) error {
-	l := s.l
-	ref := r.Request.ECRRef
+type reaskVerdict int
+
+const (
+	reaskNewSale  reaskVerdict = iota // unrelated, expired, declined or already taken: a new sale
+	reaskAnswer                       // the register asking again: answer from the journal
+	reaskConflict                     // the reference names another recent sale: refuse
+)
+
+// reask decides what a sale request with a non-blank reference means,
+// given the newest journaled sale with that reference.
+func (l *Link) reask(req Request, currency string, last payment.SaleResult) reaskVerdict {
+	if last.At.IsZero() {
+		return reaskNewSale
+	}
+	// An order stamped in the future (the clock went back since) counts as
+	// recent: only a sale older than the window frees its reference.
+	if age := l.now().Sub(last.At); age > l.cfg.KeepResults {
+		return reaskNewSale
+	}
+	lastType := last.Request.ECRType
+	if last.Request.Amount != req.Amount || last.Request.Currency != currency || last.Request.POSNumber != req.POS ||
+		lastType != "" && lastType != string(req.Type) {
+		return reaskConflict
+	}
+	if last.Outcome == payment.OutcomeRefused {
+		return reaskNewSale // declined or cancelled: the register may try again
+	}
 	l.mu.Lock()
-	req, ok := l.pending[ref]
-	delete(l.pending, ref)
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	l.pruneDelivered()
+	if _, taken := l.delivered[last.MchOrderNo]; taken {
+		// The register took this sale's final result already: the same
+		// request again is a new sale (a register whose references repeat).
+		return reaskNewSale
+	}
+	return reaskAnswer
+}
+
+// pruneDelivered forgets deliveries older than the window. Called with mu.
+func (l *Link) pruneDelivered() {
+	for no, at := range l.delivered {
+		if time.Since(at) > l.cfg.KeepResults {
+			delete(l.delivered, no)
+		}
+	}
+}
+
+// deliverPending sends the result of one of this session's requests.
+func (s *session) deliverPending(ctx context.Context, r payment.SaleResult) error {
+	req, ok := s.reqs[r.Request.Ticket]
 	if !ok {
-		l.keep(r)
 		return nil
 	}
+	delete(s.reqs, r.Request.Ticket)
+	return s.answer(ctx, "sale", req, r)
+}
+
+// answer sends r to the register for req, counts it, and remembers a
+// final result the register took.
+func (s *session) answer(ctx context.Context, kind string, req Request, r payment.SaleResult) error {
 	delivered, err := s.sendResult(ctx, req, r)
-	if !delivered {
-		l.keep(r)
+	status := statusOf(r)
+	s.l.answered(kind, status)
+	if delivered && r.Final && r.MchOrderNo != "" {
+		s.l.mu.Lock()
+		s.l.delivered[r.MchOrderNo] = time.Now()
+		s.l.mu.Unlock()
+	}
+	if !delivered && r.MchOrderNo != "" {
+		s.l.log.Warn("ECR did not take the result; it stays answerable for a matching request", zap.String("ref", req.Ref()),
+			zap.String("mchOrderNo", r.MchOrderNo), zap.Stringer("outcome", r.Outcome))
 	}
 	return err
+}
+
+func statusOf(r payment.SaleResult) byte {
+	switch r.Outcome {
+	case payment.OutcomeApproved:
+		return StatusApproved
+	case payment.OutcomeRefused:
+		return StatusRefused
+	}
+	return StatusNotVerified
 }
 
 // encode builds the result frame for req from the engine's result. Every
 // result echoes the request's POS number, amount, mode, currency and
 // private field, whatever its status.
 func encode(req Request, r payment.SaleResult) []byte {
-	status := byte(StatusNotVerified)
-	switch r.Outcome {
-	case payment.OutcomeApproved:
-		status = StatusApproved
-	case payment.OutcomeRefused:
-		status = StatusRefused
-	}
+	status := statusOf(r)
 	res := Result{POS: req.POS, Status: status, Amount: req.Amount, Mode: req.Mode, Currency: req.Currency,
 		Private: req.Private, Full: req.FullAnswer}
 	if status == StatusApproved {
@@ -375,6 +586,9 @@ func encode(req Request, r payment.SaleResult) []byte {
 // failed.
 func (s *session) sendResult(ctx context.Context, req Request, r payment.SaleResult) (delivered bool, err error) {
 	l := s.l
+	defer l.busy()()
+	ctx, cancel := context.WithTimeout(ctx, l.exchangeLimit())
+	defer cancel()
 	frame := encode(req, r)
 	ack := func() (bool, error) {
 		for {
@@ -433,24 +647,83 @@ func (l *Link) RunSerial(ctx context.Context, port scanner.PortConfig, backoff s
 			return err
 		}
 		up()
+		l.setPeer(port.Path)
+		defer l.setPeer("")
 		return l.Serve(ctx, f)
 	})
 }
 
-// RunTCP serves registers connecting to addr, one connection at a time.
+// Allowed reports whether a TCP peer may connect: loopback when AllowFrom
+// is empty, else any listed network.
+func (l *Link) Allowed(addr net.Addr) bool {
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	if len(l.cfg.AllowFrom) == 0 {
+		return ip.IsLoopback()
+	}
+	for _, p := range l.cfg.AllowFrom {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// RunTCP serves registers connecting to ln, one at a time. A new allowed
+// connection replaces the current one (a register that reconnects after a
+// reset must not wait for its dead session to time out); a silent one is
+// dropped after IdleTimeout; peers outside AllowFrom are refused at once.
 func (l *Link) RunTCP(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	var cur struct {
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	endCurrent := func() {
+		if cur.cancel != nil {
+			cur.cancel()
+			<-cur.done
+			cur.cancel = nil
+		}
+	}
+	defer endCurrent()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
 			return fmt.Errorf("ECR listener: %w", err)
 		}
-		l.log.Info("ECR connected", zap.String("remote", c.RemoteAddr().String()))
-		err = l.Serve(ctx, c)
-		l.log.Info("ECR disconnected", zap.Error(err))
+		remote := c.RemoteAddr().String()
+		if !l.Allowed(c.RemoteAddr()) {
+			l.log.Warn("ECR connection refused: address not in ecr.allow_from", zap.String("remote", remote))
+			l.answered("refused", NAK)
+			c.Close()
+			continue
+		}
+		if cur.cancel != nil {
+			l.log.Info("ECR reconnected: replacing the previous connection", zap.String("remote", remote))
+		}
+		endCurrent()
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		cur.cancel, cur.done = cancel, done
+		l.log.Info("ECR connected", zap.String("remote", remote))
+		l.setPeer(remote)
+		go func() {
+			defer close(done)
+			err := l.serve(sctx, c, l.cfg.IdleTimeout)
+			l.setPeer("")
+			l.log.Info("ECR disconnected", zap.String("remote", remote), zap.Error(err))
+		}()
 	}
 }

@@ -3,11 +3,14 @@ package ecr
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -20,15 +23,19 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// stubTerm is a call-recording terminal.
+// stubTerm is a call-recording terminal with a journal of results by
+// reference, as the engine keeps them.
 type stubTerm struct {
-	mu      sync.Mutex
-	state   payment.State
-	sales   []payment.SaleRequest
-	saleErr error
-	refunds []string
-	refund  payment.SaleResult
-	journal map[string]payment.SaleResult
+	mu         sync.Mutex
+	state      payment.State
+	sales      []payment.SaleRequest
+	saleErr    error
+	refunds    []payment.ECRRefund
+	refund     payment.SaleResult
+	journal    map[string]payment.SaleResult
+	journalErr error
+	seq        uint64
+	block      chan struct{} // RefundForECR waits for it, as for a slow gateway
 }
 
 func (s *stubTerm) RequestSale(_ context.Context, r payment.SaleRequest) error {
@@ -38,23 +45,52 @@ func (s *stubTerm) RequestSale(_ context.Context, r payment.SaleRequest) error {
 	return s.saleErr
 }
 
-func (s *stubTerm) RefundForECR(_ context.Context, ref string, amount int64) payment.SaleResult {
+func (s *stubTerm) RefundForECR(_ context.Context, req payment.ECRRefund) payment.SaleResult {
+	s.mu.Lock()
+	block := s.block
+	s.mu.Unlock()
+	if block != nil {
+		<-block
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.refunds = append(s.refunds, ref)
+	s.refunds = append(s.refunds, req)
 	r := s.refund
-	r.Request = payment.SaleRequest{Amount: amount, Source: payment.SourceECR, ECRRef: ref}
+	r.Request = payment.SaleRequest{Amount: req.Amount, Source: payment.SourceECR, ECRRef: req.Ref}
 	return r
 }
 
 func (s *stubTerm) LastResult(_ context.Context, ref string) (payment.SaleResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.journalErr != nil {
+		return payment.SaleResult{}, s.journalErr
+	}
 	r, ok := s.journal[ref]
 	if !ok {
 		return payment.SaleResult{}, payment.ErrNoOrder
 	}
 	return r, nil
+}
+
+// settle journals a sale's outcome as the engine does, and returns the
+// result the engine hands the link.
+func (s *stubTerm) settle(sale payment.SaleRequest, outcome payment.Outcome) payment.SaleResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	r := payment.SaleResult{Request: sale, Outcome: outcome, Final: true, At: time.Now(), Seq: s.seq,
+		MchOrderNo: fmt.Sprintf("T01-%08d-ABCDE", s.seq)}
+	if outcome == payment.OutcomeApproved {
+		r.Channel, r.PayOrderID = "WX_MICROPAY", "AM20261127153000123456789012"
+	}
+	if sale.ECRRef != "" {
+		if s.journal == nil {
+			s.journal = map[string]payment.SaleResult{}
+		}
+		s.journal[sale.ECRRef] = r
+	}
+	return r
 }
 
 func (s *stubTerm) State() payment.State {
@@ -157,9 +193,19 @@ func (r *rig) waitSale() payment.SaleRequest {
 	}
 }
 
-func approved(ref string, amount int64) payment.SaleResult {
-	return payment.SaleResult{Request: payment.SaleRequest{Amount: amount, Source: payment.SourceECR, ECRRef: ref},
-		Outcome: payment.OutcomeApproved, Channel: "WX_MICROPAY", PayOrderID: "AM20261127153000123456789012", Final: true}
+// waitSales waits until the terminal has seen n sales and returns the last.
+func (r *rig) waitSales(n int) payment.SaleRequest {
+	r.t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if got, _ := r.term.count(); got >= n {
+			return r.term.lastSale()
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%d sales reached the terminal, want %d", func() int { n, _ := r.term.count(); return n }(), n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 func TestSaleFullAnswerA010(t *testing.T) {
@@ -168,10 +214,10 @@ func TestSaleFullAnswerA010(t *testing.T) {
 		t.Fatal(err)
 	}
 	sale := r.waitSale()
-	if sale.Amount != 2865 || sale.Currency != "CAD" || sale.Source != payment.SourceECR || sale.POSNumber != "01" {
+	if sale.Amount != 2865 || sale.Currency != "CAD" || sale.Source != payment.SourceECR || sale.POSNumber != "01" || sale.Ticket == 0 || sale.ECRType != "0" {
 		t.Fatalf("sale %+v", sale)
 	}
-	r.link.Result(approved("", 2865))
+	r.link.Result(r.term.settle(sale, payment.OutcomeApproved))
 	res, err := r.reg.Receive(5*time.Second, true)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +234,7 @@ func TestShortAnswerRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	sale := r.waitSale()
-	r.link.Result(payment.SaleResult{Request: sale, Outcome: payment.OutcomeRefused, Final: true})
+	r.link.Result(r.term.settle(sale, payment.OutcomeRefused))
 	res, err := r.reg.Receive(5*time.Second, false)
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +244,10 @@ func TestShortAnswerRefused(t *testing.T) {
 	}
 }
 
-func TestImmediateA011AndKeptResult(t *testing.T) {
+// A011 answers 9 at once; the register gets the outcome by sending the same
+// request again, answered from the journal; once it took it, the same
+// request is a new sale.
+func TestImmediateA011AskedAgain(t *testing.T) {
 	r := newRig(t, Config{}, port8N1)
 	if err := r.reg.Send(req(2865, false, true, "INV77")); err != nil {
 		t.Fatal(err)
@@ -207,9 +256,7 @@ func TestImmediateA011AndKeptResult(t *testing.T) {
 	if err != nil || res.Status != StatusNotVerified || res.Private != "INV77     " {
 		t.Fatalf("immediate answer %+v %v", res, err)
 	}
-	// The final outcome arrives later; it is kept for the register.
-	r.link.Result(approved("INV77", 2865))
-	waitKept(t, r.link, "INV77")
+	r.link.Result(r.term.settle(r.waitSale(), payment.OutcomeApproved))
 	if err := r.reg.Send(req(2865, true, false, "INV77")); err != nil {
 		t.Fatal(err)
 	}
@@ -220,26 +267,119 @@ func TestImmediateA011AndKeptResult(t *testing.T) {
 	if n, _ := r.term.count(); n != 1 {
 		t.Fatalf("asking again started %d sales", n)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for _, ok := r.link.Kept("INV77"); ok; _, ok = r.link.Kept("INV77") {
-		if time.Now().After(deadline) {
-			t.Fatal("a delivered result is still kept")
-		}
-		time.Sleep(2 * time.Millisecond)
+	if err := r.reg.Send(req(2865, true, false, "INV77")); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.waitSales(2); s.ECRRef != "INV77" {
+		t.Fatalf("after the register took the result, the same request must be a new sale: %+v", s)
 	}
 }
 
-func waitKept(t *testing.T, l *Link, ref string) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		if _, ok := l.Kept(ref); ok {
-			return
+// A blank reference is never a re-ask: a result the register did not take
+// must not answer the next blank request, A011 (every second sale in the
+// audit) or A010.
+func TestBlankReferenceNeverReasks(t *testing.T) {
+	for _, immediate := range []bool{true, false} {
+		t.Run(fmt.Sprintf("immediate=%v", immediate), func(t *testing.T) {
+			r := newRig(t, Config{Timeout: 100 * time.Millisecond}, port8N1)
+			if err := r.reg.Send(req(1000, false, immediate, "")); err != nil {
+				t.Fatal(err)
+			}
+			if immediate {
+				if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != StatusNotVerified {
+					t.Fatalf("immediate answer %+v %v", res, err)
+				}
+			}
+			first := r.waitSales(1)
+			r.link.Result(r.term.settle(first, payment.OutcomeApproved))
+			if !immediate {
+				// The register is away: three ENQs, unanswered.
+				for enqs := 0; enqs < 3; {
+					b, err := r.reg.readByte(time.Second)
+					if err != nil {
+						t.Fatalf("after %d ENQs: %v", enqs, err)
+					}
+					if b == ENQ {
+						enqs++
+					}
+				}
+				time.Sleep(300 * time.Millisecond) // past the last ENQ's timeout
+			}
+			r.reg.Timeout = time.Second
+			if err := r.reg.Send(req(2500, false, immediate, "")); err != nil {
+				t.Fatal(err)
+			}
+			second := r.waitSales(2)
+			if second.Amount != 2500 || second.Ticket == first.Ticket {
+				t.Fatalf("second blank request: %+v", second)
+			}
+			if immediate {
+				res, err := r.reg.Receive(3*time.Second, false)
+				if err != nil || res.Status != StatusNotVerified || res.Amount != 2500 {
+					t.Fatalf("the second blank request was answered %+v %v", res, err)
+				}
+			}
+		})
+	}
+}
+
+// A reference already used for another amount or currency, within the
+// window, is refused without charging; the same reference and amount past
+// the window is a new sale.
+func TestReusedReference(t *testing.T) {
+	clock := time.Now()
+	var mu sync.Mutex
+	r := newRig(t, Config{KeepResults: 10 * time.Minute, Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }}, port8N1)
+	if err := r.reg.Send(req(1000, false, false, "INV1")); err != nil {
+		t.Fatal(err)
+	}
+	sale := r.waitSale()
+	r.link.Result(r.term.settle(sale, payment.OutcomeApproved))
+	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != StatusApproved {
+		t.Fatalf("%+v %v", res, err)
+	}
+	for _, c := range []Request{
+		req(50000, false, false, "INV1"), // the audit's 500.00 answered from a 10.00 order
+		{POS: "02", Amount: 1000, Mode: '1', Type: TypePurchase, Currency: "124", Private: padRef("INV1")},  // another POS
+		{POS: "01", Amount: 1000, Mode: '1', Type: TypeAutomatic, Currency: "124", Private: padRef("INV1")}, // another type
+	} {
+		if err := r.reg.Send(c); err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("result for %q not kept", ref)
+		res, err := r.reg.Receive(3*time.Second, false)
+		if err != nil || res.Status != StatusRefused || res.Amount != c.Amount {
+			t.Fatalf("reused reference %+v answered %+v %v", c, res, err)
 		}
-		time.Sleep(5 * time.Millisecond)
+	}
+	if n, _ := r.term.count(); n != 1 {
+		t.Fatalf("a reused reference started a sale (%d sales)", n)
+	}
+	mu.Lock()
+	clock = clock.Add(11 * time.Minute)
+	mu.Unlock()
+	if err := r.reg.Send(req(50000, false, false, "INV1")); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.waitSales(2); s.Amount != 50000 {
+		t.Fatalf("after the window the reference is free: %+v", s)
+	}
+}
+
+// A journal that cannot be read refuses the request: never a new sale that
+// could charge an invoice twice.
+func TestJournalErrorRefuses(t *testing.T) {
+	r := newRig(t, Config{}, port8N1)
+	r.term.mu.Lock()
+	r.term.journalErr = errors.New("disk I/O error")
+	r.term.mu.Unlock()
+	if err := r.reg.Send(req(1000, false, false, "INV9")); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != StatusRefused {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if n, _ := r.term.count(); n != 0 {
+		t.Fatal("a sale started without the journal")
 	}
 }
 
@@ -281,14 +421,15 @@ func TestOversizedFrameNAK(t *testing.T) {
 	}
 }
 
-func TestSilentRegisterKeepsResult(t *testing.T) {
+// A register that misses the result (never answers ENQ) gets it when it
+// sends the same request again.
+func TestSilentRegisterAsksAgain(t *testing.T) {
 	r := newRig(t, Config{Timeout: 100 * time.Millisecond}, port8N1)
 	if err := r.reg.Send(req(2865, true, false, "SILENT")); err != nil {
 		t.Fatal(err)
 	}
-	r.waitSale()
-	r.link.Result(approved("SILENT", 2865))
-	// The register never answers ENQ: the link tries 3 times, then keeps it.
+	r.link.Result(r.term.settle(r.waitSale(), payment.OutcomeApproved))
+	// The register never answers ENQ: the link tries 3 times, then gives up.
 	enqs := 0
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
@@ -303,7 +444,6 @@ func TestSilentRegisterKeepsResult(t *testing.T) {
 	if enqs != 3 {
 		t.Fatalf("%d ENQs, want 3", enqs)
 	}
-	waitKept(t, r.link, "SILENT")
 	r.reg.Timeout = time.Second
 	if err := r.reg.Send(req(2865, true, false, "SILENT")); err != nil {
 		t.Fatal(err)
@@ -312,11 +452,14 @@ func TestSilentRegisterKeepsResult(t *testing.T) {
 	if err != nil || res.Status != StatusApproved {
 		t.Fatalf("re-asked: %+v %v", res, err)
 	}
+	if n, _ := r.term.count(); n != 1 {
+		t.Fatalf("asking again started a sale (%d)", n)
+	}
 }
 
 func TestRequestDuringSaleNAK(t *testing.T) {
 	r := newRig(t, Config{}, port8N1)
-	for _, st := range []payment.State{payment.StateAwaitingCode, payment.StatePolling, payment.StateStarting} {
+	for _, st := range []payment.State{payment.StateAwaitingCode, payment.StatePolling, payment.StateStarting, payment.StateWaitingClock} {
 		r.term.mu.Lock()
 		r.term.state = st
 		r.term.mu.Unlock()
@@ -379,8 +522,9 @@ func TestRefundFromRegister(t *testing.T) {
 	}
 	r.term.mu.Lock()
 	defer r.term.mu.Unlock()
-	if len(r.term.refunds) != 1 || r.term.refunds[0] != "0000012345" {
-		t.Fatalf("refunds %v", r.term.refunds)
+	want := payment.ECRRefund{Ref: "0000012345", Amount: 500, Currency: "CAD", POSNumber: "01"}
+	if len(r.term.refunds) != 1 || r.term.refunds[0] != want {
+		t.Fatalf("refunds %+v, want %+v", r.term.refunds, want)
 	}
 }
 
@@ -389,16 +533,22 @@ func Test7E1Link(t *testing.T) {
 	if err := r.reg.Send(req(1234, false, false, "SEVEN")); err != nil {
 		t.Fatal(err)
 	}
-	sale := r.waitSale()
-	r.link.Result(payment.SaleResult{Request: sale, Outcome: payment.OutcomeApproved, Final: true})
+	r.link.Result(r.term.settle(r.waitSale(), payment.OutcomeApproved))
 	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != StatusApproved {
 		t.Fatalf("%+v %v", res, err)
 	}
 }
 
-func TestTCPTransport(t *testing.T) {
+// tcpRig runs a link on a loopback listener.
+func tcpRig(t *testing.T, cfg Config) (*Link, *stubTerm, string) {
+	t.Helper()
 	term := &stubTerm{state: payment.StateIdle}
-	l := NewLink(Config{Currency: "CAD", Timeout: 300 * time.Millisecond, Logger: zaptest.NewLogger(t)}, term)
+	cfg.Currency = "CAD"
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 300 * time.Millisecond
+	}
+	cfg.Logger = zaptest.NewLogger(t)
+	l := NewLink(cfg, term)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -406,45 +556,157 @@ func TestTCPTransport(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- l.RunTCP(ctx, ln) }()
-	defer func() { cancel(); <-done }()
-	for i := 0; i < 2; i++ { // one connection after another
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
+	t.Cleanup(func() { cancel(); <-done })
+	return l, term, ln.Addr().String()
+}
+
+// tcpSale completes one approved sale over a new connection.
+func tcpSale(t *testing.T, l *Link, term *stubTerm, addr string, n int, ref string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	reg := &Register{Conn: c, Timeout: time.Second}
+	if err := reg.Send(req(2865, true, false, ref)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for got, _ := term.count(); got < n; got, _ = term.count() {
+		if time.Now().After(deadline) {
+			t.Fatal("no sale")
 		}
-		reg := &Register{Conn: c, Timeout: time.Second}
-		if err := reg.Send(req(2865, true, false, "TCP")); err != nil {
-			t.Fatal(err)
+		time.Sleep(2 * time.Millisecond)
+	}
+	l.Result(term.settle(term.lastSale(), payment.OutcomeApproved))
+	if res, err := reg.Receive(3*time.Second, true); err != nil || res.Status != StatusApproved {
+		t.Fatalf("%+v %v", res, err)
+	}
+}
+
+func TestTCPTransport(t *testing.T) {
+	l, term, addr := tcpRig(t, Config{})
+	tcpSale(t, l, term, addr, 1, "TCP1") // one connection after another
+	tcpSale(t, l, term, addr, 2, "TCP2")
+}
+
+// A register that resets its connection with bytes the link has not read
+// must not stop the link from serving the next connection (the audit found
+// the link wedged until restart, with /healthz still IDLE). The link reads
+// nothing while a refund is at the gateway; the register floods it, then
+// resets.
+func TestTCPResetWithUnreadBytes(t *testing.T) {
+	l, term, addr := tcpRig(t, Config{AllowRefunds: true})
+	release := make(chan struct{})
+	term.mu.Lock()
+	term.refund = payment.SaleResult{Outcome: payment.OutcomeApproved}
+	term.block = release
+	term.mu.Unlock()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := &Register{Conn: c, Timeout: time.Second}
+	if err := reg.Send(Request{POS: "01", Amount: 500, Mode: '1', Type: TypeRefund, Currency: "124", Private: padRef("INV5")}); err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte(strings.Repeat("\x7fgarbage", 200)))
+	time.Sleep(50 * time.Millisecond)
+	c.(*net.TCPConn).SetLinger(0) // RST, not FIN
+	c.Close()
+	close(release)
+	term.mu.Lock()
+	term.block = nil
+	term.mu.Unlock()
+	tcpSale(t, l, term, addr, 1, "AFTER")
+	if err := l.Health(); err != nil {
+		t.Fatalf("health after the reset: %v", err)
+	}
+}
+
+// A register that connects and goes silent is replaced by the next one at
+// once, and dropped after the idle deadline anyway.
+func TestTCPDeadPeerDoesNotBlock(t *testing.T) {
+	l, term, addr := tcpRig(t, Config{IdleTimeout: 200 * time.Millisecond})
+	dead, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	tcpSale(t, l, term, addr, 1, "NEXT")
+	// The idle deadline closes a silent session by itself.
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	idle.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := idle.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a silent register was not dropped: %v", err)
+	}
+}
+
+func TestTCPAllowFrom(t *testing.T) {
+	l, term, addr := tcpRig(t, Config{AllowFrom: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	c.Write([]byte{ENQ})
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a peer outside allow_from was served: %d %v", n, err)
+	}
+	if n, _ := term.count(); n != 0 {
+		t.Fatal("sale from a refused peer")
+	}
+	for _, a := range []string{"127.0.0.1:5", "[::1]:5"} {
+		tcp, _ := net.ResolveTCPAddr("tcp", a)
+		if NewLink(Config{}, term).Allowed(tcp) != true {
+			t.Errorf("loopback %s refused by default", a)
 		}
-		deadline := time.Now().Add(2 * time.Second)
-		for n, _ := term.count(); n <= i && time.Now().Before(deadline); n, _ = term.count() {
-			time.Sleep(2 * time.Millisecond)
+		if l.Allowed(tcp) {
+			t.Errorf("%s allowed outside allow_from", a)
 		}
-		l.Result(approved("TCP", 2865))
-		if res, err := reg.Receive(3*time.Second, true); err != nil || res.Status != StatusApproved {
-			t.Fatalf("%+v %v", res, err)
-		}
-		c.Close()
+	}
+	ten, _ := net.ResolveTCPAddr("tcp", "10.1.2.3:5")
+	other, _ := net.ResolveTCPAddr("tcp", "192.168.1.9:5")
+	if !l.Allowed(ten) || l.Allowed(other) || NewLink(Config{}, term).Allowed(other) {
+		t.Error("allow_from networks not applied")
 	}
 }
 
 func TestAskAgainAnsweredFromJournal(t *testing.T) {
 	r := newRig(t, Config{}, port8N1)
+	now := time.Now()
 	r.term.mu.Lock()
 	r.term.journal = map[string]payment.SaleResult{
-		"PAIDINV":  approved("PAIDINV", 2865),
-		"DECLINED": {Outcome: payment.OutcomeRefused},
+		"PAIDINV": {Request: payment.SaleRequest{Amount: 2865, Currency: "CAD", POSNumber: "01", ECRType: "0", ECRRef: "PAIDINV", Source: payment.SourceECR},
+			Outcome: payment.OutcomeApproved, Final: true, At: now, MchOrderNo: "T01-1", Channel: "WX_MICROPAY", PayOrderID: "AM1"},
+		"OPENINV": {Request: payment.SaleRequest{Amount: 2865, Currency: "CAD", POSNumber: "01", ECRType: "0", ECRRef: "OPENINV", Source: payment.SourceECR},
+			Outcome: payment.OutcomeUnknown, At: now, MchOrderNo: "T01-2"},
+		"DECLINED": {Request: payment.SaleRequest{Amount: 2865, Currency: "CAD", POSNumber: "01", ECRType: "0", ECRRef: "DECLINED", Source: payment.SourceECR},
+			Outcome: payment.OutcomeRefused, Final: true, At: now, MchOrderNo: "T01-3"},
 	}
 	r.term.mu.Unlock()
 	// An approved invoice asked again gets its result, not a second sale.
 	if err := r.reg.Send(req(2865, true, false, "PAIDINV")); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := r.reg.Receive(3*time.Second, true); err != nil || res.Status != StatusApproved {
+	if res, err := r.reg.Receive(3*time.Second, true); err != nil || res.Status != StatusApproved || strings.TrimSpace(res.Report) != "WX AM1" {
+		t.Fatalf("%+v %v", res, err)
+	}
+	// One not confirmed yet is answered "not verified", not charged again.
+	if err := r.reg.Send(req(2865, true, false, "OPENINV")); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := r.reg.Receive(3*time.Second, true); err != nil || res.Status != StatusNotVerified {
 		t.Fatalf("%+v %v", res, err)
 	}
 	if n, _ := r.term.count(); n != 0 {
-		t.Fatal("a second sale was started for an approved invoice")
+		t.Fatal("a second sale was started for an invoice asked again")
 	}
 	// A declined invoice may be tried again.
 	if err := r.reg.Send(req(2865, true, false, "DECLINED")); err != nil {
@@ -453,4 +715,113 @@ func TestAskAgainAnsweredFromJournal(t *testing.T) {
 	if s := r.waitSale(); s.ECRRef != "DECLINED" {
 		t.Fatalf("%+v", s)
 	}
+}
+
+// dribbler plays a register that opens an exchange and then sends noise
+// forever, one byte inside every byte timeout.
+func TestExchangeDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		term := &stubTerm{state: payment.StateIdle}
+		l := NewLink(Config{Currency: "CAD", Timeout: time.Second}, term)
+		linkEnd, regEnd := net.Pipe()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- l.Serve(ctx, linkEnd) }()
+		reg := &Register{Conn: regEnd, Timeout: time.Second}
+		if err := reg.Send(req(1000, false, false, "DRIP")); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		sale := term.lastSale()
+		// A second exchange that never ends: ENQ, then noise forever.
+		sawENQ := make(chan time.Time, 1)
+		stopDrip := make(chan struct{})
+		regEnd.SetReadDeadline(time.Time{})
+		go func() {
+			buf := make([]byte, 1)
+			for {
+				if _, err := regEnd.Read(buf); err != nil {
+					return
+				}
+				if buf[0] == ENQ {
+					select {
+					case sawENQ <- time.Now():
+					default:
+					}
+				}
+			}
+		}()
+		go func() {
+			regEnd.Write([]byte{ENQ})
+			for {
+				select {
+				case <-stopDrip:
+					return
+				case <-time.After(400 * time.Millisecond):
+					if _, err := regEnd.Write([]byte{'x'}); err != nil {
+						return
+					}
+				}
+			}
+		}()
+		time.Sleep(2 * time.Second)
+		start := time.Now()
+		l.Result(term.settle(sale, payment.OutcomeApproved))
+		select {
+		case at := <-sawENQ:
+			if waited := at.Sub(start); waited > l.exchangeLimit() {
+				t.Fatalf("result offered after %v, past the exchange limit %v", waited, l.exchangeLimit())
+			}
+		case <-time.After(time.Hour):
+			t.Fatal("a register dribbling noise held the link for an hour")
+		}
+		close(stopDrip)
+		cancel()
+		regEnd.Close()
+		<-done
+	})
+}
+
+// blockingConn never finishes closing, like a driver stuck in the kernel.
+type blockingConn struct {
+	net.Conn
+	release chan struct{}
+	once    sync.Once
+}
+
+func (b *blockingConn) Close() error {
+	b.once.Do(func() { b.Conn.Close() })
+	<-b.release
+	return nil
+}
+
+func TestHealthReportsAWedgedLink(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		term := &stubTerm{state: payment.StateIdle}
+		l := NewLink(Config{Currency: "CAD", Timeout: time.Second}, term)
+		linkEnd, regEnd := net.Pipe()
+		defer regEnd.Close()
+		bc := &blockingConn{Conn: linkEnd, release: make(chan struct{})}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- l.Serve(ctx, bc) }()
+		synctest.Wait()
+		if err := l.Health(); err != nil {
+			t.Fatalf("idle link unhealthy: %v", err)
+		}
+		cancel() // the teardown hangs in Close
+		time.Sleep(l.exchangeLimit())
+		if err := l.Health(); err != nil {
+			t.Fatalf("unhealthy before its bound: %v", err)
+		}
+		time.Sleep(10 * time.Second)
+		if err := l.Health(); !errors.Is(err, ErrWedged) {
+			t.Fatalf("a wedged link reported healthy: %v", err)
+		}
+		close(bc.release)
+		<-done
+		if err := l.Health(); err != nil {
+			t.Fatalf("still unhealthy after it recovered: %v", err)
+		}
+	})
 }

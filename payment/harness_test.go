@@ -104,6 +104,7 @@ type harness struct {
 	runErr   chan error
 	wrapJ    func(payment.Journal) payment.Journal
 	gw       payment.Gateway
+	obs      payment.Observer
 	codeSeq  atomic.Int64
 	stopOnce sync.Once
 }
@@ -173,7 +174,7 @@ func (h *harness) start() {
 	}
 	h.rec = newRecorder()
 	h.term, err = payment.New(h.cfg, payment.Deps{Gateway: gw, Journal: jr, Wallets: wallets,
-		Screen: h.rec, Beeper: h.rec, Results: h.rec, Logger: zaptest.NewLogger(t)})
+		Screen: h.rec, Beeper: h.rec, Results: h.rec, Logger: zaptest.NewLogger(t), Observer: h.obs})
 	if err != nil {
 		t.Fatal(err)
 	}

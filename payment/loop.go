@@ -24,7 +24,9 @@ type lane struct {
 	laneT    *time.Timer
 	laneDue  timerPurpose
 	screenT  *time.Timer
-	resultOn bool // the screen shows a sale result until screenT fires
+	saleT    *time.Timer // the sale's wall-clock cap
+	resultOn bool        // the screen shows a sale result until screenT fires
+	clockMsg bool        // "waiting for the clock" was logged
 }
 
 type timerPurpose int
@@ -33,14 +35,18 @@ const (
 	timerNone timerPurpose = iota
 	timerCodeTimeout
 	timerNextQuery
+	timerClock
 )
 
 // sale is the order the lane is following.
 type sale struct {
 	order       journal.Order
+	req         SaleRequest // the request that started it (zero when recovered)
 	wallet      string
 	attempts    int
 	maxAttempts int
+	deadline    time.Time     // monotonic: the gateway phase ends here
+	payOrderID  string        // IOTPay's id, from whichever reply carried it
 	notSent     bool          // create_order provably never left
 	createFail  *iotpay.Error // create_order said FAIL; a query confirms
 	recovered   bool
@@ -56,15 +62,18 @@ func (t *Terminal) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	t.rec = newReconciler(t)
 	recDone := make(chan struct{})
+	l := &lane{t: t, ctx: ctx, state: StateStarting, laneT: stoppedTimer(), screenT: stoppedTimer(), saleT: stoppedTimer()}
 	defer func() {
 		cancel()
 		t.workers.Wait()
 		<-recDone
+		l.laneT.Stop()
+		l.screenT.Stop()
+		l.saleT.Stop()
 		t.state.Store(int32(StateStopped))
 		t.out.close()
 		close(t.done)
 	}()
-	l := &lane{t: t, ctx: ctx, state: StateStarting, laneT: stoppedTimer(), screenT: stoppedTimer()}
 	go func() { defer close(recDone); t.rec.run(ctx) }()
 
 	open, err := t.jr.OpenOrders(ctx)
@@ -107,6 +116,8 @@ func (t *Terminal) Run(ctx context.Context) error {
 			err = l.onReply(r)
 		case <-l.laneT.C:
 			err = l.onLaneTimer()
+		case <-l.saleT.C:
+			err = l.onSaleLimit()
 		case <-l.screenT.C:
 			l.resultOn = false
 			l.show(l.base)
@@ -147,7 +158,10 @@ func (l *lane) move(to State) error {
 	l.t.log.Debug("lane", zap.Stringer("from", l.state), zap.Stringer("to", to))
 	l.state = to
 	l.t.state.Store(int32(to))
-	if to == StateIdle && !l.ready {
+	if (to == StateIdle || to == StateWaitingClock) && !l.ready {
+		// READY=1 for systemd comes once recovery is over, even while the
+		// lane waits for the clock: the process is healthy and says why it
+		// takes no sale.
 		l.ready = true
 		close(l.t.ready)
 		l.t.log.Info("lane ready")
@@ -198,10 +212,17 @@ func (l *lane) handle(ev event) error {
 		return l.onCode(ev.code)
 	case typingEvent:
 		if l.state == StateIdle {
-			if ev.amount > 0 {
+			switch {
+			case ev.amount > l.t.cfg.MaxAmount:
+				// Shown with the limit and a beep; the keypad holds Enter
+				// until the amount is corrected.
+				l.notice(Screen{Kind: ScreenOverLimit, Amount: l.t.cfg.MaxAmount, Currency: l.t.cfg.Currency})
+				l.base = Screen{Kind: ScreenTyping, Amount: ev.amount, Currency: l.t.cfg.Currency}
+				l.t.out.beep.put(BeepDeclined)
+			case ev.amount > 0:
 				l.resultOn = false
 				l.show(Screen{Kind: ScreenTyping, Amount: ev.amount, Currency: l.t.cfg.Currency})
-			} else {
+			default:
 				l.show(Screen{Kind: ScreenIdle})
 			}
 		}
@@ -219,6 +240,8 @@ func (l *lane) onSale(req SaleRequest) error {
 	switch l.state {
 	case StateStarting:
 		return ErrNotReady
+	case StateWaitingClock:
+		return ErrNoClock
 	case StateIdle:
 	default:
 		l.t.log.Info("sale refused: lane busy", zap.Stringer("state", l.state), zap.String("source", string(req.Source)))
@@ -247,7 +270,7 @@ func (l *lane) onSale(req SaleRequest) error {
 
 func (l *lane) onCancel(why string) error {
 	switch l.state {
-	case StateIdle:
+	case StateIdle, StateWaitingClock, StateStarting:
 		return nil
 	case StateAwaitingCode:
 	default:
@@ -278,6 +301,10 @@ func (l *lane) onLaneTimer() error {
 		if l.sale != nil {
 			l.query()
 		}
+	case timerClock:
+		if l.state == StateWaitingClock {
+			return l.toIdle()
+		}
 	}
 	return nil
 }
@@ -294,7 +321,7 @@ func (l *lane) reject(reason string, s Screen, c Code) {
 
 func (l *lane) onCode(c Code) error {
 	switch l.state {
-	case StateIdle:
+	case StateIdle, StateWaitingClock:
 		l.reject("no_amount", Screen{Kind: ScreenEnterAmountFirst}, c)
 		return nil
 	case StateAwaitingCode:
@@ -324,7 +351,7 @@ func (l *lane) onCode(c Code) error {
 	o, err := l.t.jr.AddOrder(l.ctx, journal.NewOrder{
 		TerminalID: l.t.cfg.TerminalID, Amount: req.Amount, Currency: req.Currency, Channel: wallet.Channel,
 		CodeMasked: iotpay.MaskCode(c.Text), CodeHash: hash, Source: string(req.Source),
-		ECRRef: req.ECRRef, POSNumber: req.POSNumber,
+		ECRRef: req.ECRRef, POSNumber: req.POSNumber, ECRType: req.ECRType,
 	}, func(n uint64) string { return OrderNumber(l.t.cfg.TerminalID, n) })
 	if errors.Is(err, journal.ErrCodeUsed) {
 		l.reject("used", Screen{Kind: ScreenCodeUsed}, c)
@@ -338,21 +365,37 @@ func (l *lane) onCode(c Code) error {
 	if err := l.move(StateSubmitting); err != nil {
 		return err
 	}
-	l.sale = &sale{order: o, wallet: wallet.Name, maxAttempts: l.t.cfg.PollAttempts}
+	l.startSale(&sale{order: o, req: req, wallet: wallet.Name, maxAttempts: l.t.cfg.PollAttempts}, l.t.cfg.SaleLimit)
 	l.t.log.Info("order sent", zap.String("mchOrderNo", o.MchOrderNo), zap.Int64("amount", o.Amount),
 		zap.String("channel", o.Channel), zap.String("code", o.CodeMasked))
 	l.show(Screen{Kind: ScreenProcessing, Amount: o.Amount, Currency: o.Currency, Wallet: wallet.Name})
 	l.t.out.beep.put(BeepAccepted)
 	create := iotpay.CreateRequest{MchOrderNo: o.MchOrderNo, ChannelID: o.Channel, Currency: o.Currency, Amount: o.Amount, IdentityCode: c.Text}
-	l.t.call(l.ctx, "create_order", o.MchOrderNo, func(ctx context.Context) iotpay.Result { return l.t.gw.CreateOrder(ctx, create) })
+	l.call("create_order", func(ctx context.Context) iotpay.Result { return l.t.gw.CreateOrder(ctx, create) })
 	return nil
 }
 
+// startSale makes s the lane's sale, with its gateway phase capped at limit.
+func (l *lane) startSale(s *sale, limit time.Duration) {
+	s.deadline = time.Now().Add(limit)
+	l.sale = s
+	l.saleT.Reset(limit)
+}
+
+// call runs one gateway call for the lane's sale off the loop, bounded by
+// the sale's deadline; its reply comes back as an event.
+func (l *lane) call(op string, fn func(context.Context) iotpay.Result) {
+	s := l.sale
+	ctx, cancel := context.WithDeadline(l.ctx, s.deadline)
+	l.t.call(ctx, cancel, op, s.order.MchOrderNo, fn)
+}
+
 // call runs one gateway call off the loop; its reply comes back as an event.
-func (t *Terminal) call(ctx context.Context, op, orderNo string, fn func(context.Context) iotpay.Result) {
+func (t *Terminal) call(ctx context.Context, cancel context.CancelFunc, op, orderNo string, fn func(context.Context) iotpay.Result) {
 	t.workers.Add(1)
 	go func() {
 		defer t.workers.Done()
+		defer cancel()
 		start := time.Now()
 		res := fn(ctx)
 		if t.obs != nil {
@@ -361,13 +404,16 @@ func (t *Terminal) call(ctx context.Context, op, orderNo string, fn func(context
 		select {
 		case t.results <- gatewayReply{op: op, order: orderNo, result: res}:
 		case <-ctx.Done():
+			// The sale's deadline passed or the lane stopped: the lane no
+			// longer waits for this reply (the order is the reconciler's
+			// or recovery's now).
 		}
 	}()
 }
 
 func (l *lane) query() {
 	no := l.sale.order.MchOrderNo
-	l.t.call(l.ctx, "query_order", no, func(ctx context.Context) iotpay.Result {
+	l.call("query_order", func(ctx context.Context) iotpay.Result {
 		return l.t.gw.QueryOrder(ctx, iotpay.QueryRequest{MchOrderNo: no})
 	})
 }
@@ -380,73 +426,68 @@ func (l *lane) onReply(r gatewayReply) error {
 	res := r.result
 	l.t.log.Info("gateway reply", zap.String("op", r.op), zap.String("mchOrderNo", r.order),
 		zap.Stringer("outcome", res.Outcome), zap.Int("status", res.Status), zap.String("message", res.Message()))
+	d := Decide(s.order, r.op, res, Facts{CreateRefused: s.createFail})
+	if d.Mismatch != "" {
+		l.t.alert(AlertReplyMismatch, "gateway reply does not match the order: treated as unknown",
+			zap.String("mchOrderNo", s.order.MchOrderNo), zap.String("op", r.op), zap.String("why", d.Mismatch))
+	} else if res.PayOrderID != "" {
+		s.payOrderID = res.PayOrderID
+	}
 	if r.op == "create_order" {
-		return l.onCreate(res)
+		return l.onCreate(res, d)
 	}
 	s.attempts++
-	switch res.Outcome {
-	case iotpay.OutcomePaid:
-		return l.finish(journal.StatePaid, res, "")
-	case iotpay.OutcomeFailed:
-		msg := res.Message()
-		if s.createFail != nil {
-			msg = s.createFail.Msg // the decline's own reason beats the query's "cancelled"
-		}
-		return l.finish(journal.StateDeclined, res, msg)
-	case iotpay.OutcomeNotFound:
-		if s.notSent {
-			return l.finish(journal.StateDeclined, res, "not sent: gateway unreachable")
-		}
-		if s.createFail != nil {
-			return l.finish(journal.StateDeclined, res, s.createFail.Msg)
-		}
-	case iotpay.OutcomePending:
-		if res.Status == iotpay.StatusPaying {
-			l.show(Screen{Kind: ScreenConfirmOnPhone, Amount: s.order.Amount, Currency: s.order.Currency, Wallet: s.wallet})
-		}
+	if d.To != 0 {
+		return l.finish(d.To, d.Update)
+	}
+	if res.Outcome == iotpay.OutcomePending && res.Status == iotpay.StatusPaying && d.Mismatch == "" {
+		l.show(Screen{Kind: ScreenConfirmOnPhone, Amount: s.order.Amount, Currency: s.order.Currency, Wallet: s.wallet})
 	}
 	return l.keepPolling(res)
 }
 
-func (l *lane) onCreate(res iotpay.Result) error {
+func (l *lane) onCreate(res iotpay.Result, d Decision) error {
 	s := l.sale
-	switch res.Outcome {
-	case iotpay.OutcomePaid:
-		return l.finish(journal.StatePaid, res, "")
-	case iotpay.OutcomeFailed:
-		// A FAIL reply is confirmed by one query before the sale is
-		// declined: the gateway is the judge of what it did.
+	if res.Outcome == iotpay.OutcomeFailed && d.Mismatch == "" {
 		s.createFail = res.Err
+	}
+	s.notSent = d.Update.NotSent
+	if d.Confirm {
+		// A paid create reply's status is outside the signature, and a
+		// refused create must be confirmed: one query, at once, decides.
+		if l.state != StatePolling {
+			if err := l.move(StatePolling); err != nil {
+				return err
+			}
+		}
 		l.query()
 		return nil
-	case iotpay.OutcomePending:
-		kind := ScreenProcessing
-		if res.Status == iotpay.StatusPaying {
-			kind = ScreenConfirmOnPhone
-		}
-		if err := l.toPolling(res); err != nil || l.sale == nil {
-			return err
-		}
-		l.show(Screen{Kind: kind, Amount: s.order.Amount, Currency: s.order.Currency, Wallet: s.wallet})
-	default:
-		s.notSent = res.Err != nil && res.Err.NotSent
-		if err := l.toPolling(res); err != nil || l.sale == nil {
-			return err
-		}
-		if s.notSent {
-			l.show(Screen{Kind: ScreenOffline, Amount: s.order.Amount, Currency: s.order.Currency, Reason: res.Message()})
-		}
 	}
-	l.setLaneTimer(timerNextQuery, l.t.cfg.PollInterval)
+	if err := l.toPolling(d.Update); err != nil || l.sale == nil {
+		return err
+	}
+	switch {
+	case res.Outcome == iotpay.OutcomePending && res.Status == iotpay.StatusPaying:
+		l.show(Screen{Kind: ScreenConfirmOnPhone, Amount: s.order.Amount, Currency: s.order.Currency, Wallet: s.wallet})
+	case s.notSent:
+		l.show(Screen{Kind: ScreenOffline, Amount: s.order.Amount, Currency: s.order.Currency, Reason: res.Message()})
+	}
+	l.nextQuery()
 	return nil
 }
 
+// nextQuery schedules the next poll, never past the sale's deadline.
+func (l *lane) nextQuery() {
+	d := min(l.t.cfg.PollInterval, max(time.Until(l.sale.deadline), time.Millisecond))
+	l.setLaneTimer(timerNextQuery, d)
+}
+
 // toPolling records that the order is being followed by query.
-func (l *lane) toPolling(res iotpay.Result) error {
+func (l *lane) toPolling(u journal.Update) error {
 	s := l.sale
 	if s.order.State == journal.StateSubmitting {
-		o, err := l.t.jr.Transition(l.ctx, s.order.MchOrderNo, journal.StateSubmitting, journal.StatePolling,
-			journal.Update{PayOrderID: res.PayOrderID, Status: res.Status, Message: res.Message(), NotSent: s.notSent})
+		u.PayOrderID = s.payOrderID
+		o, err := l.t.jr.Transition(l.ctx, s.order.MchOrderNo, journal.StateSubmitting, journal.StatePolling, u)
 		if err != nil {
 			if err := l.stateConflict(err); err != nil || l.sale == nil {
 				return err
@@ -482,24 +523,39 @@ func (l *lane) stateConflict(err error) error {
 
 func (l *lane) keepPolling(res iotpay.Result) error {
 	s := l.sale
-	if s.attempts >= s.maxAttempts {
-		return l.finish(journal.StateUnconfirmed, res, "not confirmed: "+res.Message())
+	if s.attempts >= s.maxAttempts || !time.Now().Before(s.deadline) {
+		return l.finish(journal.StateUnconfirmed, journal.Update{Status: res.Status, Message: "not confirmed: " + res.Message()})
 	}
-	if err := l.toPolling(res); err != nil || l.sale == nil {
+	if err := l.toPolling(journal.Update{Status: res.Status, Message: res.Message(), NotSent: s.notSent}); err != nil || l.sale == nil {
 		return err // nil sale: settled by another process meanwhile
 	}
-	l.setLaneTimer(timerNextQuery, l.t.cfg.PollInterval)
+	l.nextQuery()
 	return nil
 }
 
+// onSaleLimit ends a sale whose gateway phase ran past its cap, whatever
+// call is still in flight: the customer and the register are told "not
+// confirmed" and the reconciler follows the order.
+func (l *lane) onSaleLimit() error {
+	s := l.sale
+	if s == nil {
+		return nil
+	}
+	l.t.log.Warn("sale reached its time limit", zap.String("mchOrderNo", s.order.MchOrderNo), zap.Int("queries", s.attempts))
+	return l.finish(journal.StateUnconfirmed, journal.Update{Status: -1, Message: "not confirmed in time"})
+}
+
 // finish journals the sale's end state, then shows and reports it.
-func (l *lane) finish(to journal.State, res iotpay.Result, msg string) error {
+func (l *lane) finish(to journal.State, u journal.Update) error {
 	// A second try covers an order another process moved meanwhile (from
 	// SUBMITTING to POLLING, say) but did not settle.
 	for try := 0; try < 2; try++ {
 		s := l.sale
-		o, err := l.t.jr.Transition(l.ctx, s.order.MchOrderNo, s.order.State, to,
-			journal.Update{PayOrderID: res.PayOrderID, Status: res.Status, Message: msg, NotSent: s.notSent})
+		if u.PayOrderID == "" {
+			u.PayOrderID = s.payOrderID
+		}
+		u.NotSent = u.NotSent || s.notSent
+		o, err := l.t.jr.Transition(l.ctx, s.order.MchOrderNo, s.order.State, to, u)
 		if err == nil {
 			return l.announce(o)
 		}
@@ -514,6 +570,7 @@ func (l *lane) finish(to journal.State, res iotpay.Result, msg string) error {
 func (l *lane) announce(o journal.Order) error {
 	s := l.sale
 	l.stopLaneTimer()
+	l.saleT.Stop()
 	l.sale = nil
 	scr := Screen{Amount: o.Amount, Currency: o.Currency, Wallet: s.wallet, Reason: o.Message}
 	switch o.State {
@@ -534,30 +591,21 @@ func (l *lane) announce(o journal.Order) error {
 		l.t.obs.SaleFinished(o.Channel, o.State)
 	}
 	l.showResult(scr)
-	l.t.out.result.put(resultFromOrder(o))
-	if l.state == StateStarting {
-		return l.nextRecovery()
+	res := resultFromOrder(o)
+	if !s.recovered {
+		res.Request.Ticket, res.Request.Source = s.req.Ticket, s.req.Source
 	}
-	if len(l.recover) > 0 {
-		return l.nextRecovery()
-	}
-	return l.move(StateIdle)
+	l.t.out.result.put(res)
+	return l.nextRecovery()
 }
 
 // nextRecovery resumes the next open order left by a previous run. An
 // order still inside its polling window gets the rest of the window; an
-// older one gets one query before it goes to the reconciler.
+// older one (or one whose age the clock cannot tell) gets one query before
+// it goes to the reconciler.
 func (l *lane) nextRecovery() error {
 	if len(l.recover) == 0 {
-		if l.state != StateIdle {
-			if err := l.move(StateIdle); err != nil {
-				return err
-			}
-			if !l.resultOn {
-				l.show(Screen{Kind: ScreenIdle})
-			}
-		}
-		return nil
+		return l.toIdle()
 	}
 	o := l.recover[0]
 	l.recover = l.recover[1:]
@@ -572,12 +620,64 @@ func (l *lane) nextRecovery() error {
 			return err
 		}
 	}
-	l.sale = &sale{order: o, wallet: l.t.wal.Name(o.Channel), maxAttempts: left, recovered: true, notSent: o.NotSent}
+	l.startSale(&sale{order: o, wallet: l.t.wal.Name(o.Channel), maxAttempts: left, recovered: true, notSent: o.NotSent, payOrderID: o.PayOrderID},
+		l.t.cfg.SaleLimit)
 	l.t.log.Info("resuming order", zap.String("mchOrderNo", o.MchOrderNo), zap.Stringer("state", o.State),
 		zap.Duration("age", age), zap.Int("queries", left))
 	l.show(Screen{Kind: ScreenRecovering, Amount: o.Amount, Currency: o.Currency})
 	l.query()
 	return nil
+}
+
+// toIdle frees the lane for the next sale, unless the clock is not
+// synchronised yet: then it waits, says so on the display, and checks
+// again every ClockPoll.
+func (l *lane) toIdle() error {
+	if !l.clockReady() {
+		if l.state != StateWaitingClock {
+			if err := l.move(StateWaitingClock); err != nil {
+				return err
+			}
+			l.show(Screen{Kind: ScreenWaitingClock})
+		}
+		l.setLaneTimer(timerClock, l.t.cfg.ClockPoll)
+		return nil
+	}
+	if l.state == StateIdle {
+		return nil
+	}
+	from := l.state
+	if err := l.move(StateIdle); err != nil {
+		return err
+	}
+	if from == StateWaitingClock || !l.resultOn {
+		l.resultOn = false
+		l.show(Screen{Kind: ScreenIdle})
+	}
+	return nil
+}
+
+// clockReady asks the clock check; once it said yes in this run, a sale
+// never waits again (a later loss of sync is NTP's business, and every
+// window runs on the monotonic clock anyway).
+func (l *lane) clockReady() bool {
+	if l.t.sync == nil || l.t.clockOK.Load() {
+		return true
+	}
+	ok, err := l.t.sync()
+	if ok {
+		l.t.clockOK.Store(true)
+		if l.clockMsg {
+			l.t.log.Info("clock synchronised: taking sales")
+		}
+		return true
+	}
+	if !l.clockMsg {
+		l.clockMsg = true
+		l.t.log.Warn("waiting for the system clock to be synchronised before taking sales (check timedatectl; see terminal.require_clock_sync)",
+			zap.Time("clock", l.t.now()), zap.Error(err))
+	}
+	return false
 }
 
 // markInterruptedRefunds turns refunds left SENT by a previous run into

@@ -15,7 +15,12 @@ import (
 
 // reconciler follows orders the lane could not settle (UNCONFIRMED) and
 // late payments awaiting refund, in the background, with capped, jittered
-// backoff, for ReconcileFor after each order was created.
+// backoff. Its windows run on the monotonic clock from the moment it took
+// an order over, so a wall clock that jumps (a Pi without RTC getting its
+// time from NTP) can neither drop an order unqueried nor keep querying
+// forever; a last query is always made before it gives up. It also re-reads
+// the journal every ReconcileRescan, so orders another process moved (an
+// operator's `scanpay query` that found a late payment) are taken up.
 type reconciler struct {
 	t   *Terminal
 	log *zap.Logger
@@ -26,9 +31,12 @@ type reconciler struct {
 }
 
 type recItem struct {
-	order journal.Order
-	next  time.Time
-	delay time.Duration
+	order       journal.Order
+	handedAt    time.Time // monotonic: when the reconciler took it over
+	next        time.Time // monotonic: the next attempt
+	delay       time.Duration
+	notFoundAt  time.Time // monotonic: first "no such order" in a row; zero when none
+	lastQueried bool      // the final query after the window was made
 }
 
 func newReconciler(t *Terminal) *reconciler {
@@ -48,24 +56,37 @@ func (r *reconciler) add(o journal.Order) {
 
 func (r *reconciler) run(ctx context.Context) {
 	items := map[string]*recItem{}
+	// done remembers orders this run has finished with, by the journal's
+	// last update time, so a rescan takes one up again only when someone
+	// changed it.
+	done := map[string]time.Time{}
 	timer := stoppedTimer()
 	defer timer.Stop()
+	rescan := time.NewTicker(r.t.cfg.ReconcileRescan)
+	defer rescan.Stop()
+	take := func(o journal.Order) {
+		if _, ok := items[o.MchOrderNo]; ok {
+			return
+		}
+		now := time.Now()
+		first := now
+		if o.State == journal.StateUnconfirmed {
+			first = now.Add(r.t.cfg.ReconcileMin)
+		}
+		items[o.MchOrderNo] = &recItem{order: o, handedAt: now, next: first, delay: r.t.cfg.ReconcileMin}
+	}
 	for {
 		r.mu.Lock()
 		for _, o := range r.queued {
-			first := r.t.now()
-			if o.State == journal.StateUnconfirmed {
-				first = first.Add(r.t.cfg.ReconcileMin)
-			}
-			items[o.MchOrderNo] = &recItem{order: o, next: first, delay: r.t.cfg.ReconcileMin}
+			delete(done, o.MchOrderNo)
+			take(o)
 		}
 		r.queued = nil
 		r.mu.Unlock()
 
-		now := r.t.now()
 		var soonest time.Time
 		for no, it := range items {
-			if it.next.After(now) {
+			if it.next.After(time.Now()) {
 				if soonest.IsZero() || it.next.Before(soonest) {
 					soonest = it.next
 				}
@@ -81,6 +102,17 @@ func (r *reconciler) run(ctx context.Context) {
 			}
 			if !keep {
 				delete(items, no)
+				// Remember the order as the journal has it now (a refund
+				// may have changed it), so a rescan skips it until someone
+				// else changes it.
+				cur, err := r.t.jr.Get(ctx, no)
+				switch {
+				case err == nil:
+					done[no] = cur.UpdatedAt
+				case !errors.Is(err, journal.ErrNotFound) && ctx.Err() == nil:
+					r.t.stopFatal(err)
+					return
+				}
 				continue
 			}
 			if soonest.IsZero() || it.next.Before(soonest) {
@@ -88,7 +120,7 @@ func (r *reconciler) run(ctx context.Context) {
 			}
 		}
 		if !soonest.IsZero() {
-			timer.Reset(max(soonest.Sub(r.t.now()), time.Millisecond))
+			timer.Reset(max(time.Until(soonest), time.Millisecond))
 		}
 		select {
 		case <-ctx.Done():
@@ -96,8 +128,41 @@ func (r *reconciler) run(ctx context.Context) {
 		case <-r.wake:
 			timer.Stop()
 		case <-timer.C:
+		case <-rescan.C:
+			timer.Stop()
+			if err := r.rescan(ctx, items, done, take); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				r.t.stopFatal(err)
+				return
+			}
 		}
 	}
+}
+
+// rescan takes up unconfirmed orders and unrefunded late payments the
+// reconciler is not following, unless it finished with them and nobody
+// changed them since.
+func (r *reconciler) rescan(ctx context.Context, items map[string]*recItem, done map[string]time.Time, take func(journal.Order)) error {
+	open, err := r.t.jr.OpenOrders(ctx)
+	if err != nil {
+		return err
+	}
+	for _, o := range open {
+		if o.State != journal.StateUnconfirmed && o.State != journal.StateLatePaid {
+			continue // SUBMITTING and POLLING orders are the lane's
+		}
+		if at, ok := done[o.MchOrderNo]; ok && at.Equal(o.UpdatedAt) {
+			continue
+		}
+		if _, ok := items[o.MchOrderNo]; !ok {
+			r.log.Info("taking up an order from the journal", zap.String("mchOrderNo", o.MchOrderNo), zap.Stringer("state", o.State))
+		}
+		delete(done, o.MchOrderNo)
+		take(o)
+	}
+	return nil
 }
 
 // check makes one attempt on an item; keep reports whether to try again.
@@ -107,12 +172,7 @@ func (r *reconciler) check(ctx context.Context, it *recItem) (keep bool, err err
 	if o.State == journal.StateLatePaid {
 		return false, r.refundLate(ctx, o)
 	}
-	age := r.t.now().Sub(o.CreatedAt)
-	if age > r.t.cfg.ReconcileFor {
-		log.Error("order still unconfirmed after the reconcile window: check it in the IOTPay portal",
-			zap.Duration("age", age), zap.Int64("amount", o.Amount))
-		return false, nil
-	}
+	overdue := time.Since(it.handedAt) >= r.t.cfg.ReconcileFor
 	res := r.t.gw.QueryOrder(ctx, iotpay.QueryRequest{MchOrderNo: o.MchOrderNo})
 	if ctx.Err() != nil {
 		return false, ctx.Err()
@@ -120,39 +180,67 @@ func (r *reconciler) check(ctx context.Context, it *recItem) (keep bool, err err
 	if r.t.obs != nil {
 		r.t.obs.GatewayCall("query_order", res.Outcome, 0)
 	}
-	var to journal.State
-	msg := res.Message()
-	switch {
-	case res.Outcome == iotpay.OutcomePaid:
-		to, msg = journal.StateLatePaid, "paid after the sale gave up: refund it"
-	case res.Outcome == iotpay.OutcomeFailed:
-		to = journal.StateDeclined
-	case res.Outcome == iotpay.OutcomeNotFound && (o.NotSent || age >= r.t.cfg.NotFoundFinalAfter):
-		to, msg = journal.StateDeclined, "never reached the gateway"
-	default:
+	switch res.Outcome {
+	case iotpay.OutcomeNotFound:
+		if it.notFoundAt.IsZero() {
+			it.notFoundAt = time.Now()
+		}
+	case iotpay.OutcomePending, iotpay.OutcomePaid, iotpay.OutcomeFailed:
+		it.notFoundAt = time.Time{} // the gateway knows the order
+	}
+	never := !it.notFoundAt.IsZero() && time.Since(it.notFoundAt) >= r.t.cfg.NotFoundFinalAfter
+	d := Decide(o, "query_order", res, Facts{NeverReached: never})
+	if d.Mismatch != "" {
+		r.t.alert(AlertReplyMismatch, "gateway reply does not match the order: treated as unknown",
+			zap.String("mchOrderNo", o.MchOrderNo), zap.String("why", d.Mismatch))
+	}
+	if d.To == 0 {
+		if overdue {
+			r.t.alert(AlertUnresolved, "order still unconfirmed after the reconcile window: check it in the IOTPay portal",
+				zap.String("mchOrderNo", o.MchOrderNo), zap.Duration("followed", time.Since(it.handedAt)), zap.Int64("amount", o.Amount))
+			return false, nil
+		}
 		it.delay = min(it.delay*2, r.t.cfg.ReconcileMax)
 		jitter := time.Duration(rand.Int64N(int64(it.delay)/5 + 1))
-		it.next = r.t.now().Add(it.delay - it.delay/10 + jitter)
+		it.next = time.Now().Add(it.delay - it.delay/10 + jitter)
+		if end := it.handedAt.Add(r.t.cfg.ReconcileFor); it.next.After(end) {
+			// The last query falls on the window's end, not past it.
+			it.next = end
+		}
 		log.Debug("still unresolved", zap.Stringer("outcome", res.Outcome), zap.Duration("next", it.delay))
 		return true, nil
 	}
-	moved, err := r.t.jr.Transition(ctx, o.MchOrderNo, journal.StateUnconfirmed, to,
-		journal.Update{PayOrderID: res.PayOrderID, Status: res.Status, Message: msg})
+	moved, err := r.t.jr.Transition(ctx, o.MchOrderNo, o.State, d.To, d.Update)
 	if errors.Is(err, journal.ErrStateChanged) || errors.Is(err, journal.ErrNotFound) {
-		log.Info("order settled elsewhere")
-		return false, nil
+		// Settled elsewhere (an operator's query, say): read what the
+		// journal says now, and refund it if it became a late payment.
+		cur, gerr := r.t.jr.Get(ctx, o.MchOrderNo)
+		if gerr != nil {
+			if errors.Is(gerr, journal.ErrNotFound) {
+				return false, nil
+			}
+			return false, gerr
+		}
+		log.Info("order settled elsewhere", zap.Stringer("state", cur.State))
+		it.order = cur
+		if cur.State == journal.StateLatePaid {
+			return false, r.refundLate(ctx, cur)
+		}
+		return cur.State == journal.StateUnconfirmed, nil
 	}
 	if err != nil {
 		return false, err
 	}
+	it.order = moved
 	if r.t.obs != nil {
 		r.t.obs.SaleFinished(moved.Channel, moved.State)
 	}
-	if to == journal.StateLatePaid {
-		log.Warn("late payment found", zap.String("payOrderId", moved.PayOrderID), zap.Int64("amount", moved.Amount))
+	if d.To == journal.StateLatePaid {
+		r.t.alert(AlertLatePayment, "late payment found", zap.String("mchOrderNo", moved.MchOrderNo),
+			zap.String("payOrderId", moved.PayOrderID), zap.Int64("amount", moved.Amount))
 		return false, r.refundLate(ctx, moved)
 	}
-	log.Info("unconfirmed order resolved", zap.Stringer("state", to), zap.String("message", msg))
+	log.Info("unconfirmed order resolved", zap.Stringer("state", d.To), zap.String("message", d.Update.Message))
 	return false, nil
 }
 
@@ -164,7 +252,7 @@ func (r *reconciler) refundLate(ctx context.Context, o journal.Order) error {
 		log.Warn("late payment needs a refund by the operator (scanpay refund)", zap.Int64("amount", o.Amount), zap.Int64("refunded", o.Refunded))
 		return nil
 	}
-	rf, err := r.t.refs.Refund(ctx, o.MchOrderNo, 0)
+	rf, err := r.t.refs.Refund(ctx, RefundRequest{ID: o.MchOrderNo, Source: journal.RefundAuto})
 	switch {
 	case isStorage(err):
 		return err

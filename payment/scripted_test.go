@@ -24,21 +24,32 @@ type fakeGateway struct {
 	queryAt []time.Time
 	create  iotpay.Result
 	query   func(n int) iotpay.Result
+	// block, when set, answers every create and query instead, and may
+	// wait on the call's context (a gateway that never answers in time).
+	block func(ctx context.Context) iotpay.Result
 }
 
-func (g *fakeGateway) CreateOrder(_ context.Context, r iotpay.CreateRequest) iotpay.Result {
+func (g *fakeGateway) CreateOrder(ctx context.Context, r iotpay.CreateRequest) iotpay.Result {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.calls = append(g.calls, "create "+r.MchOrderNo)
-	return g.create
+	block, res := g.block, g.create
+	g.mu.Unlock()
+	if block != nil {
+		return block(ctx)
+	}
+	return res
 }
 
-func (g *fakeGateway) QueryOrder(_ context.Context, q iotpay.QueryRequest) iotpay.Result {
+func (g *fakeGateway) QueryOrder(ctx context.Context, q iotpay.QueryRequest) iotpay.Result {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.calls = append(g.calls, "query "+q.MchOrderNo)
 	g.queryAt = append(g.queryAt, time.Now())
-	return g.query(len(g.queryAt))
+	n, block := len(g.queryAt), g.block
+	g.mu.Unlock()
+	if block != nil {
+		return block(ctx)
+	}
+	return g.query(n)
 }
 
 func (g *fakeGateway) RefundOrder(_ context.Context, r iotpay.RefundRequest) iotpay.Result {
@@ -55,7 +66,12 @@ func (g *fakeGateway) queries() []time.Time {
 }
 
 func pending() iotpay.Result {
-	return iotpay.Result{Outcome: iotpay.OutcomePending, Status: 1, PayOrderID: "AM1"}
+	return iotpay.Result{Outcome: iotpay.OutcomePending, Status: 1, PayOrderID: "AM1", Amount: -1}
+}
+
+// paid is a query's signed "paid" for an order of amount cents.
+func paid(amount int64, status int) iotpay.Result {
+	return iotpay.Result{Outcome: iotpay.OutcomePaid, Status: status, PayOrderID: "AM1", Amount: amount, Currency: "CAD"}
 }
 
 // TestPollingWindowFakeTime runs the documented policy (query every 2 s, 30
@@ -66,7 +82,7 @@ func TestPollingWindowFakeTime(t *testing.T) {
 		var paidFrom atomic.Int64
 		gw := &fakeGateway{create: pending(), query: func(n int) iotpay.Result {
 			if p := paidFrom.Load(); p > 0 && int64(n) >= p {
-				return iotpay.Result{Outcome: iotpay.OutcomePaid, Status: 2, PayOrderID: "AM1"}
+				return paid(2865, 2)
 			}
 			return pending()
 		}}
@@ -176,7 +192,7 @@ func TestReconcilerGivesUpAfterWindow(t *testing.T) {
 func TestScriptedSale(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		gw := &fakeGateway{create: pending(), query: func(int) iotpay.Result {
-			return iotpay.Result{Outcome: iotpay.OutcomePaid, Status: 3, PayOrderID: "AM1"}
+			return paid(2865, 3)
 		}}
 		jr, _ := journal.Open(filepath.Join(t.TempDir(), "j.db"), journal.Options{})
 		defer jr.Close()
@@ -237,7 +253,8 @@ func (b blockingSink) Beep(payment.Beep) error   { <-b.release; return nil }
 
 func TestDeadOutputsNeverBlockASale(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		gw := &fakeGateway{create: iotpay.Result{Outcome: iotpay.OutcomePaid, Status: 2, PayOrderID: "AM9"}}
+		gw := &fakeGateway{create: iotpay.Result{Outcome: iotpay.OutcomePaid, Status: 2, StatusNested: true, PayOrderID: "AM9", Amount: -1},
+			query: func(int) iotpay.Result { return paid(100, 2) }}
 		jr, _ := journal.Open(filepath.Join(t.TempDir(), "j.db"), journal.Options{})
 		defer jr.Close()
 		wallets, _ := scanner.NewWallets(scanner.DefaultWalletRules())

@@ -39,7 +39,20 @@ type Config struct {
 	ReconcileFor       time.Duration // keep querying this long after creation (24 h)
 	ReconcileMin       time.Duration // first retry delay
 	ReconcileMax       time.Duration // backoff cap
-	NotFoundFinalAfter time.Duration // an order the gateway still does not know this long after creation was never received
+	NotFoundFinalAfter time.Duration // an order the gateway keeps not knowing this long (monotonic) was never received
+	// ReconcileRescan is how often the reconciler re-reads the journal for
+	// orders another process settled or flagged (an operator's query that
+	// found a late payment, say).
+	ReconcileRescan time.Duration
+	// SaleLimit caps a sale's gateway phase, from the scan to the answer
+	// (monotonic): past it the sale ends "not confirmed" whatever the
+	// polling count, and the reconciler follows the order.
+	SaleLimit time.Duration
+	// RefundWindow is how recent the lane's last paid sale must be for a
+	// register refund with a blank reference to name it.
+	RefundWindow time.Duration
+	// ClockPoll is how often a lane waiting for the clock checks it again.
+	ClockPoll time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
@@ -49,7 +62,8 @@ func DefaultConfig() Config {
 		PollInterval: 2 * time.Second, PollAttempts: 30,
 		CodeTimeout: 120 * time.Second, NoticeFor: 3 * time.Second, ResultFor: 8 * time.Second,
 		ReconcileFor: 24 * time.Hour, ReconcileMin: 15 * time.Second, ReconcileMax: 10 * time.Minute,
-		NotFoundFinalAfter: 10 * time.Minute,
+		NotFoundFinalAfter: 10 * time.Minute, ReconcileRescan: time.Minute,
+		SaleLimit: 90 * time.Second, RefundWindow: 10 * time.Minute, ClockPoll: time.Second,
 	}
 }
 
@@ -68,8 +82,10 @@ func (c Config) Validate() error {
 		return errors.New("poll interval and attempts must be positive")
 	case c.CodeTimeout <= 0 || c.NoticeFor <= 0 || c.ResultFor <= 0:
 		return errors.New("screen and code timeouts must be positive")
-	case c.ReconcileFor <= 0 || c.ReconcileMin <= 0 || c.ReconcileMax < c.ReconcileMin || c.NotFoundFinalAfter <= 0:
+	case c.ReconcileFor <= 0 || c.ReconcileMin <= 0 || c.ReconcileMax < c.ReconcileMin || c.NotFoundFinalAfter <= 0 || c.ReconcileRescan <= 0:
 		return errors.New("reconcile durations must be positive, with max ≥ min")
+	case c.SaleLimit <= 0 || c.RefundWindow <= 0 || c.ClockPoll <= 0:
+		return errors.New("sale limit, refund window and clock poll must be positive")
 	}
 	return nil
 }
@@ -85,7 +101,15 @@ type Deps struct {
 	Results  ResultSink
 	Observer Observer
 	Logger   *zap.Logger
-	Now      func() time.Time
+	// Now is the wall clock, for the times written to the journal. Every
+	// window and timeout runs on the monotonic clock instead, so a clock
+	// that jumps (a Pi without RTC before NTP) cannot shorten or stretch
+	// them.
+	Now func() time.Time
+	// ClockSynced reports whether the system clock is synchronised; nil
+	// means do not wait for it. While it says false after recovery, the
+	// lane takes no sale.
+	ClockSynced func() (bool, error)
 }
 
 // Errors returned to callers that ask for a sale.
@@ -96,6 +120,7 @@ var (
 	ErrBadAmount = errors.New("amount out of range")
 	ErrCurrency  = errors.New("currency not supported by this terminal")
 	ErrNoOrder   = errors.New("no such order")
+	ErrNoClock   = errors.New("waiting for the clock to be synchronised")
 )
 
 // FatalError stops the terminal: the journal could not save state.
@@ -112,7 +137,8 @@ type Terminal struct {
 	wal  Classifier
 	obs  Observer
 	log  *zap.Logger
-	now  func() time.Time
+	now  func() time.Time // wall clock, for stamps only
+	sync func() (bool, error)
 	out  *outputs
 	refs *Refunder
 	rec  *reconciler
@@ -130,6 +156,7 @@ type Terminal struct {
 	ready   chan struct{}
 	state   atomic.Int32
 	running atomic.Bool
+	clockOK atomic.Bool // the clock was seen synchronised in this run
 	workers sync.WaitGroup
 }
 
@@ -148,7 +175,7 @@ func New(cfg Config, d Deps) (*Terminal, error) {
 		d.Now = time.Now
 	}
 	t := &Terminal{
-		cfg: cfg, gw: d.Gateway, jr: d.Journal, wal: d.Wallets, obs: d.Observer, log: d.Logger, now: d.Now,
+		cfg: cfg, gw: d.Gateway, jr: d.Journal, wal: d.Wallets, obs: d.Observer, log: d.Logger, now: d.Now, sync: d.ClockSynced,
 		events:  make(chan event),
 		results: make(chan gatewayReply),
 		fatalc:  make(chan error, 1),
@@ -156,7 +183,7 @@ func New(cfg Config, d Deps) (*Terminal, error) {
 		ready:   make(chan struct{}),
 	}
 	t.sinks.screen, t.sinks.beep, t.sinks.result = d.Screen, d.Beeper, d.Results
-	t.refs = &Refunder{TerminalID: cfg.TerminalID, Currency: cfg.Currency, Gateway: d.Gateway, Journal: d.Journal, Logger: d.Logger.Named("refund")}
+	t.refs = &Refunder{TerminalID: cfg.TerminalID, Currency: cfg.Currency, Gateway: d.Gateway, Journal: d.Journal, Logger: d.Logger.Named("refund"), Observer: d.Observer}
 	t.state.Store(int32(StateStarting))
 	return t, nil
 }
@@ -269,8 +296,8 @@ func (t *Terminal) Ping(ctx context.Context) (State, error) {
 // Refund refunds amount cents (0: all that is left) of a paid order named by
 // its mchOrderNo or payOrderId, journaled before it is sent, and shows the
 // outcome on the display.
-func (t *Terminal) Refund(ctx context.Context, id string, amount int64) (journal.Refund, error) {
-	r, err := t.refs.Refund(ctx, id, amount)
+func (t *Terminal) Refund(ctx context.Context, req RefundRequest) (journal.Refund, error) {
+	r, err := t.refs.Refund(ctx, req)
 	if isStorage(err) {
 		t.stopFatal(err)
 		return r, &FatalError{err}
@@ -285,41 +312,105 @@ func (t *Terminal) Refund(ctx context.Context, id string, amount int64) (journal
 	return r, err
 }
 
-// RefundForECR refunds amount cents of the register's sale: the newest
-// order with reference ref, or the lane's last paid order when ref is
-// blank. Approved means the gateway accepted the refund; unknown, that its
-// reply was lost.
-func (t *Terminal) RefundForECR(ctx context.Context, ref string, amount int64) SaleResult {
-	res := SaleResult{Request: SaleRequest{Amount: amount, Source: SourceECR, ECRRef: ref}, Outcome: OutcomeRefused, Final: true}
-	var o journal.Order
-	var err error
-	if ref != "" {
-		o, err = t.jr.LastByRef(ctx, ref)
-	} else {
-		o, err = t.jr.LastPaid(ctx)
-	}
-	if err != nil {
-		res.Message = "no sale to refund"
-		t.log.Info("ECR refund refused", zap.String("ref", ref), zap.Error(err))
+// ECRRefund is a refund the register asks for.
+type ECRRefund struct {
+	Ref       string // the register's reference: names the sale; blank: the lane's last paid sale
+	Amount    int64  // cents
+	Currency  string
+	POSNumber string
+}
+
+// RefundForECR refunds part of a register's sale: the newest order with the
+// request's reference, or, for a blank reference, the lane's last paid
+// sale if it was paid within RefundWindow. A refund the register asked for
+// before on the same sale for the same amount is answered from the journal
+// and never sent again. Approved means the gateway accepted the refund;
+// refused, that nothing was refunded (refused before sending, or refused
+// by the gateway); unknown, that it was sent and its fate is not known.
+func (t *Terminal) RefundForECR(ctx context.Context, req ECRRefund) SaleResult {
+	res := SaleResult{Request: SaleRequest{Amount: req.Amount, Currency: req.Currency, Source: SourceECR, ECRRef: req.Ref, POSNumber: req.POSNumber},
+		Outcome: OutcomeRefused, Final: true}
+	log := t.log.With(zap.String("ref", req.Ref), zap.Int64("amount", req.Amount))
+	refuse := func(why string, err error) SaleResult {
+		res.Message = why
+		log.Info("register refund refused", zap.String("why", why), zap.Error(err))
 		return res
 	}
-	r, err := t.Refund(ctx, o.MchOrderNo, amount)
-	res.MchOrderNo, res.PayOrderID, res.Channel = o.MchOrderNo, o.PayOrderID, o.Channel
+	var o journal.Order
+	var err error
+	if req.Ref != "" {
+		o, err = t.jr.LastByRef(ctx, req.Ref)
+	} else {
+		o, err = t.jr.LastPaid(ctx)
+		if err == nil && t.now().Sub(o.CreatedAt) > t.cfg.RefundWindow {
+			return refuse("no recent sale: give the sale's reference", nil)
+		}
+	}
 	switch {
+	case errors.Is(err, journal.ErrNotFound):
+		return refuse("no sale to refund", err)
 	case err != nil:
-		res.Message = err.Error()
-	case r.State == journal.RefundDone:
-		res.Outcome = OutcomeApproved
-	case r.State == journal.RefundUnknown:
-		res.Outcome, res.Message = OutcomeUnknown, "refund not confirmed: check it"
+		return refuse("journal unavailable", err)
+	case o.State != journal.StatePaid && o.State != journal.StateLatePaid:
+		return refuse("sale is "+o.State.String()+": nothing to refund", nil)
+	case o.Currency != req.Currency:
+		return refuse("currency is not the sale's", nil)
+	case o.POSNumber != "" && req.POSNumber != "" && o.POSNumber != req.POSNumber:
+		return refuse("sale belongs to another POS", nil)
+	}
+	res.MchOrderNo, res.PayOrderID, res.Channel, res.At, res.Seq = o.MchOrderNo, o.PayOrderID, o.Channel, o.CreatedAt, o.Seq
+	prev, err := t.jr.ECRRefund(ctx, o.MchOrderNo, req.Amount)
+	switch {
+	case err == nil:
+		// The register asking again: the journal answers, nothing is sent.
+		log.Info("register refund asked again: answering from the journal", zap.String("mchRefundNo", prev.MchRefundNo), zap.String("state", string(prev.State)))
+		return refundResult(res, prev)
+	case !errors.Is(err, journal.ErrNotFound):
+		return refuse("journal unavailable", err)
+	}
+	r, err := t.Refund(ctx, RefundRequest{ID: o.MchOrderNo, Amount: req.Amount, Source: journal.RefundByECR, ECRRef: req.Ref})
+	if r.MchRefundNo == "" {
+		// Nothing was journaled, so nothing was sent.
+		return refuse(cashierError(err), err)
+	}
+	if err != nil {
+		// Sent, but its outcome could not be recorded: never "refused".
+		res.Outcome, res.Message = OutcomeUnknown, "refund not verified: check it"
+		return res
+	}
+	return refundResult(res, r)
+}
+
+func refundResult(res SaleResult, r journal.Refund) SaleResult {
+	switch r.State {
+	case journal.RefundDone:
+		res.Outcome, res.Message = OutcomeApproved, ""
+	case journal.RefundFailed:
+		res.Outcome, res.Message = OutcomeRefused, r.Message
 	default:
-		res.Message = r.Message
+		res.Outcome, res.Message = OutcomeUnknown, "refund not verified: check it"
 	}
 	return res
 }
 
-// LastResult returns the result of the newest sale with an ECR reference,
-// from the journal, so the ECR can ask for it again after any restart.
+// cashierError is a short reason for an error, for the register.
+func cashierError(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, journal.ErrRefundTooLarge):
+		return "refund exceeds what is left"
+	case errors.Is(err, journal.ErrNotRefundable):
+		return "sale is not paid"
+	case isStorage(err):
+		return "journal unavailable"
+	}
+	return "refund refused"
+}
+
+// LastResult returns the result of the newest sale (by journal sequence)
+// with an ECR reference, from the journal, so the ECR can ask for it again
+// after any restart. The caller decides whether it answers a request.
 func (t *Terminal) LastResult(ctx context.Context, ref string) (SaleResult, error) {
 	o, err := t.jr.LastByRef(ctx, ref)
 	if errors.Is(err, journal.ErrNotFound) {
@@ -333,9 +424,10 @@ func (t *Terminal) LastResult(ctx context.Context, ref string) (SaleResult, erro
 
 func resultFromOrder(o journal.Order) SaleResult {
 	r := SaleResult{
-		Request:    SaleRequest{Amount: o.Amount, Currency: o.Currency, Source: Source(o.Source), ECRRef: o.ECRRef, POSNumber: o.POSNumber},
+		Request: SaleRequest{Amount: o.Amount, Currency: o.Currency, Source: Source(o.Source), ECRRef: o.ECRRef,
+			POSNumber: o.POSNumber, ECRType: o.ECRType},
 		MchOrderNo: o.MchOrderNo, PayOrderID: o.PayOrderID, Channel: o.Channel, Message: o.Message,
-		Outcome: OutcomeUnknown, Final: !o.State.Open(),
+		Outcome: OutcomeUnknown, Final: !o.State.Open(), At: o.CreatedAt, Seq: o.Seq,
 	}
 	switch o.State {
 	case journal.StatePaid:
@@ -384,3 +476,11 @@ func (t *Terminal) stopFatal(err error) {
 }
 
 func isStorage(err error) bool { return errors.Is(err, journal.ErrStorage) }
+
+// alert logs something an operator must see and counts it.
+func (t *Terminal) alert(kind, msg string, fields ...zap.Field) {
+	t.log.Error(msg, append(fields, zap.String("alert", kind))...)
+	if t.obs != nil {
+		t.obs.Alert(kind)
+	}
+}

@@ -420,20 +420,20 @@ func TestRefunds(t *testing.T) {
 	}))
 	ctx := context.Background()
 	r := h.sale(1000, h.code())
-	rf, err := h.term.Refund(ctx, r.MchOrderNo, 300)
+	rf, err := h.term.Refund(ctx, payment.RefundRequest{ID: r.MchOrderNo, Amount: 300})
 	if err != nil || rf.State != journal.RefundDone || rf.Amount != 300 {
 		t.Fatalf("partial refund %+v %v", rf, err)
 	}
-	if _, err := h.term.Refund(ctx, r.PayOrderID, 800); !errors.Is(err, journal.ErrRefundTooLarge) {
+	if _, err := h.term.Refund(ctx, payment.RefundRequest{ID: r.PayOrderID, Amount: 800}); !errors.Is(err, journal.ErrRefundTooLarge) {
 		t.Fatalf("over-refund: %v", err)
 	}
 	lose.set(true)
-	rf, err = h.term.Refund(ctx, r.MchOrderNo, 0)
+	rf, err = h.term.Refund(ctx, payment.RefundRequest{ID: r.MchOrderNo})
 	if err != nil || rf.State != journal.RefundUnknown || rf.Amount != 700 {
 		t.Fatalf("lost refund %+v %v", rf, err)
 	}
 	// The uncertain refund blocks a second one.
-	if _, err := h.term.Refund(ctx, r.MchOrderNo, 1); !errors.Is(err, journal.ErrRefundTooLarge) {
+	if _, err := h.term.Refund(ctx, payment.RefundRequest{ID: r.MchOrderNo, Amount: 1}); !errors.Is(err, journal.ErrRefundTooLarge) {
 		t.Fatalf("refund after an uncertain one: %v", err)
 	}
 	if got := h.order(r.MchOrderNo).Refunded; got != 300 {
@@ -447,7 +447,7 @@ func TestRefunds(t *testing.T) {
 		t.Fatalf("ledger refunded %d", total)
 	}
 	dec := h.sale(1051, h.code())
-	if _, err := h.term.Refund(ctx, dec.MchOrderNo, 0); err == nil {
+	if _, err := h.term.Refund(ctx, payment.RefundRequest{ID: dec.MchOrderNo}); err == nil {
 		t.Fatal("refund of a declined order accepted")
 	}
 	h.eventually("refund screen", func() bool { return h.rec.sawScreen(payment.ScreenRefundDone) })

@@ -20,6 +20,10 @@ const (
 	StateSubmitting   State = 3 // order journaled, create_order in flight
 	StatePolling      State = 4 // following the order by query
 	StateStopped      State = 5
+	// StateWaitingClock: recovery is over but the system clock is not
+	// synchronised yet; no sale is accepted until it is (order times and
+	// the day's report depend on it).
+	StateWaitingClock State = 6
 )
 
 func (s State) String() string {
@@ -36,12 +40,15 @@ func (s State) String() string {
 		return "POLLING"
 	case StateStopped:
 		return "STOPPED"
+	case StateWaitingClock:
+		return "WAITING_CLOCK"
 	}
 	return fmt.Sprintf("State(%d)", int(s))
 }
 
 var laneMoves = map[State][]State{
-	StateStarting:     {StateIdle, StatePolling},
+	StateStarting:     {StateIdle, StatePolling, StateWaitingClock},
+	StateWaitingClock: {StateIdle},
 	StateIdle:         {StateAwaitingCode},
 	StateAwaitingCode: {StateIdle, StateSubmitting},
 	StateSubmitting:   {StatePolling, StateIdle},
@@ -85,6 +92,11 @@ type SaleRequest struct {
 	Source    Source
 	ECRRef    string // the ECR's private reference, echoed in the result
 	POSNumber string
+	ECRType   string // the register's transaction type ("0", "4"), journaled for matching re-asks
+	// Ticket is the asker's own number for this request, echoed in its
+	// result, so a result is matched to the request that asked for it and
+	// never to another one with the same (or a blank) reference.
+	Ticket uint64
 }
 
 // Code is one scanned payment code.
@@ -126,6 +138,11 @@ type SaleResult struct {
 	// Final is false for an interim answer (not confirmed yet); a final
 	// result may follow once the order is settled.
 	Final bool
+	// At is when the order was created (wall clock, from the journal);
+	// zero when no order was created.
+	At time.Time
+	// Seq is the order's journal sequence; zero when no order was created.
+	Seq uint64
 }
 
 // ScreenKind is what the customer display shows.
@@ -150,11 +167,13 @@ const (
 	ScreenCancelled
 	ScreenRecovering
 	ScreenOutOfService
+	ScreenWaitingClock // the clock is not synchronised: no sale yet
+	ScreenOverLimit    // the typed amount is over the lane's maximum (Amount: the limit)
 )
 
 var screenNames = [...]string{"idle", "typing", "awaiting_code", "processing", "confirm_on_phone", "approved",
 	"declined", "not_confirmed", "unsupported", "code_used", "enter_amount_first", "offline", "refund_done",
-	"refund_failed", "cancelled", "recovering", "out_of_service"}
+	"refund_failed", "cancelled", "recovering", "out_of_service", "waiting_clock", "over_limit"}
 
 func (k ScreenKind) String() string {
 	if int(k) < len(screenNames) {
@@ -205,9 +224,11 @@ type Journal interface {
 	OpenOrders(ctx context.Context) ([]journal.Order, error)
 	LastByRef(ctx context.Context, ref string) (journal.Order, error)
 	LastPaid(ctx context.Context) (journal.Order, error)
-	AddRefund(ctx context.Context, orderNo string, amount int64, number func(uint64) string) (journal.Refund, error)
+	AddRefund(ctx context.Context, n journal.NewRefund, number func(uint64) string) (journal.Refund, error)
 	FinishRefund(ctx context.Context, refundNo string, state journal.RefundState, msg string) (journal.Refund, error)
 	Refunds(ctx context.Context, orderNo string) ([]journal.Refund, error)
+	ECRRefund(ctx context.Context, orderNo string, amount int64) (journal.Refund, error)
+	SettleRefund(ctx context.Context, refundNo string, done bool, msg string) (journal.Refund, error)
 	Secret() []byte
 }
 
@@ -234,4 +255,16 @@ type Observer interface {
 	ScanRejected(reason string)
 	GatewayCall(endpoint string, outcome iotpay.Outcome, d time.Duration)
 	OutputFailed(output string)
+	// Alert counts something an operator must look at: a gateway reply
+	// that does not match its order, a gateway contradicting the journal,
+	// an order still unknown after the reconcile window.
+	Alert(kind string)
 }
+
+// Alert kinds.
+const (
+	AlertReplyMismatch   = "reply_mismatch"
+	AlertGatewayConflict = "gateway_conflict"
+	AlertUnresolved      = "unresolved_order"
+	AlertLatePayment     = "late_payment"
+)

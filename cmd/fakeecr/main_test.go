@@ -21,7 +21,7 @@ func (a *autoTerm) RequestSale(_ context.Context, r payment.SaleRequest) error {
 	go a.link.Result(payment.SaleResult{Request: r, Outcome: payment.OutcomeApproved, Channel: "WX_MICROPAY", PayOrderID: "AM42", Final: true})
 	return nil
 }
-func (a *autoTerm) RefundForECR(context.Context, string, int64) payment.SaleResult {
+func (a *autoTerm) RefundForECR(context.Context, payment.ECRRefund) payment.SaleResult {
 	return payment.SaleResult{Outcome: payment.OutcomeRefused}
 }
 func (a *autoTerm) State() payment.State { return payment.StateIdle }

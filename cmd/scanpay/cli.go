@@ -99,12 +99,28 @@ func (c *CLI) flags(name, args string, help string) (*flag.FlagSet, *string) {
 	return fs, path
 }
 
-// parse parses flags; code is non-negative when the command must end.
+// parse parses flags, before and after positional arguments alike
+// ("scanpay query ORDER --config X" as well as "scanpay query --config X
+// ORDER"); fs.Args() then holds the positional ones. code is non-negative
+// when the command must end.
 func parse(fs *flag.FlagSet, args []string) (code int) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return exitOK
+			}
+			return exitUsage
 		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+	// Leave only the positional arguments in fs.Args.
+	if err := fs.Parse(append([]string{"--"}, positional...)); err != nil {
 		return exitUsage
 	}
 	return -1
@@ -138,6 +154,9 @@ func (c *CLI) checkConfig(args []string) int {
 	for _, e := range cfg.CheckDevices() {
 		fmt.Fprintf(c.Stderr, "scanpay: %v\n", e)
 		problems++
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(c.Stderr, "scanpay: warning: %s\n", w)
 	}
 	fmt.Fprintf(c.Stdout, "# effective configuration of %s\n", *path)
 	enc := toml.NewEncoder(c.Stdout)

@@ -163,7 +163,8 @@ func TestKeypadAmountSale(t *testing.T) {
 	var screens bytes.Buffer
 	console := &display.Console{Layout: display.Layout{Width: 20}, Out: &syncWriter{w: &screens}}
 	results := make(resultChan, 4)
-	d, err := build(cfg, "TESTKEY1234567890", zaptest.NewLogger(t), overrides{screen: console, noScanner: true, results: []payment.ResultSink{results}})
+	d, err := build(cfg, "TESTKEY1234567890", zaptest.NewLogger(t), overrides{screen: console, noScanner: true, results: []payment.ResultSink{results},
+		clockSynced: func() (bool, error) { return true, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

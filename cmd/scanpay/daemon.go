@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -51,6 +52,8 @@ type overrides struct {
 	httpClient *http.Client         // gateway transport
 	observer   *metrics             // metrics, when enabled
 	consoleOut io.Writer            // where the console display draws
+	// clockSynced replaces the system clock check (tests).
+	clockSynced func() (bool, error)
 }
 
 // resultFanout hands results to several sinks.
@@ -70,8 +73,8 @@ type lateTerminal struct{ t *payment.Terminal }
 func (l *lateTerminal) RequestSale(ctx context.Context, r payment.SaleRequest) error {
 	return l.t.RequestSale(ctx, r)
 }
-func (l *lateTerminal) RefundForECR(ctx context.Context, ref string, amount int64) payment.SaleResult {
-	return l.t.RefundForECR(ctx, ref, amount)
+func (l *lateTerminal) RefundForECR(ctx context.Context, r payment.ECRRefund) payment.SaleResult {
+	return l.t.RefundForECR(ctx, r)
 }
 func (l *lateTerminal) State() payment.State { return l.t.State() }
 func (l *lateTerminal) LastResult(ctx context.Context, ref string) (payment.SaleResult, error) {
@@ -172,8 +175,18 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 	var lt *lateTerminal
 	if e := cfg.ECR; e != nil {
 		lt = &lateTerminal{}
+		var allow []netip.Prefix
+		for _, a := range e.AllowFrom {
+			p, _ := config.ParseNetwork(a) // validated
+			allow = append(allow, p)
+		}
+		var onAnswer func(string, byte)
+		if o.observer != nil {
+			onAnswer = o.observer.ecrAnswer
+		}
 		d.link = ecr.NewLink(ecr.Config{POSNumber: e.POSNumber, Currency: cfg.Terminal.Currency, AllowRefunds: e.AllowRefunds,
-			Timeout: e.Timeout.Duration, Logger: log.Named("ecr")}, lt)
+			Timeout: e.Timeout.Duration, KeepResults: e.KeepResults.Duration, IdleTimeout: e.IdleTimeout.Duration, AllowFrom: allow,
+			Logger: log.Named("ecr"), OnAnswer: onAnswer}, lt)
 		results = append(results, d.link)
 		if e.Device != "" {
 			port := scanner.PortConfig{Path: e.Device, Baud: e.Baud, DataBits: e.DataBits, Parity: e.Parity}
@@ -197,6 +210,10 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 	pcfg.PollInterval, pcfg.PollAttempts = g.PollInterval.Duration, g.PollAttempts
 	pcfg.CodeTimeout, pcfg.ResultFor = cfg.Terminal.CodeTimeout.Duration, cfg.Terminal.ResultTime.Duration
 	pcfg.RefundLate, pcfg.ReconcileFor = g.RefundLate, g.ReconcileFor.Duration
+	pcfg.SaleLimit = g.SaleLimit.Duration
+	if cfg.ECR != nil {
+		pcfg.RefundWindow = cfg.ECR.RefundWindow.Duration
+	}
 	// The reconciler's first retries follow the polling pace (10 s at the
 	// default 2 s), capped at its defaults.
 	pcfg.ReconcileMin = min(pcfg.ReconcileMin, 5*pcfg.PollInterval)
@@ -207,8 +224,15 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 	if pcfg.ReconcileMax > pcfg.ReconcileFor {
 		pcfg.ReconcileMax = pcfg.ReconcileFor
 	}
+	var synced func() (bool, error)
+	if cfg.Terminal.RequireClockSync {
+		synced = o.clockSynced
+		if synced == nil {
+			synced = clockSynced
+		}
+	}
 	d.term, err = payment.New(pcfg, payment.Deps{Gateway: d.client, Journal: d.jr, Wallets: wallets, Screen: screen, Beeper: beeper,
-		Results: results, Observer: payObs, Logger: log.Named("lane")})
+		Results: results, Observer: payObs, Logger: log.Named("lane"), ClockSynced: synced})
 	if err != nil {
 		d.close()
 		return nil, err
@@ -335,6 +359,9 @@ func (c *CLI) run(ctx context.Context, args []string) int {
 	for _, e := range cfg.CheckDevices() {
 		log.Warn("device missing at start; retrying in the background", zap.String("problem", e.Error()))
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn("config warning", zap.String("warning", w))
+	}
 	return c.runDaemon(ctx, cfg, key, log, overrides{consoleOut: c.Stdout})
 }
 
@@ -355,7 +382,11 @@ func (c *CLI) runDaemon(ctx context.Context, cfg config.Config, key string, log 
 		extra = append(extra, o.observer.server(cfg.Metrics.Listen, d, log.Named("metrics")))
 		o.observer.watchJournal(d.jr)
 	}
-	extra = append(extra, systemdRunner(d.term, log.Named("systemd")))
+	var checks []healthCheck
+	if d.link != nil {
+		checks = append(checks, d.link.Health)
+	}
+	extra = append(extra, systemdRunner(d.term, log.Named("systemd"), checks...))
 	err = d.run(ctx, extra...)
 	var fe *payment.FatalError
 	switch {

@@ -30,6 +30,9 @@ type metrics struct {
 	deviceReopens *prometheus.CounterVec
 	scansRejected *prometheus.CounterVec
 	outputFails   *prometheus.CounterVec
+	alerts        *prometheus.CounterVec
+	ecrAnswers    *prometheus.CounterVec
+	ecrHealthy    prometheus.Gauge
 	commit        prometheus.Histogram
 
 	mu      sync.Mutex
@@ -50,12 +53,18 @@ func newMetrics(version string) *metrics {
 		Help: "Scanned input refused, by reason (unsupported, used, no_amount, busy, partial, overlong, control)."}, []string{"reason"})
 	m.outputFails = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scanpay_output_failures_total",
 		Help: "Failed writes to the display, beeper or register."}, []string{"output"})
+	m.alerts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scanpay_alerts_total",
+		Help: "Things an operator must look at: reply_mismatch (a paid reply that does not match its order), gateway_conflict, unresolved_order, late_payment."}, []string{"kind"})
+	m.ecrAnswers = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scanpay_ecr_answers_total",
+		Help: "Answers to the cash register, by kind (sale, again, refund, refused, busy) and status (0 approved, 7 refused, 9 not verified, NAK)."}, []string{"kind", "status"})
+	m.ecrHealthy = prometheus.NewGauge(prometheus.GaugeOpts{Name: "scanpay_ecr_link_healthy",
+		Help: "1 while the register link's goroutine makes progress (0: wedged; the watchdog is withheld)."})
 	m.commit = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "scanpay_journal_commit_seconds",
 		Help: "Journal commit latency, fsync included.", Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, 1}})
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "scanpay_build_info", Help: "Version of the running scanpay."},
 		[]string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
-	m.reg.MustRegister(m.sales, m.gateway, m.deviceUp, m.deviceReopens, m.scansRejected, m.outputFails, m.commit, build,
+	m.reg.MustRegister(m.sales, m.gateway, m.deviceUp, m.deviceReopens, m.scansRejected, m.outputFails, m.alerts, m.ecrAnswers, m.ecrHealthy, m.commit, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -73,6 +82,16 @@ func (m *metrics) GatewayCall(endpoint string, outcome iotpay.Outcome, d time.Du
 }
 
 func (m *metrics) OutputFailed(output string) { m.outputFails.WithLabelValues(output).Inc() }
+
+func (m *metrics) Alert(kind string) { m.alerts.WithLabelValues(kind).Inc() }
+
+func (m *metrics) ecrAnswer(kind string, status byte) {
+	s := string(status)
+	if status < 0x20 {
+		s = "NAK"
+	}
+	m.ecrAnswers.WithLabelValues(kind, s).Inc()
+}
 
 func (m *metrics) DeviceUp(device string, up bool) {
 	m.mu.Lock()
@@ -131,10 +150,26 @@ func (m *metrics) server(listen string, d *daemon, log *zap.Logger) runner {
 			state, err := d.term.Ping(pctx)
 			w.Header().Set("Content-Type", "application/json")
 			body := map[string]any{"state": state.String(), "lane": d.cfg.Terminal.ID}
-			if err != nil {
-				body["error"] = "main loop not answering"
-				w.WriteHeader(http.StatusServiceUnavailable)
-			} else if state == payment.StateStarting {
+			healthy := true
+			switch {
+			case err != nil:
+				body["error"], healthy = "main loop not answering", false
+			case state == payment.StateStarting:
+				healthy = false
+			case state == payment.StateWaitingClock:
+				body["error"], healthy = "waiting for the system clock to be synchronised", false
+			}
+			if d.link != nil {
+				link := map[string]any{"peer": d.link.Peer()}
+				if lerr := d.link.Health(); lerr != nil {
+					link["error"], healthy = lerr.Error(), false
+					m.ecrHealthy.Set(0)
+				} else {
+					m.ecrHealthy.Set(1)
+				}
+				body["ecr"] = link
+			}
+			if !healthy {
 				w.WriteHeader(http.StatusServiceUnavailable)
 			}
 			json.NewEncoder(w).Encode(body)

@@ -330,23 +330,37 @@ func (c *CLI) query(ctx context.Context, args []string) int {
 		fmt.Fprintf(c.Stdout, ": %s", res.Err.Msg)
 	}
 	fmt.Fprintln(c.Stdout)
-	var to journal.State
-	switch {
-	case res.Outcome == iotpay.OutcomePaid && o.State == journal.StateUnconfirmed:
-		to = journal.StateLatePaid
-	case res.Outcome == iotpay.OutcomePaid && (o.State == journal.StateSubmitting || o.State == journal.StatePolling):
-		to = journal.StatePaid
-	case res.Outcome == iotpay.OutcomeFailed && o.State.Open():
-		to = journal.StateDeclined
+	// The same rule as the lane and the reconciler: a settled order only
+	// has its facts (IOTPay's order id) refreshed, except a late payment.
+	d := payment.Decide(o, "query_order", res, payment.Facts{})
+	if d.Mismatch != "" {
+		c.errorf("the gateway's reply does not match order %s (%s): nothing recorded; check it in the IOTPay portal", o.MchOrderNo, d.Mismatch)
+		return exitFailure
 	}
-	if to != 0 {
-		moved, err := j.Transition(ctx, o.MchOrderNo, o.State, to, journal.Update{PayOrderID: res.PayOrderID, Status: res.Status, Message: "settled by scanpay query"})
+	if d.Conflict != "" {
+		c.errorf("warning: %s for order %s: check it in the IOTPay portal", d.Conflict, o.MchOrderNo)
+	}
+	to := d.To
+	if to == 0 {
+		to = o.State
+	}
+	newFacts := d.Update.PayOrderID != "" && d.Update.PayOrderID != o.PayOrderID || d.Update.Status >= 0 && d.Update.Status != o.Status
+	if to != o.State || newFacts && res.Outcome != iotpay.OutcomeUnknown {
+		u := d.Update
+		if to != o.State {
+			u.Message = strings.TrimSpace(u.Message + " (scanpay query)")
+		}
+		moved, err := j.Transition(ctx, o.MchOrderNo, o.State, to, u)
 		if err != nil {
 			c.errorf("%v", err)
 			return exitFailure
 		}
+		if moved.State != o.State {
+			fmt.Fprintf(c.Stdout, "journal updated: %s\n", moved.State)
+		} else {
+			fmt.Fprintf(c.Stdout, "journal updated: IOTPay order %s, status %d\n", moved.PayOrderID, moved.Status)
+		}
 		o = moved
-		fmt.Fprintf(c.Stdout, "journal updated: %s\n", o.State)
 	}
 	printOrders(c.Stdout, []journal.Order{o})
 	if res.Outcome == iotpay.OutcomeUnknown {
@@ -391,7 +405,8 @@ func (c *CLI) refund(ctx context.Context, args []string) int {
 		return code
 	}
 	defer j.Close()
-	r, err := (&payment.Refunder{TerminalID: tid, Gateway: client, Journal: j}).Refund(ctx, fs.Arg(0), *amount)
+	r, err := (&payment.Refunder{TerminalID: tid, Gateway: client, Journal: j}).Refund(ctx,
+		payment.RefundRequest{ID: fs.Arg(0), Amount: *amount, Source: journal.RefundByOperator})
 	if err != nil {
 		c.errorf("%v", err)
 		return exitFailure

@@ -17,12 +17,16 @@ type lane interface {
 	Ping(ctx context.Context) (payment.State, error)
 }
 
+// healthCheck is a part whose wedging must also withhold the watchdog
+// (the register link).
+type healthCheck func() error
+
 // systemdRunner tells systemd READY=1 once the journal is open and open
 // orders are resumed (devices are opened or being retried by then), sends
 // WATCHDOG=1 at half of WATCHDOG_USEC only while the main loop answers its
 // health check, and keeps STATUS= up to date. Without NOTIFY_SOCKET every
 // notification is a no-op.
-func systemdRunner(t lane, log *zap.Logger) runner {
+func systemdRunner(t lane, log *zap.Logger, checks ...healthCheck) runner {
 	return runner{name: "systemd", run: func(ctx context.Context) error {
 		select {
 		case <-t.Ready():
@@ -56,6 +60,11 @@ func systemdRunner(t lane, log *zap.Logger) runner {
 			pctx, cancel := context.WithTimeout(ctx, period)
 			state, err := t.Ping(pctx)
 			cancel()
+			for _, check := range checks {
+				if err == nil {
+					err = check()
+				}
+			}
 			if err != nil {
 				if ctx.Err() != nil {
 					continue
@@ -63,7 +72,7 @@ func systemdRunner(t lane, log *zap.Logger) runner {
 				// No WATCHDOG=1: if the loop stays wedged, systemd kills and
 				// restarts scanpay, which recovers from the journal.
 				if healthy {
-					log.Error("main loop not answering its health check; withholding the watchdog ping")
+					log.Error("health check failed; withholding the watchdog ping", zap.Error(err))
 				}
 				healthy = false
 				continue

@@ -8,6 +8,8 @@ trap show_daemon_log EXIT
 start_sim
 { gateway_toml 200ms; cat <<TOML
 [terminal]
+# A busybox guest runs no time daemon: its kernel clock stays "unsynchronised".
+require_clock_sync = false
 id = "UART"
 [scanner]
 driver = "evdev"
