@@ -85,9 +85,11 @@ func (e *Editor) Key(code uint16) (Event, bool) {
 			return Event{Kind: Refused, Reason: "leading zero", Amount: e.amount}, true
 		case e.digits >= e.cfg.MaxDigits:
 			return Event{Kind: Refused, Reason: "too many digits", Amount: e.amount}, true
-		case e.amount*10+d > e.cfg.MaxAmount:
-			return Event{Kind: Refused, Reason: "over the maximum amount", Amount: e.amount}, true
 		}
+		// A digit past the maximum is taken and shown, so the cashier sees
+		// what was typed (and the lane shows the limit with a beep); Enter
+		// then waits for a correction. Dropping the digit would leave a
+		// smaller amount that Enter would charge.
 		e.amount = e.amount*10 + d
 		e.digits++
 		return Event{Kind: Typing, Amount: e.amount}, true
@@ -102,6 +104,9 @@ func (e *Editor) Key(code uint16) (Event, bool) {
 	case scanner.KeyKPEnter, scanner.KeyEnter:
 		if e.amount == 0 {
 			return Event{Kind: Refused, Reason: "enter an amount first"}, true
+		}
+		if e.amount > e.cfg.MaxAmount {
+			return Event{Kind: Refused, Reason: "over the maximum amount: correct it", Amount: e.amount}, true
 		}
 		amount := e.amount
 		e.Clear()
@@ -165,6 +170,10 @@ func Feed(ctx context.Context, ed *Editor, code uint16, sink Sink, log *zap.Logg
 		err = sink.Cancel(ctx)
 	case Refused:
 		log.Info("key refused", zap.String("reason", e.Reason))
+		if e.Amount > ed.cfg.MaxAmount {
+			// Enter held over the limit: show the limit again, with a beep.
+			err = sink.Typing(ctx, e.Amount)
+		}
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		log.Info("keypad event not taken", zap.Error(err))

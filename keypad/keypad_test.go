@@ -55,8 +55,12 @@ func TestEntries(t *testing.T) {
 		{"cancelling", "12X3E", Config{}, "typing 1,typing 12,cancel,typing 3,confirm 3"},
 		{"leading zero refused", "005E", Config{}, "typing 5,confirm 5"},
 		{"zero amount refused", "E", Config{}, ""},
-		{"over the limit", "100001E", Config{MaxAmount: 10000}, "typing 1,typing 10,typing 100,typing 1000,typing 10000,confirm 10000"},
-		{"over the limit digit dropped", "99999E", Config{MaxAmount: 10000}, "typing 9,typing 99,typing 999,typing 9999,confirm 9999"},
+		// A digit past the maximum is shown; Enter is held (the limit shown
+		// again) until the amount is corrected: never the amount before the
+		// digit, charged by surprise.
+		{"over the limit holds Enter", "100001E", Config{MaxAmount: 10000}, "typing 1,typing 10,typing 100,typing 1000,typing 10000,typing 100001,typing 100001"},
+		{"over the limit corrected", "99999EBE", Config{MaxAmount: 10000}, "typing 9,typing 99,typing 999,typing 9999,typing 99999,typing 99999,typing 9999,confirm 9999"},
+		{"at the limit", "10000E", Config{MaxAmount: 10000}, "typing 1,typing 10,typing 100,typing 1000,typing 10000,confirm 10000"},
 		{"digit limit", "123456789E", Config{MaxDigits: 4}, "typing 1,typing 12,typing 123,typing 1234,confirm 1234"},
 		{"dot ignored", "1.5E", Config{}, "typing 1,typing 15,confirm 15"},
 	}
@@ -102,8 +106,13 @@ func TestRecordedStream(t *testing.T) {
 				confirms = append(confirms, c)
 			}
 		}
-		if got := strings.Join(confirms, ","); got != "confirm 2865,confirm 1051,confirm 100000" {
+		// The third entry types one digit past the $1,000.00 limit: it is
+		// shown, and Enter is held rather than charging $1,000.00.
+		if got := strings.Join(confirms, ","); got != "confirm 2865,confirm 1051" {
 			t.Fatalf("%s: %s", f.path, got)
+		}
+		if last := rec.calls[len(rec.calls)-1]; last != "typing 1000001" {
+			t.Fatalf("%s: Enter over the limit gave %q", f.path, last)
 		}
 	}
 }
@@ -116,11 +125,11 @@ func FuzzEditor(f *testing.F) {
 		ed := NewEditor(Config{MaxAmount: 50000, MaxDigits: 6})
 		for _, c := range codes {
 			e, _ := ed.Key(uint16(c))
-			if e.Amount < 0 || e.Amount > 50000 || ed.Amount() > 50000 {
-				t.Fatalf("amount %d out of bounds", e.Amount)
+			if e.Amount < 0 || e.Amount > 999999 || ed.Amount() > 999999 {
+				t.Fatalf("amount %d past the digit limit", e.Amount)
 			}
-			if e.Kind == Confirm && e.Amount <= 0 {
-				t.Fatal("confirmed a zero amount")
+			if e.Kind == Confirm && (e.Amount <= 0 || e.Amount > 50000) {
+				t.Fatalf("confirmed %d", e.Amount)
 			}
 		}
 	})
