@@ -86,6 +86,11 @@ type Link struct {
 	mu        sync.Mutex
 	pending   map[uint64]*pendingRequest // A010 requests waiting for their sale's result
 	delivered map[string]time.Time       // mchOrderNo → when the register took its final result (monotonic)
+	// seen holds when each register sale's result was made in this run
+	// (monotonic), so a re-ask's age does not depend on a wall clock that
+	// may have jumped since. Orders from before a restart fall back to the
+	// journal's wall-clock time.
+	seen map[string]time.Time
 }
 
 type pendingRequest struct {
@@ -114,7 +119,7 @@ func NewLink(cfg Config, term Terminal) *Link {
 		now = time.Now
 	}
 	return &Link{cfg: cfg, term: term, log: cfg.Logger, now: now, born: time.Now(),
-		pending: map[uint64]*pendingRequest{}, delivered: map[string]time.Time{}}
+		pending: map[uint64]*pendingRequest{}, delivered: map[string]time.Time{}, seen: map[string]time.Time{}}
 }
 
 // exchangeLimit bounds one exchange in either direction: every ENQ and
@@ -174,6 +179,12 @@ func (l *Link) Result(r payment.SaleResult) error {
 	p, ok := l.pending[r.Request.Ticket]
 	if ok {
 		delete(l.pending, r.Request.Ticket)
+	}
+	if r.MchOrderNo != "" {
+		if _, known := l.seen[r.MchOrderNo]; !known {
+			l.seen[r.MchOrderNo] = time.Now()
+		}
+		l.pruneSeen()
 	}
 	l.mu.Unlock()
 	if ok {
@@ -449,6 +460,11 @@ func (s *session) handle(ctx context.Context, req Request) error {
 			switch v := l.reask(req, currency, last); v {
 			case reaskAnswer:
 				log.Info("ECR asked again: answering from the journal", zap.String("mchOrderNo", last.MchOrderNo), zap.Stringer("outcome", last.Outcome))
+				// A register still asking keeps the result answerable: the
+				// window runs from its latest question.
+				l.mu.Lock()
+				l.seen[last.MchOrderNo] = time.Now()
+				l.mu.Unlock()
 				return s.answer(ctx, "again", req, last)
 			case reaskConflict:
 				log.Warn("ECR reference already used for another sale", zap.String("mchOrderNo", last.MchOrderNo),
@@ -496,9 +512,17 @@ func (l *Link) reask(req Request, currency string, last payment.SaleResult) reas
 	if last.At.IsZero() {
 		return reaskNewSale
 	}
-	// An order stamped in the future (the clock went back since) counts as
-	// recent: only a sale older than the window frees its reference.
-	if age := l.now().Sub(last.At); age > l.cfg.KeepResults {
+	l.mu.Lock()
+	made, known := l.seen[last.MchOrderNo]
+	l.mu.Unlock()
+	// The sale's age on the monotonic clock when it was made in this run;
+	// else from the journal's wall-clock time, where an order stamped in
+	// the future (the clock went back since) counts as recent.
+	age := l.now().Sub(last.At)
+	if known {
+		age = time.Since(made)
+	}
+	if age > l.cfg.KeepResults {
 		return reaskNewSale
 	}
 	lastType := last.Request.ECRType
@@ -529,6 +553,16 @@ func (l *Link) pruneDelivered() {
 	}
 }
 
+// pruneSeen forgets results older than the window, which the journal's
+// time then judges just as well. Called with mu.
+func (l *Link) pruneSeen() {
+	for no, at := range l.seen {
+		if time.Since(at) > l.cfg.KeepResults {
+			delete(l.seen, no)
+		}
+	}
+}
+
 // deliverPending sends the result of one of this session's requests.
 func (s *session) deliverPending(ctx context.Context, r payment.SaleResult) error {
 	req, ok := s.reqs[r.Request.Ticket]
@@ -545,7 +579,9 @@ func (s *session) answer(ctx context.Context, kind string, req Request, r paymen
 	delivered, err := s.sendResult(ctx, req, r)
 	status := statusOf(r)
 	s.l.answered(kind, status)
-	if delivered && r.Final && r.MchOrderNo != "" {
+	// Only a sale's own final result counts as taken: a refund's answer
+	// names the sale too, but says nothing about the sale's result.
+	if delivered && r.Final && r.MchOrderNo != "" && (kind == "sale" || kind == "again") {
 		s.l.mu.Lock()
 		s.l.delivered[r.MchOrderNo] = time.Now()
 		s.l.mu.Unlock()

@@ -170,7 +170,7 @@ func (r *reconciler) check(ctx context.Context, it *recItem) (keep bool, err err
 	o := it.order
 	log := r.log.With(zap.String("mchOrderNo", o.MchOrderNo))
 	if o.State == journal.StateLatePaid {
-		return false, r.refundLate(ctx, o)
+		return r.retryLater(it, r.refundLate(ctx, o))
 	}
 	overdue := time.Since(it.handedAt) >= r.t.cfg.ReconcileFor
 	res := r.t.gw.QueryOrder(ctx, iotpay.QueryRequest{MchOrderNo: o.MchOrderNo})
@@ -224,7 +224,7 @@ func (r *reconciler) check(ctx context.Context, it *recItem) (keep bool, err err
 		log.Info("order settled elsewhere", zap.Stringer("state", cur.State))
 		it.order = cur
 		if cur.State == journal.StateLatePaid {
-			return false, r.refundLate(ctx, cur)
+			return r.retryLater(it, r.refundLate(ctx, cur))
 		}
 		return cur.State == journal.StateUnconfirmed, nil
 	}
@@ -238,14 +238,35 @@ func (r *reconciler) check(ctx context.Context, it *recItem) (keep bool, err err
 	if d.To == journal.StateLatePaid {
 		r.t.alert(AlertLatePayment, "late payment found", zap.String("mchOrderNo", moved.MchOrderNo),
 			zap.String("payOrderId", moved.PayOrderID), zap.Int64("amount", moved.Amount))
-		return false, r.refundLate(ctx, moved)
+		return r.retryLater(it, r.refundLate(ctx, moved))
 	}
 	log.Info("unconfirmed order resolved", zap.Stringer("state", d.To), zap.String("message", d.Update.Message))
 	return false, nil
 }
 
+// errRefundLater says a late payment's refund could not be sent yet (no
+// IOTPay order id, say) and is tried again with the backoff.
+var errRefundLater = errors.New("refund not sent yet")
+
+// retryLater turns refundLate's outcome into check's: a refund that could
+// not be sent is tried again after the item's backoff.
+func (r *reconciler) retryLater(it *recItem, err error) (keep bool, _ error) {
+	if !errors.Is(err, errRefundLater) {
+		return false, err
+	}
+	if time.Since(it.handedAt) >= r.t.cfg.ReconcileFor {
+		r.t.alert(AlertUnresolved, "late payment still not refunded after the reconcile window: refund it by hand (scanpay refund)",
+			zap.String("mchOrderNo", it.order.MchOrderNo), zap.Int64("amount", it.order.Amount))
+		return false, nil
+	}
+	it.delay = min(it.delay*2, r.t.cfg.ReconcileMax)
+	it.next = time.Now().Add(it.delay)
+	return true, nil
+}
+
 // refundLate refunds a late payment when configured; otherwise it stays
-// listed as open for the operator.
+// listed as open for the operator. A refund refused before it was sent for
+// a reason that may pass returns errRefundLater.
 func (r *reconciler) refundLate(ctx context.Context, o journal.Order) error {
 	log := r.log.With(zap.String("mchOrderNo", o.MchOrderNo))
 	if !r.t.cfg.RefundLate {
@@ -256,8 +277,13 @@ func (r *reconciler) refundLate(ctx context.Context, o journal.Order) error {
 	switch {
 	case isStorage(err):
 		return err
-	case err != nil:
+	case errors.Is(err, journal.ErrRefundTooLarge), errors.Is(err, journal.ErrNotRefundable), errors.Is(err, ErrNoOrder):
+		// Nothing left to refund (an uncertain refund counts), or nothing
+		// to refund at all: the operator's list shows why.
 		log.Warn("late payment not refunded automatically", zap.Error(err))
+	case err != nil:
+		log.Warn("late payment refund not sent yet; trying again later", zap.Error(err))
+		return errRefundLater
 	default:
 		log.Info("late payment refunded", zap.String("mchRefundNo", rf.MchRefundNo), zap.String("state", string(rf.State)))
 	}

@@ -336,6 +336,23 @@ func (t *Terminal) RefundForECR(ctx context.Context, req ECRRefund) SaleResult {
 		log.Info("register refund refused", zap.String("why", why), zap.Error(err))
 		return res
 	}
+	// The same (reference, amount) again is the register retrying a refund
+	// whose answer it missed, whatever happened since (another sale under
+	// a reused reference, say). A blank reference names nothing, so only
+	// within the refund window.
+	since := time.Time{}
+	if req.Ref == "" {
+		since = t.now().Add(-t.cfg.RefundWindow)
+	}
+	prev, perr := t.jr.RecentECRRefund(ctx, req.Ref, req.Amount, since)
+	switch {
+	case perr == nil:
+		log.Info("register refund asked again: answering from the journal", zap.String("mchRefundNo", prev.MchRefundNo), zap.String("state", string(prev.State)))
+		res.MchOrderNo = prev.MchOrderNo
+		return refundResult(res, prev)
+	case !errors.Is(perr, journal.ErrNotFound):
+		return refuse("journal unavailable", perr)
+	}
 	var o journal.Order
 	var err error
 	if req.Ref != "" {
@@ -359,7 +376,7 @@ func (t *Terminal) RefundForECR(ctx context.Context, req ECRRefund) SaleResult {
 		return refuse("sale belongs to another POS", nil)
 	}
 	res.MchOrderNo, res.PayOrderID, res.Channel, res.At, res.Seq = o.MchOrderNo, o.PayOrderID, o.Channel, o.CreatedAt, o.Seq
-	prev, err := t.jr.ECRRefund(ctx, o.MchOrderNo, req.Amount)
+	prev, err = t.jr.ECRRefund(ctx, o.MchOrderNo, req.Amount)
 	switch {
 	case err == nil:
 		// The register asking again: the journal answers, nothing is sent.

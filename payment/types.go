@@ -52,7 +52,7 @@ var laneMoves = map[State][]State{
 	StateIdle:         {StateAwaitingCode},
 	StateAwaitingCode: {StateIdle, StateSubmitting},
 	StateSubmitting:   {StatePolling, StateIdle},
-	StatePolling:      {StateIdle, StatePolling},
+	StatePolling:      {StateIdle, StatePolling, StateWaitingClock}, // after recovery, the clock may not be set yet
 }
 
 // ErrInvalidTransition is returned for a lane move the state machine does
@@ -228,6 +228,7 @@ type Journal interface {
 	FinishRefund(ctx context.Context, refundNo string, state journal.RefundState, msg string) (journal.Refund, error)
 	Refunds(ctx context.Context, orderNo string) ([]journal.Refund, error)
 	ECRRefund(ctx context.Context, orderNo string, amount int64) (journal.Refund, error)
+	RecentECRRefund(ctx context.Context, ref string, amount int64, since time.Time) (journal.Refund, error)
 	SettleRefund(ctx context.Context, refundNo string, done bool, msg string) (journal.Refund, error)
 	Secret() []byte
 }

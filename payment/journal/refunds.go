@@ -188,3 +188,25 @@ func (j *Journal) ECRRefund(ctx context.Context, orderNo string, amount int64) (
 	r.State, r.CreatedAt, r.UpdatedAt = RefundState(state), time.UnixMilli(c), time.UnixMilli(u)
 	return r, nil
 }
+
+// RecentECRRefund returns the newest refund the register asked for with
+// this reference and amount, made at or after since (ErrNotFound when
+// none). With a blank reference the register names no sale, so a retry
+// can only be recognised this way: after another sale it would otherwise
+// refund that one.
+func (j *Journal) RecentECRRefund(ctx context.Context, ref string, amount int64, since time.Time) (Refund, error) {
+	var r Refund
+	var state string
+	var c, u int64
+	err := j.db.QueryRowContext(ctx, `SELECT mch_refund_no, mch_order_no, amount, state, message, source, ecr_ref, created_at, updated_at
+		FROM refunds WHERE source = ? AND ecr_ref = ? AND amount = ? AND created_at >= ? ORDER BY rowid DESC LIMIT 1`, RefundByECR, ref, amount, ms(since)).
+		Scan(&r.MchRefundNo, &r.MchOrderNo, &r.Amount, &state, &r.Message, &r.Source, &r.ECRRef, &c, &u)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Refund{}, fmt.Errorf("%w: no recent register refund of %d for %q", ErrNotFound, amount, ref)
+	}
+	if err != nil {
+		return Refund{}, storage("register refund lookup", err)
+	}
+	r.State, r.CreatedAt, r.UpdatedAt = RefundState(state), time.UnixMilli(c), time.UnixMilli(u)
+	return r, nil
+}
