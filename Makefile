@@ -11,7 +11,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin
 CMDS := scanpay iotpaysim fakescanner fakeecr
 
-.PHONY: help demo build test vet fuzz cross test-arm test-vm dist check-dist check-systemd crash bench clean
+.PHONY: help demo build test vet fuzz cross test-arm test-vm dist check-dist check-systemd crash bench sim sim-mutants clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -73,6 +73,19 @@ check-systemd: ## systemd-analyze verify and security (exposure at most 2.0) of 
 
 crash: ## the long crash test: SCANPAY_CRASH_SALES (default 2000) sales under random SIGKILLs
 	SCANPAY_CRASH_SALES=$${SCANPAY_CRASH_SALES:-2000} $(GO) test -race -count=1 -timeout 60m -run '^TestCrashRecovery$$' -v ./payment | grep -E 'crash test|checked|PASS|FAIL|ok'
+
+SEEDS ?= 2000
+FIRST ?= 1
+sim: ## the whole-lane simulation: SEEDS seeds (default 2000) from FIRST; SCANPAY_SIM_SEED=N replays one with its log
+	@if [ -n "$$SCANPAY_SIM_SEED" ]; then \
+	  $(GO) test -count=1 -run '^TestLaneSim$$' -v ./payment/lanesim; \
+	else \
+	  set -o pipefail; SCANPAY_SIM_SEEDS=$(SEEDS) SCANPAY_SIM_FIRST=$(FIRST) $(GO) test -count=1 -timeout 90m -run '^TestLaneSim$$' -v ./payment/lanesim \
+	    | grep -E '^(lanesim|FAIL|panic)|^\s+(--- FAIL|\S+_test\.go:[0-9]+)'; \
+	fi
+
+sim-mutants: ## put back each bug the simulation must find (payment/lanesim/mutants) and show the seed that finds it
+	payment/lanesim/mutants.sh $(or $(MUTANT_SEEDS),5000)
 
 bench: ## run the benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
