@@ -17,6 +17,8 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/devicetest"
 	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/scanner"
 	"github.com/scanpay/scanpay/scanner/scannertest"
@@ -100,12 +102,12 @@ func TestLayoutTexts(t *testing.T) {
 	}
 }
 
-func startPole(t *testing.T, port *scannertest.Port, proto Protocol, obs scanner.DeviceObserver) (*Pole, func()) {
+func startPole(t *testing.T, port *scannertest.Port, proto Protocol, obs device.Observer) (*Pole, func()) {
 	pole := NewPole(Config{
 		Protocol: proto,
 		Open:     SerialOpener(scanner.PortConfig{Path: port.Link, Baud: 9600, DataBits: 8, Parity: "none"}),
 		Layout:   Layout{Width: 20},
-		Backoff:  scanner.Backoff{Min: 5 * time.Millisecond, Max: 20 * time.Millisecond},
+		Backoff:  device.Backoff{Min: 5 * time.Millisecond, Max: 20 * time.Millisecond},
 		Logger:   zaptest.NewLogger(t),
 		Observer: obs,
 	})
@@ -236,7 +238,7 @@ func TestOnlyChangedLinesWritten(t *testing.T) {
 
 func TestUnplugReplugRedraws(t *testing.T) {
 	port := scannertest.NewPort(t, t.TempDir(), "display")
-	obs := &scannertest.Devices{}
+	obs := &devicetest.Devices{}
 	pole, stop := startPole(t, port, EscPos{}, obs)
 	defer stop()
 	s := payment.Screen{Kind: payment.ScreenApproved, Amount: 2865, Wallet: "WeChat Pay"}
@@ -245,7 +247,7 @@ func TestUnplugReplugRedraws(t *testing.T) {
 	full := len(EscPos{}.Init()) + 2*len(EscPos{}.Line(0, lines[0]))
 	port.ReadN(full)
 	port.Unplug()
-	scannertest.WaitFor(t, "unplug noticed", func() bool { return obs.Down() && len(obs.Changes()) >= 2 })
+	devicetest.WaitFor(t, "unplug noticed", func() bool { return obs.Down() && len(obs.Changes()) >= 2 })
 	port.Plug()
 	// Back: the display is re-initialised and the current screen redrawn
 	// without a new Show.
@@ -284,11 +286,11 @@ func (d *stuckDevice) SetWriteDeadline(t time.Time) error {
 func (d *stuckDevice) Close() error { d.once.Do(func() { close(d.closed) }); return nil }
 
 func TestStalledDisplayNeverBlocksCaller(t *testing.T) {
-	obs := &scannertest.Devices{}
+	obs := &devicetest.Devices{}
 	opens := 0
 	var mu sync.Mutex
 	pole := NewPole(Config{Protocol: EscPos{}, Layout: Layout{Width: 20}, WriteTimeout: 20 * time.Millisecond,
-		Backoff: scanner.Backoff{Min: 5 * time.Millisecond, Max: 10 * time.Millisecond}, Observer: obs, Logger: zaptest.NewLogger(t),
+		Backoff: device.Backoff{Min: 5 * time.Millisecond, Max: 10 * time.Millisecond}, Observer: obs, Logger: zaptest.NewLogger(t),
 		Open: func() (Device, error) {
 			mu.Lock()
 			opens++
@@ -301,7 +303,7 @@ func TestStalledDisplayNeverBlocksCaller(t *testing.T) {
 	for i := 0; i < 10000; i++ {
 		pole.Show(payment.Screen{Kind: payment.ScreenTyping, Amount: int64(i)})
 	}
-	scannertest.WaitFor(t, "reopen attempts", func() bool { mu.Lock(); defer mu.Unlock(); return opens >= 3 })
+	devicetest.WaitFor(t, "reopen attempts", func() bool { mu.Lock(); defer mu.Unlock(); return opens >= 3 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/scanpay/scanpay/device"
 	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/scanner"
 )
@@ -87,9 +88,9 @@ type Config struct {
 	Open         Opener
 	Layout       Layout
 	WriteTimeout time.Duration // default 2 s
-	Backoff      scanner.Backoff
+	Backoff      device.Backoff
 	Logger       *zap.Logger
-	Observer     scanner.DeviceObserver
+	Observer     device.Observer
 }
 
 // Pole drives a serial line display. Show never blocks: it records the
@@ -141,7 +142,7 @@ func (p *Pole) poke() {
 
 // Run drives the device until ctx ends.
 func (p *Pole) Run(ctx context.Context) error {
-	k := scanner.Keeper{Name: "display", Backoff: p.cfg.Backoff, Logger: p.cfg.Logger, Observer: p.cfg.Observer}
+	k := device.Keeper{Name: "display", Backoff: p.cfg.Backoff, Logger: p.cfg.Logger, Observer: p.cfg.Observer}
 	return k.Run(ctx, p.session)
 }
 

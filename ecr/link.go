@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/scanpay/scanpay/device"
 	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/scanner"
 )
@@ -372,7 +373,7 @@ func (s *session) receive(ctx context.Context) error {
 			r, perr := ParseRequest(payload)
 			if perr != nil {
 				tries++
-				l.log.Info("ECR request malformed", zap.Error(perr), zap.String("payload", scanner.Printable(string(payload))))
+				l.log.Info("ECR request malformed", zap.Error(perr), zap.String("payload", device.Printable(string(payload))))
 				if err := s.write(NAK); err != nil {
 					return err
 				}
@@ -639,8 +640,8 @@ func (s *session) sendResult(ctx context.Context, req Request, r payment.SaleRes
 
 // RunSerial serves the register on a serial port, reopening it after an
 // unplug.
-func (l *Link) RunSerial(ctx context.Context, port scanner.PortConfig, backoff scanner.Backoff, obs scanner.DeviceObserver) error {
-	k := scanner.Keeper{Name: "ecr", Backoff: backoff, Logger: l.log, Observer: obs}
+func (l *Link) RunSerial(ctx context.Context, port scanner.PortConfig, backoff device.Backoff, obs device.Observer) error {
+	k := device.Keeper{Name: "ecr", Backoff: backoff, Logger: l.log, Observer: obs}
 	return k.Run(ctx, func(ctx context.Context, up func()) error {
 		f, err := scanner.OpenTTY(port)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/scanpay/scanpay/device"
 	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/scanner"
 	"github.com/scanpay/scanpay/scanner/scannertest"
@@ -142,7 +143,7 @@ func newRig(t *testing.T, cfg Config, port scanner.PortConfig) *rig {
 	done := make(chan error)
 	up := make(upSignal, 1)
 	go func() {
-		done <- l.RunSerial(ctx, port, scanner.Backoff{Min: 5 * time.Millisecond, Max: 20 * time.Millisecond}, up)
+		done <- l.RunSerial(ctx, port, device.Backoff{Min: 5 * time.Millisecond, Max: 20 * time.Millisecond}, up)
 	}()
 	// Until the link has the port in raw mode the tty would echo.
 	select {

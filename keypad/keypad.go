@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/scanpay/scanpay/device"
 	"github.com/scanpay/scanpay/scanner"
 )
 
@@ -126,9 +127,9 @@ type Sink interface {
 type Keypad struct {
 	Device   scanner.DeviceSpec
 	Config   Config
-	Backoff  scanner.Backoff
+	Backoff  device.Backoff
 	Logger   *zap.Logger
-	Observer scanner.DeviceObserver
+	Observer device.Observer
 }
 
 // Run reads keys until ctx ends and hands entry events to sink.
@@ -139,7 +140,7 @@ func (k *Keypad) Run(ctx context.Context, sink Sink) error {
 	}
 	ed := NewEditor(k.Config)
 	r := &scanner.KeyboardReader{Device: k.Device,
-		Keeper:  scanner.Keeper{Name: "keypad", Backoff: k.Backoff, Logger: log, Observer: k.Observer},
+		Keeper:  device.Keeper{Name: "keypad", Backoff: k.Backoff, Logger: log, Observer: k.Observer},
 		OnReset: ed.Clear}
 	return r.Run(ctx, func(ev scanner.KeyEvent) {
 		if ev.Value != scanner.KeyPressed {

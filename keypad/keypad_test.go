@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/scanpay/scanpay/device"
 	"github.com/scanpay/scanpay/scanner"
 )
 
@@ -136,7 +137,7 @@ func FuzzEditor(f *testing.F) {
 }
 
 func TestKeypadRetriesMissingDevice(t *testing.T) {
-	k := &Keypad{Device: scanner.DeviceSpec{Path: "/nonexistent/event9"}, Backoff: scanner.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Logger: zaptest.NewLogger(t)}
+	k := &Keypad{Device: scanner.DeviceSpec{Path: "/nonexistent/event9"}, Backoff: device.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Logger: zaptest.NewLogger(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel()
 	if err := k.Run(ctx, &recorder{}); err != nil {

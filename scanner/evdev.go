@@ -12,6 +12,7 @@ import (
 	"time"
 
 	evdev "github.com/holoplot/go-evdev"
+	"github.com/scanpay/scanpay/device"
 	"go.uber.org/zap"
 )
 
@@ -96,7 +97,7 @@ func (s DeviceSpec) find() (string, error) {
 // it after an unplug. The scanner and the keypad both use it.
 type KeyboardReader struct {
 	Device  DeviceSpec
-	Keeper  Keeper
+	Keeper  device.Keeper
 	OnReset func() // called at each (re)open, to drop partial input
 }
 
@@ -179,10 +180,10 @@ type Source interface {
 type HIDScanner struct {
 	Device  DeviceSpec
 	Decoder DecoderConfig
-	Backoff Backoff
+	Backoff device.Backoff
 	Logger  *zap.Logger
 	// Observer is told about device changes and rejected input.
-	Observer DeviceObserver
+	Observer device.Observer
 	OnReject func(reason string)
 }
 
@@ -195,7 +196,7 @@ func (s *HIDScanner) Run(ctx context.Context, out chan<- Code) error {
 		log = zap.NewNop()
 	}
 	dec := NewDecoder(s.Decoder)
-	r := &KeyboardReader{Device: s.Device, Keeper: Keeper{Name: "scanner", Backoff: s.Backoff, Logger: log, Observer: s.Observer}, OnReset: dec.Reset}
+	r := &KeyboardReader{Device: s.Device, Keeper: device.Keeper{Name: "scanner", Backoff: s.Backoff, Logger: log, Observer: s.Observer}, OnReset: dec.Reset}
 	source := s.Device.String()
 	return r.Run(ctx, func(ev KeyEvent) {
 		before := dec.Stats

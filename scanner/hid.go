@@ -1,7 +1,6 @@
 package scanner
 
 import (
-	"strings"
 	"time"
 )
 
@@ -154,14 +153,4 @@ func StripAIM(code string) string {
 
 func isAIMChar(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z'
-}
-
-// Printable reports whether s is safe to log: no control bytes.
-func Printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return -1
-		}
-		return r
-	}, s)
 }

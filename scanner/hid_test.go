@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scanpay/scanpay/device"
 )
 
 var sessionCodes = []string{"134567890123456789", "2812345678901234", "6212345678901234567", "AbC-123_xyz", "301234567890123456789012"}
@@ -182,7 +184,7 @@ func FuzzDecoder(f *testing.F) {
 			if code == "" || len([]rune(code)) > 32 {
 				t.Fatalf("bad code %q", code)
 			}
-			if Printable(code) != code {
+			if device.Printable(code) != code {
 				t.Fatalf("control character in %q", code)
 			}
 		}

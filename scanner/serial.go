@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scanpay/scanpay/device"
 	"go.bug.st/serial"
 	"go.uber.org/zap"
 )
@@ -159,9 +160,9 @@ func (f *Framer) Feed(b byte) (string, bool) {
 type SerialScanner struct {
 	Port     PortConfig
 	Framer   FramerConfig
-	Backoff  Backoff
+	Backoff  device.Backoff
 	Logger   *zap.Logger
-	Observer DeviceObserver
+	Observer device.Observer
 	OnReject func(reason string)
 }
 
@@ -179,7 +180,7 @@ func (s *SerialScanner) Run(ctx context.Context, out chan<- Code) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	k := Keeper{Name: "scanner", Backoff: s.Backoff, Logger: log, Observer: s.Observer}
+	k := device.Keeper{Name: "scanner", Backoff: s.Backoff, Logger: log, Observer: s.Observer}
 	return k.Run(ctx, func(ctx context.Context, up func()) error {
 		return s.session(ctx, up, out, log)
 	})

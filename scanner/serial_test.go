@@ -2,7 +2,6 @@ package scanner
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,6 +11,8 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/devicetest"
 	"github.com/scanpay/scanpay/scanner/scannertest"
 )
 
@@ -116,11 +117,11 @@ func TestPortConfigValidate(t *testing.T) {
 }
 
 // upCounter and waitFor are the shared fixtures under local names.
-type upCounter = scannertest.Devices
+type upCounter = devicetest.Devices
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	scannertest.WaitFor(t, what, cond)
+	devicetest.WaitFor(t, what, cond)
 }
 
 func next(t *testing.T, out <-chan Code) string {
@@ -141,7 +142,7 @@ func TestSerialScannerOverPty(t *testing.T) {
 	var rmu sync.Mutex
 	s := &SerialScanner{
 		Port:     PortConfig{Path: port.Link, Baud: 9600, DataBits: 8, Parity: "none"},
-		Backoff:  Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond},
+		Backoff:  device.Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond},
 		Logger:   zaptest.NewLogger(t),
 		Observer: obs,
 		OnReject: func(r string) { rmu.Lock(); rejects = append(rejects, r); rmu.Unlock() },
@@ -187,28 +188,6 @@ func TestSerialScannerOverPty(t *testing.T) {
 	}
 }
 
-func TestKeeperLogsStateChangesOnce(t *testing.T) {
-	obs := &upCounter{}
-	k := Keeper{Name: "x", Backoff: Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Observer: obs, Logger: zaptest.NewLogger(t)}
-	ctx, cancel := context.WithCancel(context.Background())
-	attempts := 0
-	err := k.Run(ctx, func(ctx context.Context, up func()) error {
-		attempts++
-		if attempts == 20 {
-			up()
-			cancel()
-			return nil
-		}
-		return os.ErrNotExist
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c := obs.Changes(); len(c) != 2 || c[0] || !c[1] {
-		t.Fatalf("19 failed attempts then success reported as %v, want [false true]", c)
-	}
-}
-
 func TestDeviceSpec(t *testing.T) {
 	if err := (DeviceSpec{}).Validate(); err == nil {
 		t.Fatal("empty spec accepted")
@@ -228,7 +207,7 @@ func TestDeviceSpec(t *testing.T) {
 
 func TestHIDScannerRetriesMissingDevice(t *testing.T) {
 	obs := &upCounter{}
-	s := &HIDScanner{Device: DeviceSpec{Path: filepath.Join(t.TempDir(), "event-missing")}, Backoff: Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond},
+	s := &HIDScanner{Device: DeviceSpec{Path: filepath.Join(t.TempDir(), "event-missing")}, Backoff: device.Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond},
 		Observer: obs, Logger: zaptest.NewLogger(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	evdev "github.com/holoplot/go-evdev"
+	"github.com/scanpay/scanpay/device"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -22,7 +23,7 @@ func TestVMUinput(t *testing.T) {
 	s := &HIDScanner{
 		Device:   DeviceSpec{Name: "scanpay fake scanner"},
 		Decoder:  DecoderConfig{StripAIM: true},
-		Backoff:  Backoff{Min: 50 * time.Millisecond, Max: 200 * time.Millisecond},
+		Backoff:  device.Backoff{Min: 50 * time.Millisecond, Max: 200 * time.Millisecond},
 		Logger:   zaptest.NewLogger(t),
 		Observer: obs,
 	}

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/scanpay/scanpay/config"
+	"github.com/scanpay/scanpay/device"
 	"github.com/scanpay/scanpay/display"
 	"github.com/scanpay/scanpay/ecr"
 	"github.com/scanpay/scanpay/keypad"
@@ -118,7 +119,7 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 		d.close()
 		return nil, err
 	}
-	var devObs scanner.DeviceObserver
+	var devObs device.Observer
 	var payObs payment.Observer
 	if o.observer != nil {
 		devObs, payObs = o.observer, o.observer
@@ -191,7 +192,7 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 		if e.Device != "" {
 			port := scanner.PortConfig{Path: e.Device, Baud: e.Baud, DataBits: e.DataBits, Parity: e.Parity}
 			d.runners = append(d.runners, runner{name: "ecr", run: func(ctx context.Context) error {
-				return d.link.RunSerial(ctx, port, scanner.DefaultBackoff(), devObs)
+				return d.link.RunSerial(ctx, port, device.DefaultBackoff(), devObs)
 			}})
 		} else {
 			listen := e.Listen
@@ -268,7 +269,7 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 	return d, nil
 }
 
-func scannerSource(s config.Scanner, log *zap.Logger, obs scanner.DeviceObserver, m *metrics) scanner.Source {
+func scannerSource(s config.Scanner, log *zap.Logger, obs device.Observer, m *metrics) scanner.Source {
 	var reject func(string)
 	if m != nil {
 		reject = m.ScanRejected

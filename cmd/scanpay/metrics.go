@@ -21,7 +21,7 @@ import (
 )
 
 // metrics is the Prometheus view of a lane. It implements
-// payment.Observer and scanner.DeviceObserver.
+// payment.Observer and device.Observer.
 type metrics struct {
 	reg           *prometheus.Registry
 	sales         *prometheus.CounterVec
