@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scanpay/scanpay/device/serial"
 	"github.com/scanpay/scanpay/scanner"
 )
 
@@ -239,7 +240,7 @@ func (c *Config) Validate() error {
 }
 
 func checkPort(bad func(string, string, ...any), section string, baud, bits int, parity string) {
-	err := scanner.PortConfig{Path: "x", Baud: baud, DataBits: bits, Parity: parity}.Validate()
+	err := serial.PortConfig{Path: "x", Baud: baud, DataBits: bits, Parity: parity}.Validate()
 	if err == nil {
 		return
 	}

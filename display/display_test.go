@@ -19,9 +19,9 @@ import (
 
 	"github.com/scanpay/scanpay/device"
 	"github.com/scanpay/scanpay/device/devicetest"
+	"github.com/scanpay/scanpay/device/serial"
+	"github.com/scanpay/scanpay/device/serial/serialtest"
 	"github.com/scanpay/scanpay/payment"
-	"github.com/scanpay/scanpay/scanner"
-	"github.com/scanpay/scanpay/scanner/scannertest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -102,10 +102,10 @@ func TestLayoutTexts(t *testing.T) {
 	}
 }
 
-func startPole(t *testing.T, port *scannertest.Port, proto Protocol, obs device.Observer) (*Pole, func()) {
+func startPole(t *testing.T, port *serialtest.Port, proto Protocol, obs device.Observer) (*Pole, func()) {
 	pole := NewPole(Config{
 		Protocol: proto,
-		Open:     SerialOpener(scanner.PortConfig{Path: port.Link, Baud: 9600, DataBits: 8, Parity: "none"}),
+		Open:     SerialOpener(serial.PortConfig{Path: port.Link, Baud: 9600, DataBits: 8, Parity: "none"}),
 		Layout:   Layout{Width: 20},
 		Backoff:  device.Backoff{Min: 5 * time.Millisecond, Max: 20 * time.Millisecond},
 		Logger:   zaptest.NewLogger(t),
@@ -132,7 +132,7 @@ func TestGoldenStreams(t *testing.T) {
 			var all []byte
 			for _, s := range screens {
 				// A fresh session per screen: init, then both lines.
-				port := scannertest.NewPort(t, t.TempDir(), "display")
+				port := serialtest.NewPort(t, t.TempDir(), "display")
 				pole, stop := startPole(t, port, d.proto, nil)
 				pole.Show(s)
 				lines := Layout{Width: 20}.Render(s)
@@ -213,7 +213,7 @@ func TestConsoleGolden(t *testing.T) {
 }
 
 func TestOnlyChangedLinesWritten(t *testing.T) {
-	port := scannertest.NewPort(t, t.TempDir(), "display")
+	port := serialtest.NewPort(t, t.TempDir(), "display")
 	pole, stop := startPole(t, port, EscPos{}, nil)
 	defer stop()
 	l := Layout{Width: 20}
@@ -237,7 +237,7 @@ func TestOnlyChangedLinesWritten(t *testing.T) {
 }
 
 func TestUnplugReplugRedraws(t *testing.T) {
-	port := scannertest.NewPort(t, t.TempDir(), "display")
+	port := serialtest.NewPort(t, t.TempDir(), "display")
 	obs := &devicetest.Devices{}
 	pole, stop := startPole(t, port, EscPos{}, obs)
 	defer stop()

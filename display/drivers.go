@@ -13,8 +13,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/serial"
 	"github.com/scanpay/scanpay/payment"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 // Protocol is a display's command set.
@@ -78,8 +78,8 @@ type Device interface {
 type Opener func() (Device, error)
 
 // SerialOpener opens a display on a serial port.
-func SerialOpener(c scanner.PortConfig) Opener {
-	return func() (Device, error) { return scanner.OpenTTY(c) }
+func SerialOpener(c serial.PortConfig) Opener {
+	return func() (Device, error) { return serial.OpenTTY(c) }
 }
 
 // Config configures a line display.

@@ -14,8 +14,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/serial"
 	"github.com/scanpay/scanpay/payment"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 // Terminal is what the link needs from the sale engine.
@@ -640,10 +640,10 @@ func (s *session) sendResult(ctx context.Context, req Request, r payment.SaleRes
 
 // RunSerial serves the register on a serial port, reopening it after an
 // unplug.
-func (l *Link) RunSerial(ctx context.Context, port scanner.PortConfig, backoff device.Backoff, obs device.Observer) error {
+func (l *Link) RunSerial(ctx context.Context, port serial.PortConfig, backoff device.Backoff, obs device.Observer) error {
 	k := device.Keeper{Name: "ecr", Backoff: backoff, Logger: l.log, Observer: obs}
 	return k.Run(ctx, func(ctx context.Context, up func()) error {
-		f, err := scanner.OpenTTY(port)
+		f, err := serial.OpenTTY(port)
 		if err != nil {
 			return err
 		}

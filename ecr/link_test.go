@@ -17,9 +17,9 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/serial"
+	"github.com/scanpay/scanpay/device/serial/serialtest"
 	"github.com/scanpay/scanpay/payment"
-	"github.com/scanpay/scanpay/scanner"
-	"github.com/scanpay/scanpay/scanner/scannertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -125,9 +125,9 @@ type rig struct {
 	m    *os.File
 }
 
-func newRig(t *testing.T, cfg Config, port scanner.PortConfig) *rig {
+func newRig(t *testing.T, cfg Config, port serial.PortConfig) *rig {
 	t.Helper()
-	dev := scannertest.NewPort(t, t.TempDir(), "ecr")
+	dev := serialtest.NewPort(t, t.TempDir(), "ecr")
 	m := dev.Master()
 	port.Path = dev.Link
 	term := &stubTerm{state: payment.StateIdle}
@@ -169,7 +169,7 @@ func (u upSignal) DeviceUp(_ string, up bool) {
 	}
 }
 
-var port8N1 = scanner.PortConfig{Baud: 9600, DataBits: 8, Parity: "none"}
+var port8N1 = serial.PortConfig{Baud: 9600, DataBits: 8, Parity: "none"}
 
 func req(amount int64, full, immediate bool, private string) Request {
 	return Request{POS: "01", Amount: amount, FullAnswer: full, Mode: '1', Type: TypePurchase, Currency: "124", Private: padRef(private), Immediate: immediate}
@@ -530,7 +530,7 @@ func TestRefundFromRegister(t *testing.T) {
 }
 
 func Test7E1Link(t *testing.T) {
-	r := newRig(t, Config{}, scanner.PortConfig{Baud: 9600, DataBits: 7, Parity: "even"})
+	r := newRig(t, Config{}, serial.PortConfig{Baud: 9600, DataBits: 7, Parity: "even"})
 	if err := r.reg.Send(req(1234, false, false, "SEVEN")); err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,8 @@ import (
 
 	"github.com/scanpay/scanpay/device"
 	"github.com/scanpay/scanpay/device/devicetest"
-	"github.com/scanpay/scanpay/scanner/scannertest"
+	"github.com/scanpay/scanpay/device/serial"
+	"github.com/scanpay/scanpay/device/serial/serialtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -99,23 +100,6 @@ func FuzzFramer(f *testing.F) {
 	})
 }
 
-func TestPortConfigValidate(t *testing.T) {
-	good := PortConfig{Path: "/dev/ttyUSB0", Baud: 9600, DataBits: 8, Parity: "none"}
-	if err := good.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	for _, bad := range []PortConfig{
-		{Baud: 9600, DataBits: 8},
-		{Path: "/x", Baud: 9601, DataBits: 8},
-		{Path: "/x", Baud: 9600, DataBits: 6},
-		{Path: "/x", Baud: 9600, DataBits: 8, Parity: "mark"},
-	} {
-		if err := bad.Validate(); err == nil {
-			t.Errorf("%+v accepted", bad)
-		}
-	}
-}
-
 // upCounter and waitFor are the shared fixtures under local names.
 type upCounter = devicetest.Devices
 
@@ -136,12 +120,12 @@ func next(t *testing.T, out <-chan Code) string {
 }
 
 func TestSerialScannerOverPty(t *testing.T) {
-	port := scannertest.NewPort(t, t.TempDir(), "scanner")
+	port := serialtest.NewPort(t, t.TempDir(), "scanner")
 	obs := &upCounter{}
 	var rejects []string
 	var rmu sync.Mutex
 	s := &SerialScanner{
-		Port:     PortConfig{Path: port.Link, Baud: 9600, DataBits: 8, Parity: "none"},
+		Port:     serial.PortConfig{Path: port.Link, Baud: 9600, DataBits: 8, Parity: "none"},
 		Backoff:  device.Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond},
 		Logger:   zaptest.NewLogger(t),
 		Observer: obs,

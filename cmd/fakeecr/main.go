@@ -20,8 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/scanpay/scanpay/device/serial"
 	"github.com/scanpay/scanpay/ecr"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 func main() {
@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		SetReadDeadline(time.Time) error
 	}
 	if *serialPath != "" {
-		f, err := scanner.OpenTTY(scanner.PortConfig{Path: *serialPath, Baud: *baud, DataBits: *dataBits, Parity: *parity})
+		f, err := serial.OpenTTY(serial.PortConfig{Path: *serialPath, Baud: *baud, DataBits: *dataBits, Parity: *parity})
 		if err != nil {
 			fmt.Fprintln(stderr, "fakeecr:", err)
 			return 1

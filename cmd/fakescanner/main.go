@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/scanpay/scanpay/device/serial"
 	"github.com/scanpay/scanpay/scanner"
 )
 
@@ -248,7 +249,7 @@ func writeEvents(path string, stdout io.Writer, l scanner.Layout, steps []step, 
 }
 
 func writeSerial(ctx context.Context, path string, baud int, ending string, steps []step, gap time.Duration, stdout io.Writer) error {
-	port, err := scanner.OpenPort(scanner.PortConfig{Path: path, Baud: baud, DataBits: 8, Parity: "none"})
+	port, err := serial.OpenPort(serial.PortConfig{Path: path, Baud: baud, DataBits: 8, Parity: "none"})
 	if err != nil {
 		return err
 	}

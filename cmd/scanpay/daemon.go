@@ -15,6 +15,7 @@ import (
 
 	"github.com/scanpay/scanpay/config"
 	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/serial"
 	"github.com/scanpay/scanpay/display"
 	"github.com/scanpay/scanpay/ecr"
 	"github.com/scanpay/scanpay/keypad"
@@ -138,7 +139,7 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 			proto = display.CD5220{Brightness: cfg.Display.Brightness}
 		}
 		pole = display.NewPole(display.Config{Protocol: proto, Layout: layout, Logger: log.Named("display"), Observer: devObs,
-			Open: display.SerialOpener(scanner.PortConfig{Path: cfg.Display.Device, Baud: cfg.Display.Baud, DataBits: 8, Parity: "none"})})
+			Open: display.SerialOpener(serial.PortConfig{Path: cfg.Display.Device, Baud: cfg.Display.Baud, DataBits: 8, Parity: "none"})})
 		screen = pole
 		d.runners = append(d.runners, runner{name: "display", run: pole.Run})
 	case cfg.Display.Driver == "console":
@@ -190,7 +191,7 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 			Logger: log.Named("ecr"), OnAnswer: onAnswer}, lt)
 		results = append(results, d.link)
 		if e.Device != "" {
-			port := scanner.PortConfig{Path: e.Device, Baud: e.Baud, DataBits: e.DataBits, Parity: e.Parity}
+			port := serial.PortConfig{Path: e.Device, Baud: e.Baud, DataBits: e.DataBits, Parity: e.Parity}
 			d.runners = append(d.runners, runner{name: "ecr", run: func(ctx context.Context) error {
 				return d.link.RunSerial(ctx, port, device.DefaultBackoff(), devObs)
 			}})
@@ -275,7 +276,7 @@ func scannerSource(s config.Scanner, log *zap.Logger, obs device.Observer, m *me
 		reject = m.ScanRejected
 	}
 	if s.Driver == "serial" {
-		return &scanner.SerialScanner{Port: scanner.PortConfig{Path: s.Device, Baud: s.Baud, DataBits: s.DataBits, Parity: s.Parity},
+		return &scanner.SerialScanner{Port: serial.PortConfig{Path: s.Device, Baud: s.Baud, DataBits: s.DataBits, Parity: s.Parity},
 			Framer: scanner.FramerConfig{Terminator: s.LineEnding, MaxLen: s.MaxLength}, Logger: log, Observer: obs, OnReject: reject}
 	}
 	var terms []uint16

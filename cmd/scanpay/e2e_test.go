@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scanpay/scanpay/device/serial/serialtest"
 	"github.com/scanpay/scanpay/ecr"
 	"github.com/scanpay/scanpay/payment/iotpaysim"
-	"github.com/scanpay/scanpay/scanner/scannertest"
 )
 
 // binary is the scanpay binary the end-to-end tests run.
@@ -68,9 +68,9 @@ type e2eLane struct {
 	config  string
 	sim     *iotpaysim.Sim
 	clock   *iotpaysim.FakeClock
-	scanner *scannertest.Port
-	ecrDev  *scannertest.Port
-	display *scannertest.Port
+	scanner *serialtest.Port
+	ecrDev  *serialtest.Port
+	display *serialtest.Port
 	screen  *safeBuffer
 	reg     *ecr.Register
 	metrics string
@@ -95,9 +95,9 @@ func newLane(t *testing.T, pollInterval string) *e2eLane {
 	url, stop, sim := startSim(t, l.clock)
 	t.Cleanup(stop)
 	l.sim = sim
-	l.scanner = scannertest.NewPort(t, l.dir, "scanner")
-	l.ecrDev = scannertest.NewPort(t, l.dir, "ecr")
-	l.display = scannertest.NewPort(t, l.dir, "display")
+	l.scanner = serialtest.NewPort(t, l.dir, "scanner")
+	l.ecrDev = serialtest.NewPort(t, l.dir, "ecr")
+	l.display = serialtest.NewPort(t, l.dir, "display")
 	go io.Copy(l.screen, l.display.Master())
 	l.reg = &ecr.Register{Conn: l.ecrDev.Master(), Timeout: 3 * time.Second}
 	l.metrics = freePort(t)

@@ -1,7 +1,7 @@
-// Package scannertest provides test fixtures for device packages: a pty
+// Package serialtest provides the pty fixture for device packages: a pty
 // standing in for a serial device behind a stable link (as udev's
 // /dev/serial/by-id links are), which tests can unplug and plug again.
-package scannertest
+package serialtest
 
 import (
 	"io"
