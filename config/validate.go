@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -239,20 +240,20 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// portKeys maps a port setting to its key in a section.
+var portKeys = map[serial.Field]string{serial.FieldBaud: "baud", serial.FieldDataBits: "data_bits", serial.FieldParity: "parity"}
+
 func checkPort(bad func(string, string, ...any), section string, baud, bits int, parity string) {
 	err := serial.PortConfig{Path: "x", Baud: baud, DataBits: bits, Parity: parity}.Validate()
 	if err == nil {
 		return
 	}
-	msg := err.Error()
 	key := section + ".baud"
-	switch {
-	case strings.Contains(msg, "data bits"):
-		key = section + ".data_bits"
-	case strings.Contains(msg, "parity"):
-		key = section + ".parity"
+	var fe *serial.FieldError
+	if errors.As(err, &fe) && portKeys[fe.Field] != "" {
+		key = section + "." + portKeys[fe.Field]
 	}
-	bad(key, "%s", msg)
+	bad(key, "%v", err)
 }
 
 // SaleDuration is the longest a sale's gateway phase can last: the cap,

@@ -6,7 +6,6 @@
 package serial
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -21,18 +20,40 @@ type PortConfig struct {
 	Parity   string // none, even, odd
 }
 
-// Validate checks the settings' form (not that the port exists).
+// Field names a port setting.
+type Field string
+
+// The settings a FieldError can name.
+const (
+	FieldPath     Field = "path"
+	FieldBaud     Field = "baud"
+	FieldDataBits Field = "data_bits"
+	FieldParity   Field = "parity"
+)
+
+// FieldError is a port setting that is not valid. Callers that map
+// settings to their own names (config keys) branch on Field, never on the
+// message.
+type FieldError struct {
+	Field Field
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Msg }
+
+// Validate checks the settings' form (not that the port exists). The error
+// is a *FieldError naming the first bad setting.
 func (c PortConfig) Validate() error {
 	if c.Path == "" {
-		return errors.New("no serial port path")
+		return &FieldError{FieldPath, "no serial port path"}
 	}
 	switch c.Baud {
 	case 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200:
 	default:
-		return fmt.Errorf("baud %d is not a standard rate (1200–115200)", c.Baud)
+		return &FieldError{FieldBaud, fmt.Sprintf("baud %d is not a standard rate (1200–115200)", c.Baud)}
 	}
 	if c.DataBits != 7 && c.DataBits != 8 {
-		return fmt.Errorf("data bits %d must be 7 or 8", c.DataBits)
+		return &FieldError{FieldDataBits, fmt.Sprintf("data bits %d must be 7 or 8", c.DataBits)}
 	}
 	if _, err := parseParity(c.Parity); err != nil {
 		return err
@@ -49,7 +70,7 @@ func parseParity(p string) (bugst.Parity, error) {
 	case "odd", "o":
 		return bugst.OddParity, nil
 	}
-	return 0, fmt.Errorf("parity %q must be none, even or odd", p)
+	return 0, &FieldError{FieldParity, fmt.Sprintf("parity %q must be none, even or odd", p)}
 }
 
 // OpenPort opens a serial port in raw mode with exclusive access.
