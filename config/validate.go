@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scanpay/scanpay/device/input"
 	"github.com/scanpay/scanpay/device/serial"
 	"github.com/scanpay/scanpay/scanner"
 )
@@ -95,7 +96,7 @@ func (c *Config) Validate() error {
 			bad("scanner.device", "missing: give the device path (/dev/input/by-id/…-event-kbd), or scanner.name or scanner.vendor_product")
 		}
 		if s.VendorProduct != "" {
-			if err := (scanner.DeviceSpec{VendorProduct: s.VendorProduct}).Validate(); err != nil {
+			if err := (input.DeviceSpec{VendorProduct: s.VendorProduct}).Validate(); err != nil {
 				bad("scanner.vendor_product", "%v", err)
 			}
 		}
@@ -312,7 +313,7 @@ func isLoopback(host string) bool {
 }
 
 // Terminators maps terminator names to key codes.
-var Terminators = map[string]uint16{"enter": scanner.KeyEnter, "kpenter": scanner.KeyKPEnter, "tab": scanner.KeyTab}
+var Terminators = map[string]uint16{"enter": input.KeyEnter, "kpenter": input.KeyKPEnter, "tab": input.KeyTab}
 
 // WalletRules is the wallet table: the configured rows, or the default.
 func (c *Config) WalletRules() []scanner.WalletRule {

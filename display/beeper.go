@@ -8,8 +8,8 @@ import (
 	evdev "github.com/holoplot/go-evdev"
 	"github.com/warthog618/go-gpiocdev"
 
+	"github.com/scanpay/scanpay/device/input"
 	"github.com/scanpay/scanpay/payment"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 // Tone is one sound of a pattern: on for On (at Hz where the device can
@@ -141,7 +141,7 @@ func (t toneSwitch) set(hz int) error {
 func (t toneSwitch) Close() error { return t.w.Close() }
 
 // OpenTone drives an evdev EV_SND device (pwm-beeper, pcspkr).
-func OpenTone(spec scanner.DeviceSpec) (*Beeper, error) {
+func OpenTone(spec input.DeviceSpec) (*Beeper, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("beeper: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/scanpay/scanpay/device"
 	"github.com/scanpay/scanpay/device/devicetest"
+	"github.com/scanpay/scanpay/device/input"
 	"github.com/scanpay/scanpay/device/serial"
 	"github.com/scanpay/scanpay/device/serial/serialtest"
 )
@@ -172,26 +173,9 @@ func TestSerialScannerOverPty(t *testing.T) {
 	}
 }
 
-func TestDeviceSpec(t *testing.T) {
-	if err := (DeviceSpec{}).Validate(); err == nil {
-		t.Fatal("empty spec accepted")
-	}
-	if err := (DeviceSpec{VendorProduct: "0c2e:zz"}).Validate(); err == nil {
-		t.Fatal("bad vendor:product accepted")
-	}
-	if err := (DeviceSpec{VendorProduct: "0c2e:0b61"}).Validate(); err != nil {
-		t.Fatal(err)
-	}
-	// No input devices here: searching by name fails with a clear error.
-	_, err := DeviceSpec{Name: "nothing", Root: t.TempDir()}.find()
-	if err == nil || !strings.Contains(err.Error(), `"nothing"`) {
-		t.Fatalf("find: %v", err)
-	}
-}
-
 func TestHIDScannerRetriesMissingDevice(t *testing.T) {
 	obs := &upCounter{}
-	s := &HIDScanner{Device: DeviceSpec{Path: filepath.Join(t.TempDir(), "event-missing")}, Backoff: device.Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond},
+	s := &HIDScanner{Device: input.DeviceSpec{Path: filepath.Join(t.TempDir(), "event-missing")}, Backoff: device.Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond},
 		Observer: obs, Logger: zaptest.NewLogger(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()

@@ -8,8 +8,10 @@ import (
 	"time"
 
 	evdev "github.com/holoplot/go-evdev"
-	"github.com/scanpay/scanpay/device"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/input"
 )
 
 // TestVMUinput runs only inside the QEMU VM (make test-vm), where the
@@ -21,7 +23,7 @@ func TestVMUinput(t *testing.T) {
 	fake := os.Getenv("SCANPAY_FAKESCANNER")
 	obs := &upCounter{}
 	s := &HIDScanner{
-		Device:   DeviceSpec{Name: "scanpay fake scanner"},
+		Device:   input.DeviceSpec{Name: "scanpay fake scanner"},
 		Decoder:  DecoderConfig{StripAIM: true},
 		Backoff:  device.Backoff{Min: 50 * time.Millisecond, Max: 200 * time.Millisecond},
 		Logger:   zaptest.NewLogger(t),
@@ -54,7 +56,7 @@ func TestVMUinput(t *testing.T) {
 	}
 	// While scanpay holds the grab, nobody else can take the device.
 	waitFor(t, "device up", func() bool { return obs.Ups() >= 1 })
-	if path, err := s.Device.find(); err == nil {
+	if path, err := s.Device.Find(); err == nil {
 		if dev, err := evdev.OpenWithFlags(path, os.O_RDONLY); err == nil {
 			if err := dev.Grab(); err == nil {
 				t.Error("a second grab succeeded: the device is not held exclusively")

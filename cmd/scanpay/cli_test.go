@@ -13,11 +13,11 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/scanpay/scanpay/config"
+	"github.com/scanpay/scanpay/device/input"
 	"github.com/scanpay/scanpay/display"
 	"github.com/scanpay/scanpay/keypad"
 	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/payment/iotpaysim"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 func TestMain(m *testing.M) {
@@ -173,7 +173,7 @@ func TestKeypadAmountSale(t *testing.T) {
 	go func() { done <- d.run(ctx) }()
 	<-d.term.Ready()
 	ed := keypad.NewEditor(keypad.Config{MaxAmount: cfg.Terminal.MaxAmount})
-	for _, k := range []uint16{scanner.KeyKP2, scanner.KeyKP8, scanner.KeyKP6, scanner.KeyKP5} {
+	for _, k := range []uint16{input.KeyKP2, input.KeyKP8, input.KeyKP6, input.KeyKP5} {
 		keypad.Feed(ctx, ed, k, keypadSink{d.term}, zaptest.NewLogger(t))
 	}
 	// The display shows the newest screen (it may skip ones in between):
@@ -185,7 +185,7 @@ func TestKeypadAmountSale(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	keypad.Feed(ctx, ed, scanner.KeyKPEnter, keypadSink{d.term}, zaptest.NewLogger(t))
+	keypad.Feed(ctx, ed, input.KeyKPEnter, keypadSink{d.term}, zaptest.NewLogger(t))
 	deadline = time.Now().Add(5 * time.Second)
 	for d.term.State() != payment.StateAwaitingCode && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)

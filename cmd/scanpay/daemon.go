@@ -15,6 +15,7 @@ import (
 
 	"github.com/scanpay/scanpay/config"
 	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/input"
 	"github.com/scanpay/scanpay/device/serial"
 	"github.com/scanpay/scanpay/display"
 	"github.com/scanpay/scanpay/ecr"
@@ -157,7 +158,7 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 		case "gpio":
 			bp, berr = display.OpenGPIO(b.Chip, b.Line, b.ActiveLow)
 		case "tone":
-			bp, berr = display.OpenTone(scanner.DeviceSpec{Path: b.Device})
+			bp, berr = display.OpenTone(input.DeviceSpec{Path: b.Device})
 		case "bell":
 			if pole != nil {
 				beeper = display.BellBeeper{Pole: pole}
@@ -245,7 +246,7 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 
 	// Amount and code inputs.
 	if k := cfg.Keypad; k != nil {
-		kp := &keypad.Keypad{Device: scanner.DeviceSpec{Path: k.Device, Name: k.Name, VendorProduct: k.VendorProduct},
+		kp := &keypad.Keypad{Device: input.DeviceSpec{Path: k.Device, Name: k.Name, VendorProduct: k.VendorProduct},
 			Config: keypad.Config{MaxAmount: cfg.Terminal.MaxAmount, MaxDigits: k.MaxDigits}, Logger: log.Named("keypad"), Observer: devObs}
 		d.runners = append(d.runners, runner{name: "keypad", run: func(ctx context.Context) error { return kp.Run(ctx, keypadSink{d.term}) }})
 	}
@@ -283,7 +284,7 @@ func scannerSource(s config.Scanner, log *zap.Logger, obs device.Observer, m *me
 	for _, t := range s.Terminators {
 		terms = append(terms, config.Terminators[t])
 	}
-	return &scanner.HIDScanner{Device: scanner.DeviceSpec{Path: s.Device, Name: s.Name, VendorProduct: s.VendorProduct},
+	return &scanner.HIDScanner{Device: input.DeviceSpec{Path: s.Device, Name: s.Name, VendorProduct: s.VendorProduct},
 		Decoder: scanner.DecoderConfig{Terminators: terms, IdleTimeout: s.IdleTimeout.Duration, MaxLen: s.MaxLength, StripAIM: s.StripAIM},
 		Logger:  log, Observer: obs, OnReject: reject}
 }
