@@ -14,6 +14,7 @@ import (
 
 	"github.com/scanpay/scanpay/device/input"
 	"github.com/scanpay/scanpay/device/serial"
+	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/scanner"
 )
 
@@ -126,7 +127,7 @@ func (c *Config) Validate() error {
 		bad("scanner.max_length", "%d must be 8–256", s.MaxLength)
 	}
 	if len(c.Wallets) > 0 {
-		if _, err := scanner.NewWallets(c.WalletRules()); err != nil {
+		if _, err := payment.NewWallets(c.WalletRules()); err != nil {
 			bad("wallet", "%v", err)
 		}
 	}
@@ -316,13 +317,13 @@ func isLoopback(host string) bool {
 var Terminators = map[string]uint16{"enter": input.KeyEnter, "kpenter": input.KeyKPEnter, "tab": input.KeyTab}
 
 // WalletRules is the wallet table: the configured rows, or the default.
-func (c *Config) WalletRules() []scanner.WalletRule {
+func (c *Config) WalletRules() []payment.WalletRule {
 	if len(c.Wallets) == 0 {
-		return scanner.DefaultWalletRules()
+		return payment.DefaultWalletRules()
 	}
-	out := make([]scanner.WalletRule, len(c.Wallets))
+	out := make([]payment.WalletRule, len(c.Wallets))
 	for i, w := range c.Wallets {
-		out[i] = scanner.WalletRule{Name: w.Name, Channel: w.Channel, Prefixes: w.Prefixes, MinLen: w.MinLength, MaxLen: w.MaxLength}
+		out[i] = payment.WalletRule{Name: w.Name, Channel: w.Channel, Prefixes: w.Prefixes, MinLen: w.MinLength, MaxLen: w.MaxLength}
 	}
 	return out
 }

@@ -19,7 +19,6 @@ import (
 	"github.com/scanpay/scanpay/payment/iotpay"
 	"github.com/scanpay/scanpay/payment/iotpaysim"
 	"github.com/scanpay/scanpay/payment/journal"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 func TestMain(m *testing.M) {
@@ -163,7 +162,7 @@ func (h *harness) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wallets, _ := scanner.NewWallets(scanner.DefaultWalletRules())
+	wallets, _ := payment.NewWallets(payment.DefaultWalletRules())
 	var jr payment.Journal = h.jr
 	if h.wrapJ != nil {
 		jr = h.wrapJ(jr)

@@ -7,7 +7,6 @@ import (
 
 	"github.com/scanpay/scanpay/payment/iotpay"
 	"github.com/scanpay/scanpay/payment/journal"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 // State is the lane's state. Only the Terminal's loop changes it.
@@ -232,9 +231,9 @@ type Journal interface {
 	Secret() []byte
 }
 
-// Classifier maps a code to its wallet; *scanner.Wallets implements it.
+// Classifier maps a code to its wallet; *Wallets implements it.
 type Classifier interface {
-	Classify(code string) (scanner.WalletRule, bool)
+	Classify(code string) (WalletRule, bool)
 	Name(channel string) string
 }
 

@@ -116,7 +116,7 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 		d.close()
 		return nil, err
 	}
-	wallets, err := scanner.NewWallets(cfg.WalletRules())
+	wallets, err := payment.NewWallets(cfg.WalletRules())
 	if err != nil {
 		d.close()
 		return nil, err

@@ -14,7 +14,6 @@ import (
 	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/payment/iotpay"
 	"github.com/scanpay/scanpay/payment/journal"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 // gateJournal blocks chosen calls until released, to hold recovery back
@@ -82,7 +81,7 @@ func TestSystemdReadyAndWatchdog(t *testing.T) {
 	}
 	defer jr.Close()
 	gj := &gateJournal{Journal: jr, openGate: make(chan struct{})}
-	wallets, _ := scanner.NewWallets(scanner.DefaultWalletRules())
+	wallets, _ := payment.NewWallets(payment.DefaultWalletRules())
 	term, err := payment.New(payment.DefaultConfig(), payment.Deps{Gateway: nopGateway{}, Journal: gj, Wallets: wallets, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
