@@ -2,25 +2,12 @@ package scanner
 
 import (
 	"context"
-	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/scanpay/scanpay/device"
 	"github.com/scanpay/scanpay/device/input"
 )
-
-// Code is one scanned code.
-type Code struct {
-	Text   string
-	Source string    // device, for logs
-	At     time.Time // when the terminating key or byte arrived
-}
-
-// Source delivers scanned codes on out until ctx ends.
-type Source interface {
-	Run(ctx context.Context, out chan<- Code) error
-}
 
 // HIDScanner is a keyboard-wedge scanner read through evdev.
 type HIDScanner struct {
@@ -35,8 +22,8 @@ type HIDScanner struct {
 
 var _ Source = (*HIDScanner)(nil)
 
-// Run reads codes until ctx ends.
-func (s *HIDScanner) Run(ctx context.Context, out chan<- Code) error {
+// Run reads codes until ctx ends and hands each to sink.
+func (s *HIDScanner) Run(ctx context.Context, sink Sink) error {
 	log := s.Logger
 	if log == nil {
 		log = zap.NewNop()
@@ -51,10 +38,7 @@ func (s *HIDScanner) Run(ctx context.Context, out chan<- Code) error {
 		if !ok {
 			return
 		}
-		select {
-		case out <- Code{Text: code, Source: source, At: ev.Time}:
-		case <-ctx.Done():
-		}
+		_ = sink.Scan(ctx, Code{Text: code, Source: source, At: ev.Time}) // an error only means ctx ended
 	})
 }
 

@@ -116,8 +116,8 @@ type SerialScanner struct {
 
 var _ Source = (*SerialScanner)(nil)
 
-// Run reads codes until ctx ends.
-func (s *SerialScanner) Run(ctx context.Context, out chan<- Code) error {
+// Run reads codes until ctx ends and hands each to sink.
+func (s *SerialScanner) Run(ctx context.Context, sink Sink) error {
 	if err := s.Port.Validate(); err != nil {
 		return err
 	}
@@ -130,11 +130,11 @@ func (s *SerialScanner) Run(ctx context.Context, out chan<- Code) error {
 	}
 	k := device.Keeper{Name: "scanner", Backoff: s.Backoff, Logger: log, Observer: s.Observer}
 	return k.Run(ctx, func(ctx context.Context, up func()) error {
-		return s.session(ctx, up, out, log)
+		return s.session(ctx, up, sink, log)
 	})
 }
 
-func (s *SerialScanner) session(ctx context.Context, up func(), out chan<- Code, log *zap.Logger) error {
+func (s *SerialScanner) session(ctx context.Context, up func(), sink Sink, log *zap.Logger) error {
 	port, err := serial.OpenPort(s.Port)
 	if err != nil {
 		return err
@@ -166,9 +166,7 @@ func (s *SerialScanner) session(ctx context.Context, up func(), out chan<- Code,
 			if !ok {
 				continue
 			}
-			select {
-			case out <- Code{Text: line, Source: s.Port.Path, At: now}:
-			case <-ctx.Done():
+			if err := sink.Scan(ctx, Code{Text: line, Source: s.Port.Path, At: now}); err != nil && ctx.Err() != nil {
 				return nil
 			}
 		}

@@ -109,6 +109,18 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	devicetest.WaitFor(t, what, cond)
 }
 
+// chanSink hands the scanner's codes to the test on a channel.
+type chanSink chan Code
+
+func (c chanSink) Scan(ctx context.Context, code Code) error {
+	select {
+	case c <- code:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func next(t *testing.T, out <-chan Code) string {
 	t.Helper()
 	select {
@@ -135,7 +147,7 @@ func TestSerialScannerOverPty(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan Code, 10)
 	done := make(chan error)
-	go func() { done <- s.Run(ctx, out) }()
+	go func() { done <- s.Run(ctx, chanSink(out)) }()
 	waitFor(t, "port open", func() bool { return obs.Ups() == 1 })
 
 	port.WriteSlowly("134567890123456789\r")
@@ -179,7 +191,7 @@ func TestHIDScannerRetriesMissingDevice(t *testing.T) {
 		Observer: obs, Logger: zaptest.NewLogger(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if err := s.Run(ctx, make(chan Code)); err != nil {
+	if err := s.Run(ctx, chanSink(make(chan Code))); err != nil {
 		t.Fatal(err)
 	}
 	if c := obs.Changes(); len(c) != 1 || c[0] {

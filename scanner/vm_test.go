@@ -32,7 +32,7 @@ func TestVMUinput(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan Code, 20)
 	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, out) }()
+	go func() { done <- s.Run(ctx, chanSink(out)) }()
 
 	typeCodes := func(codes ...string) {
 		args := append([]string{"--uinput", "--key-delay", "8ms", "--gap", "150ms", "--settle", "1500ms", "--hold", "300ms"}, codes...)

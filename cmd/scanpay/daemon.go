@@ -93,6 +93,13 @@ func (k keypadSink) Confirm(ctx context.Context, amount int64) error {
 }
 func (k keypadSink) Cancel(ctx context.Context) error { return k.t.Cancel(ctx) }
 
+// codeSink hands scanned codes to the terminal.
+type codeSink struct{ t *payment.Terminal }
+
+func (c codeSink) Scan(ctx context.Context, code scanner.Code) error {
+	return c.t.Scan(ctx, payment.Code{Text: code.Text, Source: code.Source, At: code.At})
+}
+
 // build opens the journal and makes every component. A journal that cannot
 // be opened is a runtime failure; the rest cannot fail after validation,
 // except an unusable beeper, which is logged and left silent.
@@ -252,21 +259,7 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 	}
 	if !o.noScanner {
 		src := scannerSource(cfg.Scanner, log.Named("scanner"), devObs, o.observer)
-		d.runners = append(d.runners, runner{name: "scanner", run: func(ctx context.Context) error {
-			codes := make(chan scanner.Code)
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for c := range codes {
-					_ = d.term.Scan(ctx, payment.Code{Text: c.Text, Source: c.Source, At: c.At})
-				}
-			}()
-			err := src.Run(ctx, codes)
-			close(codes)
-			wg.Wait()
-			return err
-		}})
+		d.runners = append(d.runners, runner{name: "scanner", run: func(ctx context.Context) error { return src.Run(ctx, codeSink{d.term}) }})
 	}
 	return d, nil
 }
