@@ -1,4 +1,4 @@
-package ecr
+package ecr_test
 
 import (
 	"context"
@@ -19,6 +19,8 @@ import (
 	"github.com/scanpay/scanpay/device"
 	"github.com/scanpay/scanpay/device/serial"
 	"github.com/scanpay/scanpay/device/serial/serialtest"
+	"github.com/scanpay/scanpay/ecr"
+	"github.com/scanpay/scanpay/ecr/ecrtest"
 	"github.com/scanpay/scanpay/payment"
 )
 
@@ -120,12 +122,12 @@ func (s *stubTerm) lastSale() payment.SaleRequest {
 type rig struct {
 	t    *testing.T
 	term *stubTerm
-	link *Link
-	reg  *Register
+	link *ecr.Link
+	reg  *ecrtest.Register
 	m    *os.File
 }
 
-func newRig(t *testing.T, cfg Config, port serial.PortConfig) *rig {
+func newRig(t *testing.T, cfg ecr.Config, port serial.PortConfig) *rig {
 	t.Helper()
 	dev := serialtest.NewPort(t, t.TempDir(), "ecr")
 	m := dev.Master()
@@ -138,7 +140,7 @@ func newRig(t *testing.T, cfg Config, port serial.PortConfig) *rig {
 	if cfg.Currency == "" {
 		cfg.Currency = "CAD"
 	}
-	l := NewLink(cfg, term)
+	l := ecr.NewLink(cfg, term)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	up := make(upSignal, 1)
@@ -155,7 +157,7 @@ func newRig(t *testing.T, cfg Config, port serial.PortConfig) *rig {
 		cancel()
 		<-done
 	})
-	return &rig{t: t, term: term, link: l, reg: &Register{Conn: m, Timeout: time.Second}, m: m}
+	return &rig{t: t, term: term, link: l, reg: &ecrtest.Register{Conn: m, Timeout: time.Second}, m: m}
 }
 
 type upSignal chan struct{}
@@ -171,8 +173,8 @@ func (u upSignal) DeviceUp(_ string, up bool) {
 
 var port8N1 = serial.PortConfig{Baud: 9600, DataBits: 8, Parity: "none"}
 
-func req(amount int64, full, immediate bool, private string) Request {
-	return Request{POS: "01", Amount: amount, FullAnswer: full, Mode: '1', Type: TypePurchase, Currency: "124", Private: padRef(private), Immediate: immediate}
+func req(amount int64, full, immediate bool, private string) ecr.Request {
+	return ecr.Request{POS: "01", Amount: amount, FullAnswer: full, Mode: '1', Type: ecr.TypePurchase, Currency: "124", Private: padRef(private), Immediate: immediate}
 }
 
 func padRef(s string) string { return (s + "          ")[:10] }
@@ -210,7 +212,7 @@ func (r *rig) waitSales(n int) payment.SaleRequest {
 }
 
 func TestSaleFullAnswerA010(t *testing.T) {
-	r := newRig(t, Config{POSNumber: "01"}, port8N1)
+	r := newRig(t, ecr.Config{POSNumber: "01"}, port8N1)
 	if err := r.reg.Send(req(2865, true, false, "")); err != nil {
 		t.Fatal(err)
 	}
@@ -223,14 +225,14 @@ func TestSaleFullAnswerA010(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != StatusApproved || res.Amount != 2865 || res.POS != "01" || res.Currency != "124" ||
+	if res.Status != ecr.StatusApproved || res.Amount != 2865 || res.POS != "01" || res.Currency != "124" ||
 		strings.TrimSpace(res.Report) != "WX AM20261127153000123456789012" || res.Mode != '1' {
 		t.Fatalf("result %+v", res)
 	}
 }
 
 func TestShortAnswerRefused(t *testing.T) {
-	r := newRig(t, Config{}, port8N1)
+	r := newRig(t, ecr.Config{}, port8N1)
 	if err := r.reg.Send(req(1051, false, false, "INV0001")); err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +242,7 @@ func TestShortAnswerRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != StatusRefused || res.Private != "INV0001   " || res.Amount != 1051 || res.Full {
+	if res.Status != ecr.StatusRefused || res.Private != "INV0001   " || res.Amount != 1051 || res.Full {
 		t.Fatalf("%+v", res)
 	}
 }
@@ -249,12 +251,12 @@ func TestShortAnswerRefused(t *testing.T) {
 // request again, answered from the journal; once it took it, the same
 // request is a new sale.
 func TestImmediateA011AskedAgain(t *testing.T) {
-	r := newRig(t, Config{}, port8N1)
+	r := newRig(t, ecr.Config{}, port8N1)
 	if err := r.reg.Send(req(2865, false, true, "INV77")); err != nil {
 		t.Fatal(err)
 	}
 	res, err := r.reg.Receive(5*time.Second, false)
-	if err != nil || res.Status != StatusNotVerified || res.Private != "INV77     " {
+	if err != nil || res.Status != ecr.StatusNotVerified || res.Private != "INV77     " {
 		t.Fatalf("immediate answer %+v %v", res, err)
 	}
 	r.link.Result(r.term.settle(r.waitSale(), payment.OutcomeApproved))
@@ -262,7 +264,7 @@ func TestImmediateA011AskedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err = r.reg.Receive(5*time.Second, true)
-	if err != nil || res.Status != StatusApproved {
+	if err != nil || res.Status != ecr.StatusApproved {
 		t.Fatalf("asked again: %+v %v", res, err)
 	}
 	if n, _ := r.term.count(); n != 1 {
@@ -282,12 +284,12 @@ func TestImmediateA011AskedAgain(t *testing.T) {
 func TestBlankReferenceNeverReasks(t *testing.T) {
 	for _, immediate := range []bool{true, false} {
 		t.Run(fmt.Sprintf("immediate=%v", immediate), func(t *testing.T) {
-			r := newRig(t, Config{Timeout: 100 * time.Millisecond}, port8N1)
+			r := newRig(t, ecr.Config{Timeout: 100 * time.Millisecond}, port8N1)
 			if err := r.reg.Send(req(1000, false, immediate, "")); err != nil {
 				t.Fatal(err)
 			}
 			if immediate {
-				if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != StatusNotVerified {
+				if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != ecr.StatusNotVerified {
 					t.Fatalf("immediate answer %+v %v", res, err)
 				}
 			}
@@ -296,11 +298,11 @@ func TestBlankReferenceNeverReasks(t *testing.T) {
 			if !immediate {
 				// The register is away: three ENQs, unanswered.
 				for enqs := 0; enqs < 3; {
-					b, err := r.reg.readByte(time.Second)
+					b, err := r.reg.NextByte(time.Second)
 					if err != nil {
 						t.Fatalf("after %d ENQs: %v", enqs, err)
 					}
-					if b == ENQ {
+					if b == ecr.ENQ {
 						enqs++
 					}
 				}
@@ -316,7 +318,7 @@ func TestBlankReferenceNeverReasks(t *testing.T) {
 			}
 			if immediate {
 				res, err := r.reg.Receive(3*time.Second, false)
-				if err != nil || res.Status != StatusNotVerified || res.Amount != 2500 {
+				if err != nil || res.Status != ecr.StatusNotVerified || res.Amount != 2500 {
 					t.Fatalf("the second blank request was answered %+v %v", res, err)
 				}
 			}
@@ -330,25 +332,25 @@ func TestBlankReferenceNeverReasks(t *testing.T) {
 func TestReusedReference(t *testing.T) {
 	clock := time.Now()
 	var mu sync.Mutex
-	r := newRig(t, Config{KeepResults: 10 * time.Minute, Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }}, port8N1)
+	r := newRig(t, ecr.Config{KeepResults: 10 * time.Minute, Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }}, port8N1)
 	if err := r.reg.Send(req(1000, false, false, "INV1")); err != nil {
 		t.Fatal(err)
 	}
 	sale := r.waitSale()
 	r.link.Result(r.term.settle(sale, payment.OutcomeApproved))
-	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != StatusApproved {
+	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != ecr.StatusApproved {
 		t.Fatalf("%+v %v", res, err)
 	}
-	for _, c := range []Request{
+	for _, c := range []ecr.Request{
 		req(50000, false, false, "INV1"), // the audit's 500.00 answered from a 10.00 order
-		{POS: "02", Amount: 1000, Mode: '1', Type: TypePurchase, Currency: "124", Private: padRef("INV1")},  // another POS
-		{POS: "01", Amount: 1000, Mode: '1', Type: TypeAutomatic, Currency: "124", Private: padRef("INV1")}, // another type
+		{POS: "02", Amount: 1000, Mode: '1', Type: ecr.TypePurchase, Currency: "124", Private: padRef("INV1")},  // another POS
+		{POS: "01", Amount: 1000, Mode: '1', Type: ecr.TypeAutomatic, Currency: "124", Private: padRef("INV1")}, // another type
 	} {
 		if err := r.reg.Send(c); err != nil {
 			t.Fatal(err)
 		}
 		res, err := r.reg.Receive(3*time.Second, false)
-		if err != nil || res.Status != StatusRefused || res.Amount != c.Amount {
+		if err != nil || res.Status != ecr.StatusRefused || res.Amount != c.Amount {
 			t.Fatalf("reused reference %+v answered %+v %v", c, res, err)
 		}
 	}
@@ -369,14 +371,14 @@ func TestReusedReference(t *testing.T) {
 // A journal that cannot be read refuses the request: never a new sale that
 // could charge an invoice twice.
 func TestJournalErrorRefuses(t *testing.T) {
-	r := newRig(t, Config{}, port8N1)
+	r := newRig(t, ecr.Config{}, port8N1)
 	r.term.mu.Lock()
 	r.term.journalErr = errors.New("disk I/O error")
 	r.term.mu.Unlock()
 	if err := r.reg.Send(req(1000, false, false, "INV9")); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != StatusRefused {
+	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != ecr.StatusRefused {
 		t.Fatalf("%+v %v", res, err)
 	}
 	if n, _ := r.term.count(); n != 0 {
@@ -385,39 +387,39 @@ func TestJournalErrorRefuses(t *testing.T) {
 }
 
 func TestNAKAndRetransmission(t *testing.T) {
-	r := newRig(t, Config{}, port8N1)
-	r.m.Write([]byte{ENQ})
-	if b, _ := r.reg.readByte(time.Second); b != ACK {
+	r := newRig(t, ecr.Config{}, port8N1)
+	r.m.Write([]byte{ecr.ENQ})
+	if b, _ := r.reg.NextByte(time.Second); b != ecr.ACK {
 		t.Fatalf("ENQ answered %#x", b)
 	}
-	good := Frame(req(500, false, false, "R1").Encode())
+	good := ecr.Frame(req(500, false, false, "R1").Encode())
 	bad := append([]byte(nil), good...)
 	bad[len(bad)-1] ^= 0x55
 	r.m.Write(bad)
-	if b, _ := r.reg.readByte(time.Second); b != NAK {
+	if b, _ := r.reg.NextByte(time.Second); b != ecr.NAK {
 		t.Fatalf("bad LRC answered %#x", b)
 	}
-	short := Frame([]byte("0100000500"))
+	short := ecr.Frame([]byte("0100000500"))
 	r.m.Write(short)
-	if b, _ := r.reg.readByte(time.Second); b != NAK {
+	if b, _ := r.reg.NextByte(time.Second); b != ecr.NAK {
 		t.Fatalf("wrong length answered %#x", b)
 	}
 	r.m.Write(append([]byte("noise\x00\xff"), good...))
-	if b, _ := r.reg.readByte(time.Second); b != ACK {
+	if b, _ := r.reg.NextByte(time.Second); b != ecr.ACK {
 		t.Fatalf("good frame after noise answered %#x", b)
 	}
-	r.m.Write([]byte{EOT})
+	r.m.Write([]byte{ecr.EOT})
 	if s := r.waitSale(); s.Amount != 500 || s.ECRRef != "R1" {
 		t.Fatalf("sale %+v", s)
 	}
 }
 
 func TestOversizedFrameNAK(t *testing.T) {
-	r := newRig(t, Config{}, port8N1)
-	r.m.Write([]byte{ENQ})
-	r.reg.readByte(time.Second)
-	r.m.Write(append([]byte{STX}, []byte(strings.Repeat("7", 120))...))
-	if b, _ := r.reg.readByte(time.Second); b != NAK {
+	r := newRig(t, ecr.Config{}, port8N1)
+	r.m.Write([]byte{ecr.ENQ})
+	r.reg.NextByte(time.Second)
+	r.m.Write(append([]byte{ecr.STX}, []byte(strings.Repeat("7", 120))...))
+	if b, _ := r.reg.NextByte(time.Second); b != ecr.NAK {
 		t.Fatalf("oversized frame answered %#x", b)
 	}
 }
@@ -425,7 +427,7 @@ func TestOversizedFrameNAK(t *testing.T) {
 // A register that misses the result (never answers ENQ) gets it when it
 // sends the same request again.
 func TestSilentRegisterAsksAgain(t *testing.T) {
-	r := newRig(t, Config{Timeout: 100 * time.Millisecond}, port8N1)
+	r := newRig(t, ecr.Config{Timeout: 100 * time.Millisecond}, port8N1)
 	if err := r.reg.Send(req(2865, true, false, "SILENT")); err != nil {
 		t.Fatal(err)
 	}
@@ -434,11 +436,11 @@ func TestSilentRegisterAsksAgain(t *testing.T) {
 	enqs := 0
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
-		b, err := r.reg.readByte(200 * time.Millisecond)
+		b, err := r.reg.NextByte(200 * time.Millisecond)
 		if err != nil {
 			break
 		}
-		if b == ENQ {
+		if b == ecr.ENQ {
 			enqs++
 		}
 	}
@@ -450,7 +452,7 @@ func TestSilentRegisterAsksAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := r.reg.Receive(3*time.Second, true)
-	if err != nil || res.Status != StatusApproved {
+	if err != nil || res.Status != ecr.StatusApproved {
 		t.Fatalf("re-asked: %+v %v", res, err)
 	}
 	if n, _ := r.term.count(); n != 1 {
@@ -459,12 +461,12 @@ func TestSilentRegisterAsksAgain(t *testing.T) {
 }
 
 func TestRequestDuringSaleNAK(t *testing.T) {
-	r := newRig(t, Config{}, port8N1)
+	r := newRig(t, ecr.Config{}, port8N1)
 	for _, st := range []payment.State{payment.StateAwaitingCode, payment.StatePolling, payment.StateStarting, payment.StateWaitingClock} {
 		r.term.mu.Lock()
 		r.term.state = st
 		r.term.mu.Unlock()
-		if err := r.reg.Send(req(100, false, false, "")); !errors.Is(err, ErrRefused) {
+		if err := r.reg.Send(req(100, false, false, "")); !errors.Is(err, ecrtest.ErrRefused) {
 			t.Fatalf("request while %s: %v", st, err)
 		}
 	}
@@ -474,14 +476,14 @@ func TestRequestDuringSaleNAK(t *testing.T) {
 }
 
 func TestRefusedRequests(t *testing.T) {
-	r := newRig(t, Config{POSNumber: "01"}, port8N1)
-	cases := []Request{
-		{POS: "01", Amount: 100, Mode: '1', Type: TypePurchase, Currency: "978", Private: padRef("EUR")},
-		{POS: "01", Amount: 0, Mode: '1', Type: TypePurchase, Currency: "124", Private: padRef("ZERO")},
-		{POS: "01", Amount: 100, Mode: '1', Type: TypePurchase, Currency: "840", Private: padRef("USD")},
-		{POS: "02", Amount: 100, Mode: 'C', Type: TypePurchase, Currency: "124", Private: padRef("OTHERPOS")},
-		{POS: "01", Amount: 100, Mode: '1', Type: TypeRefund, Currency: "124", Private: padRef("NOREFUND")},
-		{POS: "01", Amount: 100, Mode: '1', Type: TypeCredit, Currency: "124", Private: padRef("CREDIT")},
+	r := newRig(t, ecr.Config{POSNumber: "01"}, port8N1)
+	cases := []ecr.Request{
+		{POS: "01", Amount: 100, Mode: '1', Type: ecr.TypePurchase, Currency: "978", Private: padRef("EUR")},
+		{POS: "01", Amount: 0, Mode: '1', Type: ecr.TypePurchase, Currency: "124", Private: padRef("ZERO")},
+		{POS: "01", Amount: 100, Mode: '1', Type: ecr.TypePurchase, Currency: "840", Private: padRef("USD")},
+		{POS: "02", Amount: 100, Mode: 'C', Type: ecr.TypePurchase, Currency: "124", Private: padRef("OTHERPOS")},
+		{POS: "01", Amount: 100, Mode: '1', Type: ecr.TypeRefund, Currency: "124", Private: padRef("NOREFUND")},
+		{POS: "01", Amount: 100, Mode: '1', Type: ecr.TypeCredit, Currency: "124", Private: padRef("CREDIT")},
 	}
 	for _, c := range cases {
 		if err := r.reg.Send(c); err != nil {
@@ -492,7 +494,7 @@ func TestRefusedRequests(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Refused, with every field of the request echoed.
-		if res.Status != StatusRefused || res.POS != c.POS || res.Amount != c.Amount || res.Mode != c.Mode || res.Currency != c.Currency || res.Private != c.Private {
+		if res.Status != ecr.StatusRefused || res.POS != c.POS || res.Amount != c.Amount || res.Mode != c.Mode || res.Currency != c.Currency || res.Private != c.Private {
 			t.Fatalf("%s: %+v", c.Private, res)
 		}
 	}
@@ -503,22 +505,22 @@ func TestRefusedRequests(t *testing.T) {
 	r.term.saleErr = payment.ErrBadAmount
 	r.term.mu.Unlock()
 	r.reg.Send(req(999999, false, false, "TOOBIG"))
-	if res, _ := r.reg.Receive(3*time.Second, false); res.Status != StatusRefused {
+	if res, _ := r.reg.Receive(3*time.Second, false); res.Status != ecr.StatusRefused {
 		t.Fatalf("engine refusal not passed on: %+v", res)
 	}
 }
 
 func TestRefundFromRegister(t *testing.T) {
-	r := newRig(t, Config{AllowRefunds: true}, port8N1)
+	r := newRig(t, ecr.Config{AllowRefunds: true}, port8N1)
 	r.term.mu.Lock()
 	r.term.refund = payment.SaleResult{Outcome: payment.OutcomeApproved, Channel: "WX_MICROPAY", PayOrderID: "AM5"}
 	r.term.mu.Unlock()
-	rq := Request{POS: "01", Amount: 500, FullAnswer: true, Mode: '1', Type: TypeRefund, Currency: "124", Private: "0000012345"}
+	rq := ecr.Request{POS: "01", Amount: 500, FullAnswer: true, Mode: '1', Type: ecr.TypeRefund, Currency: "124", Private: "0000012345"}
 	if err := r.reg.Send(rq); err != nil {
 		t.Fatal(err)
 	}
 	res, err := r.reg.Receive(3*time.Second, true)
-	if err != nil || res.Status != StatusApproved || res.Amount != 500 {
+	if err != nil || res.Status != ecr.StatusApproved || res.Amount != 500 {
 		t.Fatalf("%+v %v", res, err)
 	}
 	r.term.mu.Lock()
@@ -530,18 +532,18 @@ func TestRefundFromRegister(t *testing.T) {
 }
 
 func Test7E1Link(t *testing.T) {
-	r := newRig(t, Config{}, serial.PortConfig{Baud: 9600, DataBits: 7, Parity: "even"})
+	r := newRig(t, ecr.Config{}, serial.PortConfig{Baud: 9600, DataBits: 7, Parity: "even"})
 	if err := r.reg.Send(req(1234, false, false, "SEVEN")); err != nil {
 		t.Fatal(err)
 	}
 	r.link.Result(r.term.settle(r.waitSale(), payment.OutcomeApproved))
-	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != StatusApproved {
+	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != ecr.StatusApproved {
 		t.Fatalf("%+v %v", res, err)
 	}
 }
 
 // tcpRig runs a link on a loopback listener.
-func tcpRig(t *testing.T, cfg Config) (*Link, *stubTerm, string) {
+func tcpRig(t *testing.T, cfg ecr.Config) (*ecr.Link, *stubTerm, string) {
 	t.Helper()
 	term := &stubTerm{state: payment.StateIdle}
 	cfg.Currency = "CAD"
@@ -549,7 +551,7 @@ func tcpRig(t *testing.T, cfg Config) (*Link, *stubTerm, string) {
 		cfg.Timeout = 300 * time.Millisecond
 	}
 	cfg.Logger = zaptest.NewLogger(t)
-	l := NewLink(cfg, term)
+	l := ecr.NewLink(cfg, term)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -562,14 +564,14 @@ func tcpRig(t *testing.T, cfg Config) (*Link, *stubTerm, string) {
 }
 
 // tcpSale completes one approved sale over a new connection.
-func tcpSale(t *testing.T, l *Link, term *stubTerm, addr string, n int, ref string) {
+func tcpSale(t *testing.T, l *ecr.Link, term *stubTerm, addr string, n int, ref string) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	reg := &Register{Conn: c, Timeout: time.Second}
+	reg := &ecrtest.Register{Conn: c, Timeout: time.Second}
 	if err := reg.Send(req(2865, true, false, ref)); err != nil {
 		t.Fatal(err)
 	}
@@ -581,13 +583,13 @@ func tcpSale(t *testing.T, l *Link, term *stubTerm, addr string, n int, ref stri
 		time.Sleep(2 * time.Millisecond)
 	}
 	l.Result(term.settle(term.lastSale(), payment.OutcomeApproved))
-	if res, err := reg.Receive(3*time.Second, true); err != nil || res.Status != StatusApproved {
+	if res, err := reg.Receive(3*time.Second, true); err != nil || res.Status != ecr.StatusApproved {
 		t.Fatalf("%+v %v", res, err)
 	}
 }
 
 func TestTCPTransport(t *testing.T) {
-	l, term, addr := tcpRig(t, Config{})
+	l, term, addr := tcpRig(t, ecr.Config{})
 	tcpSale(t, l, term, addr, 1, "TCP1") // one connection after another
 	tcpSale(t, l, term, addr, 2, "TCP2")
 }
@@ -598,7 +600,7 @@ func TestTCPTransport(t *testing.T) {
 // nothing while a refund is at the gateway; the register floods it, then
 // resets.
 func TestTCPResetWithUnreadBytes(t *testing.T) {
-	l, term, addr := tcpRig(t, Config{AllowRefunds: true})
+	l, term, addr := tcpRig(t, ecr.Config{AllowRefunds: true})
 	release := make(chan struct{})
 	term.mu.Lock()
 	term.refund = payment.SaleResult{Outcome: payment.OutcomeApproved}
@@ -608,8 +610,8 @@ func TestTCPResetWithUnreadBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := &Register{Conn: c, Timeout: time.Second}
-	if err := reg.Send(Request{POS: "01", Amount: 500, Mode: '1', Type: TypeRefund, Currency: "124", Private: padRef("INV5")}); err != nil {
+	reg := &ecrtest.Register{Conn: c, Timeout: time.Second}
+	if err := reg.Send(ecr.Request{POS: "01", Amount: 500, Mode: '1', Type: ecr.TypeRefund, Currency: "124", Private: padRef("INV5")}); err != nil {
 		t.Fatal(err)
 	}
 	c.Write([]byte(strings.Repeat("\x7fgarbage", 200)))
@@ -629,7 +631,7 @@ func TestTCPResetWithUnreadBytes(t *testing.T) {
 // A register that connects and goes silent is replaced by the next one at
 // once, and dropped after the idle deadline anyway.
 func TestTCPDeadPeerDoesNotBlock(t *testing.T) {
-	l, term, addr := tcpRig(t, Config{IdleTimeout: 200 * time.Millisecond})
+	l, term, addr := tcpRig(t, ecr.Config{IdleTimeout: 200 * time.Millisecond})
 	dead, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -649,14 +651,14 @@ func TestTCPDeadPeerDoesNotBlock(t *testing.T) {
 }
 
 func TestTCPAllowFrom(t *testing.T) {
-	l, term, addr := tcpRig(t, Config{AllowFrom: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	l, term, addr := tcpRig(t, ecr.Config{AllowFrom: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(3 * time.Second))
-	c.Write([]byte{ENQ})
+	c.Write([]byte{ecr.ENQ})
 	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("a peer outside allow_from was served: %d %v", n, err)
 	}
@@ -665,7 +667,7 @@ func TestTCPAllowFrom(t *testing.T) {
 	}
 	for _, a := range []string{"127.0.0.1:5", "[::1]:5"} {
 		tcp, _ := net.ResolveTCPAddr("tcp", a)
-		if NewLink(Config{}, term).Allowed(tcp) != true {
+		if ecr.NewLink(ecr.Config{}, term).Allowed(tcp) != true {
 			t.Errorf("loopback %s refused by default", a)
 		}
 		if l.Allowed(tcp) {
@@ -674,13 +676,13 @@ func TestTCPAllowFrom(t *testing.T) {
 	}
 	ten, _ := net.ResolveTCPAddr("tcp", "10.1.2.3:5")
 	other, _ := net.ResolveTCPAddr("tcp", "192.168.1.9:5")
-	if !l.Allowed(ten) || l.Allowed(other) || NewLink(Config{}, term).Allowed(other) {
+	if !l.Allowed(ten) || l.Allowed(other) || ecr.NewLink(ecr.Config{}, term).Allowed(other) {
 		t.Error("allow_from networks not applied")
 	}
 }
 
 func TestAskAgainAnsweredFromJournal(t *testing.T) {
-	r := newRig(t, Config{}, port8N1)
+	r := newRig(t, ecr.Config{}, port8N1)
 	now := time.Now()
 	r.term.mu.Lock()
 	r.term.journal = map[string]payment.SaleResult{
@@ -696,14 +698,14 @@ func TestAskAgainAnsweredFromJournal(t *testing.T) {
 	if err := r.reg.Send(req(2865, true, false, "PAIDINV")); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := r.reg.Receive(3*time.Second, true); err != nil || res.Status != StatusApproved || strings.TrimSpace(res.Report) != "WX AM1" {
+	if res, err := r.reg.Receive(3*time.Second, true); err != nil || res.Status != ecr.StatusApproved || strings.TrimSpace(res.Report) != "WX AM1" {
 		t.Fatalf("%+v %v", res, err)
 	}
 	// One not confirmed yet is answered "not verified", not charged again.
 	if err := r.reg.Send(req(2865, true, false, "OPENINV")); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := r.reg.Receive(3*time.Second, true); err != nil || res.Status != StatusNotVerified {
+	if res, err := r.reg.Receive(3*time.Second, true); err != nil || res.Status != ecr.StatusNotVerified {
 		t.Fatalf("%+v %v", res, err)
 	}
 	if n, _ := r.term.count(); n != 0 {
@@ -723,12 +725,12 @@ func TestAskAgainAnsweredFromJournal(t *testing.T) {
 func TestExchangeDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		term := &stubTerm{state: payment.StateIdle}
-		l := NewLink(Config{Currency: "CAD", Timeout: time.Second}, term)
+		l := ecr.NewLink(ecr.Config{Currency: "CAD", Timeout: time.Second}, term)
 		linkEnd, regEnd := net.Pipe()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- l.Serve(ctx, linkEnd) }()
-		reg := &Register{Conn: regEnd, Timeout: time.Second}
+		reg := &ecrtest.Register{Conn: regEnd, Timeout: time.Second}
 		if err := reg.Send(req(1000, false, false, "DRIP")); err != nil {
 			t.Fatal(err)
 		}
@@ -744,7 +746,7 @@ func TestExchangeDeadline(t *testing.T) {
 				if _, err := regEnd.Read(buf); err != nil {
 					return
 				}
-				if buf[0] == ENQ {
+				if buf[0] == ecr.ENQ {
 					select {
 					case sawENQ <- time.Now():
 					default:
@@ -753,7 +755,7 @@ func TestExchangeDeadline(t *testing.T) {
 			}
 		}()
 		go func() {
-			regEnd.Write([]byte{ENQ})
+			regEnd.Write([]byte{ecr.ENQ})
 			for {
 				select {
 				case <-stopDrip:
@@ -770,8 +772,8 @@ func TestExchangeDeadline(t *testing.T) {
 		l.Result(term.settle(sale, payment.OutcomeApproved))
 		select {
 		case at := <-sawENQ:
-			if waited := at.Sub(start); waited > l.exchangeLimit() {
-				t.Fatalf("result offered after %v, past the exchange limit %v", waited, l.exchangeLimit())
+			if waited := at.Sub(start); waited > l.ExchangeLimit() {
+				t.Fatalf("result offered after %v, past the exchange limit %v", waited, l.ExchangeLimit())
 			}
 		case <-time.After(time.Hour):
 			t.Fatal("a register dribbling noise held the link for an hour")
@@ -799,7 +801,7 @@ func (b *blockingConn) Close() error {
 func TestHealthReportsAWedgedLink(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		term := &stubTerm{state: payment.StateIdle}
-		l := NewLink(Config{Currency: "CAD", Timeout: time.Second}, term)
+		l := ecr.NewLink(ecr.Config{Currency: "CAD", Timeout: time.Second}, term)
 		linkEnd, regEnd := net.Pipe()
 		defer regEnd.Close()
 		bc := &blockingConn{Conn: linkEnd, release: make(chan struct{})}
@@ -811,12 +813,12 @@ func TestHealthReportsAWedgedLink(t *testing.T) {
 			t.Fatalf("idle link unhealthy: %v", err)
 		}
 		cancel() // the teardown hangs in Close
-		time.Sleep(l.exchangeLimit())
+		time.Sleep(l.ExchangeLimit())
 		if err := l.Health(); err != nil {
 			t.Fatalf("unhealthy before its bound: %v", err)
 		}
 		time.Sleep(10 * time.Second)
-		if err := l.Health(); !errors.Is(err, ErrWedged) {
+		if err := l.Health(); !errors.Is(err, ecr.ErrWedged) {
 			t.Fatalf("a wedged link reported healthy: %v", err)
 		}
 		close(bc.release)

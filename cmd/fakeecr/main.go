@@ -22,6 +22,7 @@ import (
 
 	"github.com/scanpay/scanpay/device/serial"
 	"github.com/scanpay/scanpay/ecr"
+	"github.com/scanpay/scanpay/ecr/ecrtest"
 )
 
 func main() {
@@ -93,7 +94,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *refund {
 		req.Type, kind = ecr.TypeRefund, "refund"
 	}
-	reg := &ecr.Register{Conn: conn, Timeout: *timeout}
+	reg := &ecrtest.Register{Conn: conn, Timeout: *timeout}
 	if err := reg.Send(req); err != nil {
 		fmt.Fprintf(stderr, "fakeecr: sending the %s: %v\n", kind, err)
 		return 1

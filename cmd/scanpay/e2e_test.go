@@ -18,6 +18,7 @@ import (
 
 	"github.com/scanpay/scanpay/device/serial/serialtest"
 	"github.com/scanpay/scanpay/ecr"
+	"github.com/scanpay/scanpay/ecr/ecrtest"
 	"github.com/scanpay/scanpay/payment/iotpaysim"
 )
 
@@ -72,7 +73,7 @@ type e2eLane struct {
 	ecrDev  *serialtest.Port
 	display *serialtest.Port
 	screen  *safeBuffer
-	reg     *ecr.Register
+	reg     *ecrtest.Register
 	metrics string
 	notify  chan string
 	proc    *exec.Cmd
@@ -99,7 +100,7 @@ func newLane(t *testing.T, pollInterval string) *e2eLane {
 	l.ecrDev = serialtest.NewPort(t, l.dir, "ecr")
 	l.display = serialtest.NewPort(t, l.dir, "display")
 	go io.Copy(l.screen, l.display.Master())
-	l.reg = &ecr.Register{Conn: l.ecrDev.Master(), Timeout: 3 * time.Second}
+	l.reg = &ecrtest.Register{Conn: l.ecrDev.Master(), Timeout: 3 * time.Second}
 	l.metrics = freePort(t)
 	// A fake systemd notify socket.
 	sock := filepath.Join(l.dir, "notify.sock")
@@ -223,7 +224,7 @@ func (l *e2eLane) sale(amount int64, ref, code string) ecr.Result {
 func (l *e2eLane) send(r ecr.Request) error {
 	var err error
 	for i := 0; i < 50; i++ {
-		if err = l.reg.Send(r); err != ecr.ErrRefused {
+		if err = l.reg.Send(r); err != ecrtest.ErrRefused {
 			return err
 		}
 		time.Sleep(200 * time.Millisecond)
