@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,7 +20,9 @@ import (
 	"github.com/scanpay/scanpay/display"
 	"github.com/scanpay/scanpay/keypad"
 	"github.com/scanpay/scanpay/payment"
+	"github.com/scanpay/scanpay/payment/iotpay"
 	"github.com/scanpay/scanpay/payment/iotpaysim"
+	"github.com/scanpay/scanpay/payment/journal"
 )
 
 func TestMain(m *testing.M) {
@@ -207,4 +212,50 @@ func syncString(b *bytes.Buffer, c *display.Console) string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return b.String()
+}
+
+// TestRefundSendsDevice: the operator commands build the gateway client
+// from the same config as the daemon, so a refund from the command line
+// names the lane's device as the daemon's requests do.
+func TestRefundSendsDevice(t *testing.T) {
+	dir := t.TempDir()
+	sim := iotpaysim.New(iotpaysim.Options{MchID: "10000576", Key: "TESTKEY1234567890"})
+	var mu sync.Mutex
+	device := map[string]string{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ParseForm() == nil {
+			if f, err := iotpay.DecodeFields([]byte(r.PostForm.Get("params"))); err == nil {
+				mu.Lock()
+				device[strings.TrimPrefix(r.URL.Path, "/v1/")] = f["device"]
+				mu.Unlock()
+			}
+		}
+		sim.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	path := writeConfig(t, dir, strings.Replace(basicConfig, "http://127.0.0.1:1", srv.URL, 1), 0o600)
+
+	// A paid order to refund, as the daemon would have journaled it.
+	ctx := context.Background()
+	jr, err := journal.Open(filepath.Join(dir, "journal.db"), journal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := jr.AddOrder(ctx, journal.NewOrder{TerminalID: "LANE1", Amount: 500, Currency: "CAD", Channel: iotpay.ChannelWeChat,
+		CodeMasked: "13************6789", CodeHash: "h1", Source: "keypad"}, func(n uint64) string { return payment.OrderNumber("LANE1", n) })
+	if err == nil {
+		_, err = jr.Transition(ctx, o.MchOrderNo, journal.StateSubmitting, journal.StatePaid, journal.Update{PayOrderID: "P0001", Status: 2})
+	}
+	jr.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	c, out, errb := cli(nil)
+	c.Run(ctx, []string{"refund", "--config", path, o.MchOrderNo}) // the simulator does not know P0001: the outcome does not matter
+	mu.Lock()
+	defer mu.Unlock()
+	if got, ok := device["refund_order"]; !ok || got != "scanpay" {
+		t.Fatalf("refund_order sent device %q (sent: %v)\n%s%s", got, ok, out.String(), errb.String())
+	}
 }

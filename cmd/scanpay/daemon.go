@@ -100,6 +100,16 @@ func (c codeSink) Scan(ctx context.Context, code scanner.Code) error {
 	return c.t.Scan(ctx, payment.Code{Text: code.Text, Source: code.Source, At: code.At})
 }
 
+// gatewayConfig is the gateway client's config for the daemon and the
+// operator commands alike, so a refund from the command line identifies
+// the lane as a sale from the daemon does. hc nil is the default transport.
+func gatewayConfig(cfg config.Config, key string, hc *http.Client) iotpay.Config {
+	g := cfg.Gateway
+	return iotpay.Config{BaseURL: g.URL, MchID: g.MchID, Key: key, JobNo: g.JobNo, NotifyURL: g.NotifyURL,
+		Subject: g.Subject, Body: g.Body, Device: "scanpay", DeviceID: cfg.Terminal.ID, ClientIP: g.ClientIP,
+		Timeout: g.Timeout.Duration, RequireSignedReplies: g.RequireSignedReplies, HTTPClient: hc}
+}
+
 // build opens the journal and makes every component. A journal that cannot
 // be opened is a runtime failure; the rest cannot fail after validation,
 // except an unusable beeper, which is logged and left silent.
@@ -116,9 +126,7 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 	}
 	d.closers = append(d.closers, func() { d.jr.Close() })
 	g := cfg.Gateway
-	d.client, err = iotpay.New(iotpay.Config{BaseURL: g.URL, MchID: g.MchID, Key: key, JobNo: g.JobNo, NotifyURL: g.NotifyURL,
-		Subject: g.Subject, Body: g.Body, Device: "scanpay", DeviceID: cfg.Terminal.ID, ClientIP: g.ClientIP,
-		Timeout: g.Timeout.Duration, RequireSignedReplies: g.RequireSignedReplies, HTTPClient: o.httpClient})
+	d.client, err = iotpay.New(gatewayConfig(cfg, key, o.httpClient))
 	if err != nil {
 		d.close()
 		return nil, err
