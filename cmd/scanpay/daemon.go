@@ -232,16 +232,6 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 	if cfg.ECR != nil {
 		pcfg.RefundWindow = cfg.ECR.RefundWindow.Duration
 	}
-	// The reconciler's first retries follow the polling pace (10 s at the
-	// default 2 s), capped at its defaults.
-	pcfg.ReconcileMin = min(pcfg.ReconcileMin, 5*pcfg.PollInterval)
-	// "Never reached the gateway" needs the gateway to keep not knowing an
-	// order for ten polling windows (10 min by default, far past a payment
-	// code's one-minute life); only test-sized windows shorten it.
-	pcfg.NotFoundFinalAfter = min(pcfg.NotFoundFinalAfter, 10*time.Duration(pcfg.PollAttempts)*pcfg.PollInterval)
-	if pcfg.ReconcileMax > pcfg.ReconcileFor {
-		pcfg.ReconcileMax = pcfg.ReconcileFor
-	}
 	var synced func() (bool, error)
 	if cfg.Terminal.RequireClockSync {
 		synced = o.clockSynced
@@ -249,7 +239,7 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (*daemon
 			synced = clockSynced
 		}
 	}
-	d.term, err = payment.New(pcfg, payment.Deps{Gateway: d.client, Journal: d.jr, Wallets: wallets, Screen: screen, Beeper: beeper,
+	d.term, err = payment.New(pcfg.Derived(), payment.Deps{Gateway: d.client, Journal: d.jr, Wallets: wallets, Screen: screen, Beeper: beeper,
 		Results: results, Observer: payObs, Logger: log.Named("lane"), ClockSynced: synced})
 	if err != nil {
 		d.close()
