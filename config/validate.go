@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -178,15 +179,14 @@ func (c *Config) Validate() error {
 	}
 
 	d := c.Display
-	switch d.Driver {
-	case "escpos", "cd5220":
+	switch {
+	case d.Line():
 		if d.Device == "" {
 			bad("display.device", "missing: the display's serial port")
 		}
 		checkPort(bad, "display", d.Baud, 8, "none")
-	case "console", "none":
-	default:
-		bad("display.driver", "%q must be escpos, cd5220, console or none", d.Driver)
+	case !slices.Contains(DisplayDrivers, d.Driver):
+		bad("display.driver", "%q must be %s", d.Driver, oneOf(DisplayDrivers))
 	}
 	if d.Width < 8 || d.Width > 40 {
 		bad("display.width", "%d must be 8–40 characters", d.Width)
@@ -197,24 +197,24 @@ func (c *Config) Validate() error {
 
 	if b := c.Beeper; b != nil {
 		switch b.Driver {
-		case "gpio":
+		case BeeperGPIO:
 			if b.Chip == "" {
 				bad("beeper.chip", "missing: the GPIO chip's label (e.g. pinctrl-bcm2711) or name (gpiochip0)")
 			}
 			if b.Line < 0 || b.Line > 511 {
 				bad("beeper.line", "%d is not a GPIO line offset", b.Line)
 			}
-		case "tone":
+		case BeeperTone:
 			if b.Device == "" {
 				bad("beeper.device", "missing: the tone device, e.g. /dev/input/by-path/platform-pwm-beeper-event")
 			}
-		case "bell":
-			if d.Driver != "escpos" && d.Driver != "cd5220" {
-				bad("beeper.driver", "bell rings the line display: it needs display.driver escpos or cd5220")
+		case BeeperBell:
+			if !d.Line() {
+				bad("beeper.driver", "bell rings the line display: it needs display.driver %s", oneOf(serialDisplays))
 			}
-		case "none":
+		case BeeperNone:
 		default:
-			bad("beeper.driver", "%q must be gpio, tone, bell or none", b.Driver)
+			bad("beeper.driver", "%q must be %s", b.Driver, oneOf(BeeperDrivers))
 		}
 	}
 
@@ -305,6 +305,14 @@ func (c *Config) Warnings() []string {
 	return w
 }
 
+// oneOf lists names for a message: "a, b, c or d".
+func oneOf(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
 func isLoopback(host string) bool {
 	if host == "localhost" {
 		return true
@@ -347,10 +355,10 @@ func (c *Config) CheckDevices() Errors {
 	if c.ECR != nil {
 		check("ecr.device", c.ECR.Device)
 	}
-	if c.Display.Driver == "escpos" || c.Display.Driver == "cd5220" {
+	if c.Display.Line() {
 		check("display.device", c.Display.Device)
 	}
-	if c.Beeper != nil && c.Beeper.Driver == "tone" {
+	if c.Beeper != nil && c.Beeper.Driver == BeeperTone {
 		check("beeper.device", c.Beeper.Device)
 	}
 	if dir := filepath.Dir(c.Journal.Path); dir != "" {

@@ -129,16 +129,16 @@ func (d *daemon) buildDisplay(o overrides, obs device.Observer) (payment.ScreenS
 	switch {
 	case o.screen != nil:
 		return o.screen, nil
-	case c.Driver == "escpos" || c.Driver == "cd5220":
+	case c.Line():
 		var proto display.Protocol = display.EscPos{Brightness: c.Brightness}
-		if c.Driver == "cd5220" {
+		if c.Driver == config.DisplayCD5220 {
 			proto = display.CD5220{Brightness: c.Brightness}
 		}
 		pole := display.NewPole(display.Config{Protocol: proto, Layout: layout, Logger: d.log.Named("display"), Observer: obs,
 			Open: display.SerialOpener(serial.PortConfig{Path: c.Device, Baud: c.Baud, DataBits: 8, Parity: "none"})})
 		d.runners = append(d.runners, runner{name: "display", run: pole.Run})
 		return pole, pole
-	case c.Driver == "console":
+	case c.Driver == config.DisplayConsole:
 		out := o.consoleOut
 		if out == nil {
 			out = io.Discard
@@ -158,11 +158,11 @@ func (d *daemon) buildBeeper(pole *display.Pole) payment.BeepSink {
 	var bp *display.Beeper
 	var err error
 	switch b.Driver {
-	case "gpio":
+	case config.BeeperGPIO:
 		bp, err = display.OpenGPIO(b.Chip, b.Line, b.ActiveLow)
-	case "tone":
+	case config.BeeperTone:
 		bp, err = display.OpenTone(input.DeviceSpec{Path: b.Device})
-	case "bell":
+	case config.BeeperBell:
 		if pole != nil {
 			return display.BellBeeper{Pole: pole}
 		}

@@ -94,7 +94,7 @@ func (c *CLI) demo(ctx context.Context, args []string) int {
 	cfg.Gateway.PollInterval = config.Duration{Duration: 400 * time.Millisecond}
 	cfg.Gateway.PollAttempts = 10
 	cfg.Gateway.Timeout = config.Duration{Duration: 5 * time.Second}
-	cfg.Display.Driver = "console"
+	cfg.Display.Driver = config.DisplayConsole
 	cfg.Journal.Path = filepath.Join(dir, "journal.db")
 	var logw io.Writer = io.Discard
 	if *verbose {
