@@ -19,10 +19,12 @@ import (
 	"github.com/scanpay/scanpay/scanner"
 )
 
-var (
-	terminalID = regexp.MustCompile(`^[A-Za-z0-9_]{1,12}$`)
-	posNumber  = regexp.MustCompile(`^(0[1-9]|[1-9][0-9])$`)
-)
+var posNumber = regexp.MustCompile(`^(0[1-9]|[1-9][0-9])$`)
+
+// laneKeys files the engine's lane rules under their keys.
+var laneKeys = map[payment.LaneField]string{
+	payment.FieldTerminalID: "terminal.id", payment.FieldCurrency: "terminal.currency", payment.FieldMaxAmount: "terminal.max_amount",
+}
 
 // Validate checks every value and returns all problems at once.
 func (c *Config) Validate() error {
@@ -31,14 +33,13 @@ func (c *Config) Validate() error {
 		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 	t := c.Terminal
-	if !terminalID.MatchString(t.ID) {
-		bad("terminal.id", "%q must be 1–12 letters, digits or _ (it starts every order number)", t.ID)
-	}
-	if t.Currency != "CAD" && t.Currency != "USD" {
-		bad("terminal.currency", "%q must be CAD or USD", t.Currency)
-	}
-	if t.MaxAmount < 1 || t.MaxAmount > 99999999 {
-		bad("terminal.max_amount", "%d must be 1–99999999 cents", t.MaxAmount)
+	for _, err := range payment.CheckLane(t.ID, t.Currency, t.MaxAmount) {
+		var le *payment.LaneError
+		if errors.As(err, &le) {
+			bad(laneKeys[le.Field], "%s", le.Msg)
+		} else {
+			bad("terminal", "%v", err)
+		}
 	}
 	if t.CodeTimeout.Duration < 5*time.Second {
 		bad("terminal.code_timeout", "%s is too short to scan a code (at least 5s)", t.CodeTimeout.Duration)

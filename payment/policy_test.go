@@ -1,6 +1,8 @@
 package payment_test
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,5 +43,39 @@ func TestDerivedSettings(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+func TestCheckLane(t *testing.T) {
+	if errs := payment.CheckLane("LANE_1", "USD", payment.MaxAmountLimit); len(errs) != 0 {
+		t.Fatalf("good lane refused: %v", errs)
+	}
+	tests := []struct {
+		id, currency string
+		max          int64
+		want         []payment.LaneField
+	}{
+		{"", "CAD", 100, []payment.LaneField{payment.FieldTerminalID}},
+		{"has space", "CAD", 100, []payment.LaneField{payment.FieldTerminalID}},
+		{"ABCDEFGHIJKLM", "CAD", 100, []payment.LaneField{payment.FieldTerminalID}},
+		{"L1", "EUR", 100, []payment.LaneField{payment.FieldCurrency}},
+		{"L1", "cad", 100, []payment.LaneField{payment.FieldCurrency}},
+		{"L1", "CAD", 0, []payment.LaneField{payment.FieldMaxAmount}},
+		{"L1", "CAD", payment.MaxAmountLimit + 1, []payment.LaneField{payment.FieldMaxAmount}},
+		// Every broken rule is reported, so config names them all at once.
+		{"a b", "EUR", -1, []payment.LaneField{payment.FieldTerminalID, payment.FieldCurrency, payment.FieldMaxAmount}},
+	}
+	for _, tc := range tests {
+		errs := payment.CheckLane(tc.id, tc.currency, tc.max)
+		if len(errs) != len(tc.want) {
+			t.Errorf("%q %q %d: %v, want %v", tc.id, tc.currency, tc.max, errs, tc.want)
+			continue
+		}
+		for i, err := range errs {
+			var le *payment.LaneError
+			if !errors.As(err, &le) || le.Field != tc.want[i] || !strings.HasPrefix(err.Error(), string(tc.want[i])+" ") {
+				t.Errorf("%q %q %d: error %d is %v, want one about %s", tc.id, tc.currency, tc.max, i, err, tc.want[i])
+			}
+		}
 	}
 }
