@@ -54,11 +54,11 @@ var laneMoves = map[State][]State{
 	StatePolling:      {StateIdle, StatePolling},
 }
 
-// ErrInvalidTransition is returned for a lane move the state machine does
+// InvalidTransitionError is returned for a lane move the state machine does
 // not allow.
-type ErrInvalidTransition struct{ From, To State }
+type InvalidTransitionError struct{ From, To State }
 
-func (e ErrInvalidTransition) Error() string {
+func (e InvalidTransitionError) Error() string {
 	return fmt.Sprintf("invalid lane transition %s → %s", e.From, e.To)
 }
 
@@ -71,7 +71,7 @@ func checkMove(from, to State) error {
 			return nil
 		}
 	}
-	return ErrInvalidTransition{from, to}
+	return InvalidTransitionError{from, to}
 }
 
 // Source names where an amount came from.
