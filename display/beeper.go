@@ -34,6 +34,12 @@ func Pattern(b payment.Beep) []Tone {
 	}
 }
 
+var (
+	_ payment.BeepSink = (*Beeper)(nil)
+	_ payment.BeepSink = BellBeeper{}
+	_ payment.BeepSink = NoBeeper{}
+)
+
 // switcher turns a sound on (hz > 0) or off (hz == 0).
 type switcher interface {
 	set(hz int) error

@@ -93,6 +93,12 @@ type Config struct {
 	Observer     device.Observer
 }
 
+var (
+	_ payment.ScreenSink = (*Pole)(nil)
+	_ payment.ScreenSink = (*Console)(nil)
+	_ payment.ScreenSink = None{}
+)
+
 // Pole drives a serial line display. Show never blocks: it records the
 // newest screen, and Run (its own goroutine) draws it, writing only lines
 // that changed, and reopens the port after any failure.

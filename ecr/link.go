@@ -163,6 +163,8 @@ func (l *Link) answered(kind string, status byte) {
 	}
 }
 
+var _ payment.ResultSink = (*Link)(nil)
+
 // Result implements payment.ResultSink: the engine's answer for a sale. It
 // goes to the session whose request it answers, and to nobody else: a
 // result nobody waits for stays in the journal, where only a matching

@@ -206,6 +206,11 @@ func (b Beep) String() string {
 
 // Consumer-side interfaces for everything the terminal drives.
 
+var (
+	_ Gateway = (*iotpay.Client)(nil)
+	_ Journal = (*journal.Journal)(nil)
+)
+
 // Gateway is the IOTPay API; *iotpay.Client implements it.
 type Gateway interface {
 	CreateOrder(ctx context.Context, r iotpay.CreateRequest) iotpay.Result

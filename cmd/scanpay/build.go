@@ -249,6 +249,14 @@ func scannerSource(s config.Scanner, log *zap.Logger, obs device.Observer, m *me
 
 // Adapters between the parts.
 
+var (
+	_ payment.ResultSink = resultFanout(nil)
+	_ ecr.Terminal       = (*lateTerminal)(nil)
+	_ ecr.Terminal       = (*payment.Terminal)(nil)
+	_ keypad.Sink        = keypadSink{}
+	_ scanner.Sink       = codeSink{}
+)
+
 // resultFanout hands results to several sinks.
 type resultFanout []payment.ResultSink
 

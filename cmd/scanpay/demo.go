@@ -35,6 +35,8 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
+var _ payment.ResultSink = resultChan(nil)
+
 // resultChan hands the demo every sale result.
 type resultChan chan payment.SaleResult
 

@@ -15,9 +15,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/scanpay/scanpay/device"
 	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/payment/iotpay"
 	"github.com/scanpay/scanpay/payment/journal"
+)
+
+var (
+	_ payment.Observer = (*metrics)(nil)
+	_ device.Observer  = (*metrics)(nil)
 )
 
 // metrics is the Prometheus view of a lane. It implements
