@@ -384,9 +384,3 @@ func TestTonePattern(t *testing.T) {
 		t.Fatalf("events %s, want %s", got, want)
 	}
 }
-
-func TestFindChipMissing(t *testing.T) {
-	if _, err := OpenGPIO("no-such-chip", 17, false); err == nil {
-		t.Fatal("opened a missing chip")
-	}
-}
