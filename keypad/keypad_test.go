@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -137,10 +138,13 @@ func FuzzEditor(f *testing.F) {
 }
 
 func TestKeypadRetriesMissingDevice(t *testing.T) {
-	k := &Keypad{Device: input.DeviceSpec{Path: "/nonexistent/event9"}, Backoff: device.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Logger: zaptest.NewLogger(t)}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-	defer cancel()
-	if err := k.Run(ctx, &recorder{}); err != nil {
-		t.Fatal(err)
-	}
+	// 30 ms of retries on synctest's clock.
+	synctest.Test(t, func(t *testing.T) {
+		k := &Keypad{Device: input.DeviceSpec{Path: "/nonexistent/event9"}, Backoff: device.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Logger: zaptest.NewLogger(t)}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+		defer cancel()
+		if err := k.Run(ctx, &recorder{}); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -164,11 +165,11 @@ func TestSerialScannerOverPty(t *testing.T) {
 	}
 	rmu.Unlock()
 
-	// Unplug: the reader notices, retries with backoff, and picks the
-	// device up again when it returns under the same name.
+	// Unplug: the reader notices and picks the device up again when it
+	// returns under the same name. (That it keeps retrying while the device
+	// is away is device.TestKeeperReopensAfterLoss.)
 	port.Unplug()
 	waitFor(t, "unplug noticed", func() bool { return len(obs.Changes()) >= 2 && obs.Down() })
-	time.Sleep(50 * time.Millisecond)
 	port.Plug()
 	waitFor(t, "reopen", func() bool { return obs.Ups() == 2 })
 	port.WriteSlowly("6212345678901234567\n")
@@ -186,15 +187,19 @@ func TestSerialScannerOverPty(t *testing.T) {
 }
 
 func TestHIDScannerRetriesMissingDevice(t *testing.T) {
-	obs := &upCounter{}
-	s := &HIDScanner{Device: input.DeviceSpec{Path: filepath.Join(t.TempDir(), "event-missing")}, Backoff: device.Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond},
-		Observer: obs, Logger: zaptest.NewLogger(t)}
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	if err := s.Run(ctx, chanSink(make(chan Code))); err != nil {
-		t.Fatal(err)
-	}
-	if c := obs.Changes(); len(c) != 1 || c[0] {
-		t.Fatalf("changes %v: a missing device must be reported down once", c)
-	}
+	missing := filepath.Join(t.TempDir(), "event-missing")
+	// 100 ms of retries on synctest's clock: dozens of attempts, no waiting.
+	synctest.Test(t, func(t *testing.T) {
+		obs := &upCounter{}
+		s := &HIDScanner{Device: input.DeviceSpec{Path: missing}, Backoff: device.Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond},
+			Observer: obs, Logger: zaptest.NewLogger(t)}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		if err := s.Run(ctx, chanSink(make(chan Code))); err != nil {
+			t.Fatal(err)
+		}
+		if c := obs.Changes(); len(c) != 1 || c[0] {
+			t.Fatalf("changes %v: a missing device must be reported down once", c)
+		}
+	})
 }

@@ -168,8 +168,42 @@ func (l *e2eLane) start() {
 	go func() { l.exited <- l.proc.Wait() }()
 	l.t.Cleanup(func() { l.proc.Process.Kill() })
 	l.waitNotify("READY=1")
-	// The serial links are up once their ports are in raw mode.
-	time.Sleep(300 * time.Millisecond)
+	// The serial links are up once their ports are in raw mode (until then
+	// the ttys would echo): the daemon reports each device up.
+	for _, dev := range []string{"scanner", "ecr", "display"} {
+		up := fmt.Sprintf(`scanpay_device_up{device=%q} 1`, dev)
+		l.eventually(dev+" up", func() bool { return strings.Contains(l.get("/metrics"), up) })
+	}
+}
+
+// get fetches a page from the daemon's metrics server ("" if it fails).
+func (l *e2eLane) get(path string) string {
+	resp, err := http.Get("http://" + l.metrics + path)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// eventually waits up to 10 s for cond.
+func (l *e2eLane) eventually(what string, cond func() bool) {
+	l.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			l.t.Fatalf("timed out waiting for %s:\n%s", what, l.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// awaitingCode waits until the lane has taken the amount and waits for a
+// code (a code scanned earlier would be refused as "no amount").
+func (l *e2eLane) awaitingCode() {
+	l.t.Helper()
+	l.eventually("the lane awaiting a code", func() bool { return strings.Contains(l.get("/healthz"), `"state":"AWAITING_CODE"`) })
 }
 
 func (l *e2eLane) waitNotify(want string) string {
@@ -211,7 +245,7 @@ func (l *e2eLane) sale(amount int64, ref, code string) ecr.Result {
 	if err := l.send(request(amount, ref)); err != nil {
 		l.t.Fatalf("send: %v\n%s", err, l.logs.String())
 	}
-	time.Sleep(100 * time.Millisecond)
+	l.awaitingCode()
 	l.scanner.Master().Write([]byte(code + "\r\n"))
 	res, err := l.reg.Receive(20*time.Second, true)
 	if err != nil {
@@ -341,7 +375,7 @@ func TestEndToEnd(t *testing.T) {
 	if err := l.send(request(700, "INV5")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	l.awaitingCode()
 	l.scanner.Master().Write([]byte("134567890123456789\r"))
 	l.waitScreen("Code already used")
 	if n := len(l.sim.Orders()); n != 4 {
@@ -404,7 +438,7 @@ func TestKillAndRestart(t *testing.T) {
 	if err := l.send(request(1052, "KILL1")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	l.awaitingCode()
 	l.scanner.Master().Write([]byte("134567890123456789\r"))
 	// Kill while the order is being polled (status 1, paid on the 3rd query).
 	deadline := time.Now().Add(10 * time.Second)
