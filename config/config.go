@@ -1,8 +1,11 @@
 // Package config is scanpay's configuration: the TOML schema with its
 // defaults, strict decoding (an unknown or misspelt key is an error naming
 // the key and its line), validation with messages a shop technician can
-// act on, and loading the merchant key. It hands typed values to the
-// daemon; no other package imports it.
+// act on, and loading the merchant key. It declares the display and beeper
+// driver names; the rules it shares with other packages (lane rules, port
+// settings, the wallet table) it applies from their home packages, filing
+// their typed errors under its keys. It hands typed values to the daemon;
+// no other package imports it.
 package config
 
 import (

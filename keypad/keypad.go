@@ -1,7 +1,9 @@
-// Package keypad turns a USB numeric keypad (an evdev keyboard, grabbed and
-// reopened after an unplug) into amount entry: digits typed in cents,
-// backspace, enter to confirm, a cancel key. The amount is echoed as it is
-// typed and bounded by the terminal's maximum and a digit limit.
+// Package keypad turns a USB numeric keypad (an evdev keyboard read through
+// device/input, grabbed and reopened after an unplug) into amount entry:
+// digits typed in cents, backspace, enter to confirm, a cancel key. Each
+// entry goes to a Sink, as each scanned code goes to a scanner.Sink; the
+// amount is echoed as it is typed and bounded by the terminal's maximum and
+// a digit limit.
 package keypad
 
 import (
