@@ -38,7 +38,7 @@ func (s *HIDScanner) Run(ctx context.Context, sink Sink) error {
 		if !ok {
 			return
 		}
-		_ = sink.Scan(ctx, Code{Text: code, Source: source, At: ev.Time}) // an error only means ctx ended
+		_ = sink.Scan(ctx, Code{Text: code, Source: source, At: ev.Time}) // an error means ctx ended or the taker stopped
 	})
 }
 
