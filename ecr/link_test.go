@@ -14,9 +14,13 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/devicetest"
 	"github.com/scanpay/scanpay/device/serial"
 	"github.com/scanpay/scanpay/device/serial/serialtest"
 	"github.com/scanpay/scanpay/ecr"
@@ -125,6 +129,7 @@ type rig struct {
 	link *ecr.Link
 	reg  *ecrtest.Register
 	m    *os.File
+	logs *observer.ObservedLogs // the link's log, to wait on what it did
 }
 
 func newRig(t *testing.T, cfg ecr.Config, port serial.PortConfig) *rig {
@@ -136,7 +141,8 @@ func newRig(t *testing.T, cfg ecr.Config, port serial.PortConfig) *rig {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 300 * time.Millisecond
 	}
-	cfg.Logger = zaptest.NewLogger(t)
+	seen, logs := observer.New(zap.InfoLevel)
+	cfg.Logger = zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), seen))
 	if cfg.Currency == "" {
 		cfg.Currency = "CAD"
 	}
@@ -157,7 +163,7 @@ func newRig(t *testing.T, cfg ecr.Config, port serial.PortConfig) *rig {
 		cancel()
 		<-done
 	})
-	return &rig{t: t, term: term, link: l, reg: &ecrtest.Register{Conn: m, Timeout: time.Second}, m: m}
+	return &rig{t: t, term: term, link: l, reg: &ecrtest.Register{Conn: m, Timeout: time.Second}, m: m, logs: logs}
 }
 
 type upSignal chan struct{}
@@ -306,7 +312,11 @@ func TestBlankReferenceNeverReasks(t *testing.T) {
 						enqs++
 					}
 				}
-				time.Sleep(300 * time.Millisecond) // past the last ENQ's timeout
+				// The link gives up after the last ENQ's timeout; a request
+				// sent before would be read as a late answer to it.
+				devicetest.WaitFor(t, "the link giving up", func() bool {
+					return r.logs.FilterMessage("ECR did not answer ENQ").Len() > 0
+				})
 			}
 			r.reg.Timeout = time.Second
 			if err := r.reg.Send(req(2500, false, immediate, "")); err != nil {
