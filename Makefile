@@ -44,7 +44,7 @@ cross: ## cross-build every command for linux/amd64, arm64, arm v7 and v6 (CGO o
 	    CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$dir/$$c ./cmd/$$c; done; \
 	  echo "built $$dir"; done
 
-ARM_PKGS ?= ./scanner/... ./keypad/... ./payment/iotpay/...
+ARM_PKGS ?= ./device/... ./scanner/... ./keypad/... ./payment/iotpay/...
 
 test-arm: ## package tests built for linux/arm (v7, 16-byte input_event) and arm64, run under qemu-user-static
 	@command -v qemu-arm-static >/dev/null || { echo "test-arm needs qemu-user-static (apt-get install qemu-user-static)"; exit 1; }

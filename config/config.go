@@ -1,8 +1,11 @@
 // Package config is scanpay's configuration: the TOML schema with its
 // defaults, strict decoding (an unknown or misspelt key is an error naming
 // the key and its line), validation with messages a shop technician can
-// act on, and loading the merchant key. It hands typed values to the
-// daemon; no other package imports it.
+// act on, and loading the merchant key. It declares the display and beeper
+// driver names; the rules it shares with other packages (lane rules, port
+// settings, the wallet table) it applies from their home packages, filing
+// their typed errors under its keys. It hands typed values to the daemon;
+// no other package imports it.
 package config
 
 import (
@@ -11,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -132,18 +136,49 @@ type ECR struct {
 	RefundWindow Duration `toml:"refund_window"`
 }
 
+// Display drivers: line displays on a serial port, the console, none.
+const (
+	DisplayEscPos  = "escpos"
+	DisplayCD5220  = "cd5220"
+	DisplayConsole = "console"
+	DisplayNone    = "none"
+)
+
+// DisplayDrivers lists every display driver; the line displays first.
+var DisplayDrivers = []string{DisplayEscPos, DisplayCD5220, DisplayConsole, DisplayNone}
+
+// serialDisplays are the drivers that draw on a line display at
+// display.device.
+var serialDisplays = DisplayDrivers[:2]
+
 // Display is the customer line display.
 type Display struct {
-	Driver     string `toml:"driver"` // escpos, cd5220, console, none
+	Driver     string `toml:"driver"` // one of DisplayDrivers
 	Device     string `toml:"device"`
 	Baud       int    `toml:"baud"`
 	Width      int    `toml:"width"`
 	Brightness int    `toml:"brightness"`
 }
 
+// Line reports whether the driver draws on a line display on a serial
+// port (display.device).
+func (d Display) Line() bool { return slices.Contains(serialDisplays, d.Driver) }
+
+// Beeper drivers: a GPIO buzzer, an evdev tone device, the line display's
+// bell, none.
+const (
+	BeeperGPIO = "gpio"
+	BeeperTone = "tone"
+	BeeperBell = "bell"
+	BeeperNone = "none"
+)
+
+// BeeperDrivers lists every beeper driver.
+var BeeperDrivers = []string{BeeperGPIO, BeeperTone, BeeperBell, BeeperNone}
+
 // Beeper is the buzzer.
 type Beeper struct {
-	Driver    string `toml:"driver"` // gpio, tone, bell, none
+	Driver    string `toml:"driver"` // one of BeeperDrivers
 	Chip      string `toml:"chip"`
 	Line      int    `toml:"line"`
 	ActiveLow bool   `toml:"active_low"`
@@ -179,7 +214,7 @@ func Default() Config {
 			PollAttempts: 30, SaleLimit: Duration{90 * time.Second}, RefundLate: true, RequireSignedReplies: true, ReconcileFor: Duration{24 * time.Hour}},
 		Scanner: Scanner{Driver: "evdev", Baud: 9600, DataBits: 8, Parity: "none", LineEnding: "auto",
 			Terminators: []string{"enter", "kpenter"}, IdleTimeout: Duration{300 * time.Millisecond}, MaxLength: 64},
-		Display: Display{Driver: "none", Baud: 9600, Width: 20},
+		Display: Display{Driver: DisplayNone, Baud: 9600, Width: 20},
 		Journal: Journal{Path: "/var/lib/scanpay/journal.db"},
 		Log:     Log{Level: "info", Format: "json"},
 	}
@@ -303,7 +338,7 @@ func (c *Config) fillOptionalDefaults() {
 		c.Keypad.MaxDigits = 8
 	}
 	if c.Beeper != nil && c.Beeper.Driver == "" {
-		c.Beeper.Driver = "none"
+		c.Beeper.Driver = BeeperNone
 	}
 }
 

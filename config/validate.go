@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -8,16 +9,22 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/scanpay/scanpay/device/input"
+	"github.com/scanpay/scanpay/device/serial"
+	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/scanner"
 )
 
-var (
-	terminalID = regexp.MustCompile(`^[A-Za-z0-9_]{1,12}$`)
-	posNumber  = regexp.MustCompile(`^(0[1-9]|[1-9][0-9])$`)
-)
+var posNumber = regexp.MustCompile(`^(0[1-9]|[1-9][0-9])$`)
+
+// laneKeys files the engine's lane rules under their keys.
+var laneKeys = map[payment.LaneField]string{
+	payment.FieldTerminalID: "terminal.id", payment.FieldCurrency: "terminal.currency", payment.FieldMaxAmount: "terminal.max_amount",
+}
 
 // Validate checks every value and returns all problems at once.
 func (c *Config) Validate() error {
@@ -26,14 +33,13 @@ func (c *Config) Validate() error {
 		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 	t := c.Terminal
-	if !terminalID.MatchString(t.ID) {
-		bad("terminal.id", "%q must be 1–12 letters, digits or _ (it starts every order number)", t.ID)
-	}
-	if t.Currency != "CAD" && t.Currency != "USD" {
-		bad("terminal.currency", "%q must be CAD or USD", t.Currency)
-	}
-	if t.MaxAmount < 1 || t.MaxAmount > 99999999 {
-		bad("terminal.max_amount", "%d must be 1–99999999 cents", t.MaxAmount)
+	for _, err := range payment.CheckLane(t.ID, t.Currency, t.MaxAmount) {
+		var le *payment.LaneError
+		if errors.As(err, &le) {
+			bad(laneKeys[le.Field], "%s", le.Msg)
+		} else {
+			bad("terminal", "%v", err)
+		}
 	}
 	if t.CodeTimeout.Duration < 5*time.Second {
 		bad("terminal.code_timeout", "%s is too short to scan a code (at least 5s)", t.CodeTimeout.Duration)
@@ -93,7 +99,7 @@ func (c *Config) Validate() error {
 			bad("scanner.device", "missing: give the device path (/dev/input/by-id/…-event-kbd), or scanner.name or scanner.vendor_product")
 		}
 		if s.VendorProduct != "" {
-			if err := (scanner.DeviceSpec{VendorProduct: s.VendorProduct}).Validate(); err != nil {
+			if err := (input.DeviceSpec{VendorProduct: s.VendorProduct}).Validate(); err != nil {
 				bad("scanner.vendor_product", "%v", err)
 			}
 		}
@@ -123,7 +129,7 @@ func (c *Config) Validate() error {
 		bad("scanner.max_length", "%d must be 8–256", s.MaxLength)
 	}
 	if len(c.Wallets) > 0 {
-		if _, err := scanner.NewWallets(c.WalletRules()); err != nil {
+		if _, err := payment.NewWallets(c.WalletRules()); err != nil {
 			bad("wallet", "%v", err)
 		}
 	}
@@ -174,15 +180,14 @@ func (c *Config) Validate() error {
 	}
 
 	d := c.Display
-	switch d.Driver {
-	case "escpos", "cd5220":
+	switch {
+	case d.Line():
 		if d.Device == "" {
 			bad("display.device", "missing: the display's serial port")
 		}
 		checkPort(bad, "display", d.Baud, 8, "none")
-	case "console", "none":
-	default:
-		bad("display.driver", "%q must be escpos, cd5220, console or none", d.Driver)
+	case !slices.Contains(DisplayDrivers, d.Driver):
+		bad("display.driver", "%q must be %s", d.Driver, oneOf(DisplayDrivers))
 	}
 	if d.Width < 8 || d.Width > 40 {
 		bad("display.width", "%d must be 8–40 characters", d.Width)
@@ -193,24 +198,24 @@ func (c *Config) Validate() error {
 
 	if b := c.Beeper; b != nil {
 		switch b.Driver {
-		case "gpio":
+		case BeeperGPIO:
 			if b.Chip == "" {
 				bad("beeper.chip", "missing: the GPIO chip's label (e.g. pinctrl-bcm2711) or name (gpiochip0)")
 			}
 			if b.Line < 0 || b.Line > 511 {
 				bad("beeper.line", "%d is not a GPIO line offset", b.Line)
 			}
-		case "tone":
+		case BeeperTone:
 			if b.Device == "" {
 				bad("beeper.device", "missing: the tone device, e.g. /dev/input/by-path/platform-pwm-beeper-event")
 			}
-		case "bell":
-			if d.Driver != "escpos" && d.Driver != "cd5220" {
-				bad("beeper.driver", "bell rings the line display: it needs display.driver escpos or cd5220")
+		case BeeperBell:
+			if !d.Line() {
+				bad("beeper.driver", "bell rings the line display: it needs display.driver %s", oneOf(serialDisplays))
 			}
-		case "none":
+		case BeeperNone:
 		default:
-			bad("beeper.driver", "%q must be gpio, tone, bell or none", b.Driver)
+			bad("beeper.driver", "%q must be %s", b.Driver, oneOf(BeeperDrivers))
 		}
 	}
 
@@ -238,20 +243,20 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// portKeys maps a port setting to its key in a section.
+var portKeys = map[serial.Field]string{serial.FieldBaud: "baud", serial.FieldDataBits: "data_bits", serial.FieldParity: "parity"}
+
 func checkPort(bad func(string, string, ...any), section string, baud, bits int, parity string) {
-	err := scanner.PortConfig{Path: "x", Baud: baud, DataBits: bits, Parity: parity}.Validate()
+	err := serial.PortConfig{Path: "x", Baud: baud, DataBits: bits, Parity: parity}.Validate()
 	if err == nil {
 		return
 	}
-	msg := err.Error()
 	key := section + ".baud"
-	switch {
-	case strings.Contains(msg, "data bits"):
-		key = section + ".data_bits"
-	case strings.Contains(msg, "parity"):
-		key = section + ".parity"
+	var fe *serial.FieldError
+	if errors.As(err, &fe) && portKeys[fe.Field] != "" {
+		key = section + "." + portKeys[fe.Field]
 	}
-	bad(key, "%s", msg)
+	bad(key, "%v", err)
 }
 
 // SaleDuration is the longest a sale's gateway phase can last: the cap,
@@ -301,6 +306,14 @@ func (c *Config) Warnings() []string {
 	return w
 }
 
+// oneOf lists names for a message: "a, b, c or d".
+func oneOf(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
 func isLoopback(host string) bool {
 	if host == "localhost" {
 		return true
@@ -310,16 +323,16 @@ func isLoopback(host string) bool {
 }
 
 // Terminators maps terminator names to key codes.
-var Terminators = map[string]uint16{"enter": scanner.KeyEnter, "kpenter": scanner.KeyKPEnter, "tab": scanner.KeyTab}
+var Terminators = map[string]uint16{"enter": input.KeyEnter, "kpenter": input.KeyKPEnter, "tab": input.KeyTab}
 
 // WalletRules is the wallet table: the configured rows, or the default.
-func (c *Config) WalletRules() []scanner.WalletRule {
+func (c *Config) WalletRules() []payment.WalletRule {
 	if len(c.Wallets) == 0 {
-		return scanner.DefaultWalletRules()
+		return payment.DefaultWalletRules()
 	}
-	out := make([]scanner.WalletRule, len(c.Wallets))
+	out := make([]payment.WalletRule, len(c.Wallets))
 	for i, w := range c.Wallets {
-		out[i] = scanner.WalletRule{Name: w.Name, Channel: w.Channel, Prefixes: w.Prefixes, MinLen: w.MinLength, MaxLen: w.MaxLength}
+		out[i] = payment.WalletRule{Name: w.Name, Channel: w.Channel, Prefixes: w.Prefixes, MinLen: w.MinLength, MaxLen: w.MaxLength}
 	}
 	return out
 }
@@ -343,10 +356,10 @@ func (c *Config) CheckDevices() Errors {
 	if c.ECR != nil {
 		check("ecr.device", c.ECR.Device)
 	}
-	if c.Display.Driver == "escpos" || c.Display.Driver == "cd5220" {
+	if c.Display.Line() {
 		check("display.device", c.Display.Device)
 	}
-	if c.Beeper != nil && c.Beeper.Driver == "tone" {
+	if c.Beeper != nil && c.Beeper.Driver == BeeperTone {
 		check("beeper.device", c.Beeper.Device)
 	}
 	if dir := filepath.Dir(c.Journal.Path); dir != "" {

@@ -6,10 +6,9 @@ import (
 	"time"
 
 	evdev "github.com/holoplot/go-evdev"
-	"github.com/warthog618/go-gpiocdev"
 
+	"github.com/scanpay/scanpay/device/input"
 	"github.com/scanpay/scanpay/payment"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 // Tone is one sound of a pattern: on for On (at Hz where the device can
@@ -33,6 +32,12 @@ func Pattern(b payment.Beep) []Tone {
 			{On: 100 * time.Millisecond, Hz: 800}}
 	}
 }
+
+var (
+	_ payment.BeepSink = (*Beeper)(nil)
+	_ payment.BeepSink = BellBeeper{}
+	_ payment.BeepSink = NoBeeper{}
+)
 
 // switcher turns a sound on (hz > 0) or off (hz == 0).
 type switcher interface {
@@ -85,44 +90,6 @@ func (g gpioSwitch) set(hz int) error {
 
 func (g gpioSwitch) Close() error { return g.line.Close() }
 
-// OpenGPIO drives an active buzzer on a GPIO line. chip is a chip's label
-// (e.g. "pinctrl-bcm2711", stable across kernels) or name ("gpiochip0").
-func OpenGPIO(chip string, offset int, activeLow bool) (*Beeper, error) {
-	name, err := findChip(chip)
-	if err != nil {
-		return nil, err
-	}
-	opts := []gpiocdev.LineReqOption{gpiocdev.WithConsumer("scanpay-beeper"), gpiocdev.AsOutput(0)}
-	if activeLow {
-		opts = append(opts, gpiocdev.AsActiveLow)
-	}
-	line, err := gpiocdev.RequestLine(name, offset, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("beeper: request %s line %d: %w", name, offset, err)
-	}
-	return &Beeper{dev: gpioSwitch{line}, sleep: time.Sleep}, nil
-}
-
-func findChip(want string) (string, error) {
-	var seen []string
-	for _, name := range gpiocdev.Chips() {
-		if name == want {
-			return name, nil
-		}
-		c, err := gpiocdev.NewChip(name)
-		if err != nil {
-			continue
-		}
-		label := c.Label
-		c.Close()
-		if label == want {
-			return name, nil
-		}
-		seen = append(seen, name+" ("+label+")")
-	}
-	return "", fmt.Errorf("beeper: no GPIO chip named or labelled %q (found: %v)", want, seen)
-}
-
 // eventWriter is the part of *evdev.InputDevice the tone beeper uses.
 type eventWriter interface {
 	WriteOne(*evdev.InputEvent) error
@@ -141,7 +108,7 @@ func (t toneSwitch) set(hz int) error {
 func (t toneSwitch) Close() error { return t.w.Close() }
 
 // OpenTone drives an evdev EV_SND device (pwm-beeper, pcspkr).
-func OpenTone(spec scanner.DeviceSpec) (*Beeper, error) {
+func OpenTone(spec input.DeviceSpec) (*Beeper, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("beeper: %w", err)
 	}

@@ -17,9 +17,11 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/devicetest"
+	"github.com/scanpay/scanpay/device/serial"
+	"github.com/scanpay/scanpay/device/serial/serialtest"
 	"github.com/scanpay/scanpay/payment"
-	"github.com/scanpay/scanpay/scanner"
-	"github.com/scanpay/scanpay/scanner/scannertest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -100,12 +102,12 @@ func TestLayoutTexts(t *testing.T) {
 	}
 }
 
-func startPole(t *testing.T, port *scannertest.Port, proto Protocol, obs scanner.DeviceObserver) (*Pole, func()) {
+func startPole(t *testing.T, port *serialtest.Port, proto Protocol, obs device.Observer) (*Pole, func()) {
 	pole := NewPole(Config{
 		Protocol: proto,
-		Open:     SerialOpener(scanner.PortConfig{Path: port.Link, Baud: 9600, DataBits: 8, Parity: "none"}),
+		Open:     SerialOpener(serial.PortConfig{Path: port.Link, Baud: 9600, DataBits: 8, Parity: "none"}),
 		Layout:   Layout{Width: 20},
-		Backoff:  scanner.Backoff{Min: 5 * time.Millisecond, Max: 20 * time.Millisecond},
+		Backoff:  device.Backoff{Min: 5 * time.Millisecond, Max: 20 * time.Millisecond},
 		Logger:   zaptest.NewLogger(t),
 		Observer: obs,
 	})
@@ -130,7 +132,7 @@ func TestGoldenStreams(t *testing.T) {
 			var all []byte
 			for _, s := range screens {
 				// A fresh session per screen: init, then both lines.
-				port := scannertest.NewPort(t, t.TempDir(), "display")
+				port := serialtest.NewPort(t, t.TempDir(), "display")
 				pole, stop := startPole(t, port, d.proto, nil)
 				pole.Show(s)
 				lines := Layout{Width: 20}.Render(s)
@@ -211,7 +213,7 @@ func TestConsoleGolden(t *testing.T) {
 }
 
 func TestOnlyChangedLinesWritten(t *testing.T) {
-	port := scannertest.NewPort(t, t.TempDir(), "display")
+	port := serialtest.NewPort(t, t.TempDir(), "display")
 	pole, stop := startPole(t, port, EscPos{}, nil)
 	defer stop()
 	l := Layout{Width: 20}
@@ -235,8 +237,8 @@ func TestOnlyChangedLinesWritten(t *testing.T) {
 }
 
 func TestUnplugReplugRedraws(t *testing.T) {
-	port := scannertest.NewPort(t, t.TempDir(), "display")
-	obs := &scannertest.Devices{}
+	port := serialtest.NewPort(t, t.TempDir(), "display")
+	obs := &devicetest.Devices{}
 	pole, stop := startPole(t, port, EscPos{}, obs)
 	defer stop()
 	s := payment.Screen{Kind: payment.ScreenApproved, Amount: 2865, Wallet: "WeChat Pay"}
@@ -245,7 +247,7 @@ func TestUnplugReplugRedraws(t *testing.T) {
 	full := len(EscPos{}.Init()) + 2*len(EscPos{}.Line(0, lines[0]))
 	port.ReadN(full)
 	port.Unplug()
-	scannertest.WaitFor(t, "unplug noticed", func() bool { return obs.Down() && len(obs.Changes()) >= 2 })
+	devicetest.WaitFor(t, "unplug noticed", func() bool { return obs.Down() && len(obs.Changes()) >= 2 })
 	port.Plug()
 	// Back: the display is re-initialised and the current screen redrawn
 	// without a new Show.
@@ -284,11 +286,11 @@ func (d *stuckDevice) SetWriteDeadline(t time.Time) error {
 func (d *stuckDevice) Close() error { d.once.Do(func() { close(d.closed) }); return nil }
 
 func TestStalledDisplayNeverBlocksCaller(t *testing.T) {
-	obs := &scannertest.Devices{}
+	obs := &devicetest.Devices{}
 	opens := 0
 	var mu sync.Mutex
 	pole := NewPole(Config{Protocol: EscPos{}, Layout: Layout{Width: 20}, WriteTimeout: 20 * time.Millisecond,
-		Backoff: scanner.Backoff{Min: 5 * time.Millisecond, Max: 10 * time.Millisecond}, Observer: obs, Logger: zaptest.NewLogger(t),
+		Backoff: device.Backoff{Min: 5 * time.Millisecond, Max: 10 * time.Millisecond}, Observer: obs, Logger: zaptest.NewLogger(t),
 		Open: func() (Device, error) {
 			mu.Lock()
 			opens++
@@ -301,7 +303,7 @@ func TestStalledDisplayNeverBlocksCaller(t *testing.T) {
 	for i := 0; i < 10000; i++ {
 		pole.Show(payment.Screen{Kind: payment.ScreenTyping, Amount: int64(i)})
 	}
-	scannertest.WaitFor(t, "reopen attempts", func() bool { mu.Lock(); defer mu.Unlock(); return opens >= 3 })
+	devicetest.WaitFor(t, "reopen attempts", func() bool { mu.Lock(); defer mu.Unlock(); return opens >= 3 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -380,11 +382,5 @@ func TestTonePattern(t *testing.T) {
 	want := "0s:18/2/2000 0s:0/0/0 150ms:18/2/0 150ms:0/0/0"
 	if got := strings.Join(w.events, " "); got != want {
 		t.Fatalf("events %s, want %s", got, want)
-	}
-}
-
-func TestFindChipMissing(t *testing.T) {
-	if _, err := OpenGPIO("no-such-chip", 17, false); err == nil {
-		t.Fatal("opened a missing chip")
 	}
 }

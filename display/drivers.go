@@ -12,8 +12,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/serial"
 	"github.com/scanpay/scanpay/payment"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 // Protocol is a display's command set.
@@ -77,8 +78,8 @@ type Device interface {
 type Opener func() (Device, error)
 
 // SerialOpener opens a display on a serial port.
-func SerialOpener(c scanner.PortConfig) Opener {
-	return func() (Device, error) { return scanner.OpenTTY(c) }
+func SerialOpener(c serial.PortConfig) Opener {
+	return func() (Device, error) { return serial.OpenTTY(c) }
 }
 
 // Config configures a line display.
@@ -87,10 +88,16 @@ type Config struct {
 	Open         Opener
 	Layout       Layout
 	WriteTimeout time.Duration // default 2 s
-	Backoff      scanner.Backoff
+	Backoff      device.Backoff
 	Logger       *zap.Logger
-	Observer     scanner.DeviceObserver
+	Observer     device.Observer
 }
+
+var (
+	_ payment.ScreenSink = (*Pole)(nil)
+	_ payment.ScreenSink = (*Console)(nil)
+	_ payment.ScreenSink = None{}
+)
 
 // Pole drives a serial line display. Show never blocks: it records the
 // newest screen, and Run (its own goroutine) draws it, writing only lines
@@ -141,7 +148,7 @@ func (p *Pole) poke() {
 
 // Run drives the device until ctx ends.
 func (p *Pole) Run(ctx context.Context) error {
-	k := scanner.Keeper{Name: "display", Backoff: p.cfg.Backoff, Logger: p.cfg.Logger, Observer: p.cfg.Observer}
+	k := device.Keeper{Name: "display", Backoff: p.cfg.Backoff, Logger: p.cfg.Logger, Observer: p.cfg.Observer}
 	return k.Run(ctx, p.session)
 }
 

@@ -2,8 +2,10 @@
 // (Epson ESC/POS or CD5220 command sets, or a console rendering for
 // development and the demo) and plays beeper patterns (GPIO buzzer, evdev
 // tone device, the display's bell). A display keeps a two-line framebuffer,
-// writes only lines that changed, reopens its port after an unplug, and
-// never lets a dead device hold up the lane.
+// writes only lines that changed, reopens its port after an unplug (its
+// tty through device/serial, its reopen loop through device.Keeper), and
+// never lets a dead device hold up the lane. The GPIO buzzer and the tty
+// are Linux-only (gpio_linux.go, device/serial's tty_linux.go).
 package display
 
 import (

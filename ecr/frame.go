@@ -2,8 +2,10 @@
 // protocol E+, playing the payment terminal: framing with LRC, the
 // ENQ/ACK/NAK/EOT exchanges in both directions with 3-second timeouts and
 // up to 3 tries, request decoding and result encoding, over a serial port
-// (8N1 or 7E1) or a TCP socket. Results the register did not take are kept
-// and sent again when it next asks about the same reference.
+// (8N1 or 7E1, opened through device/serial) or a TCP socket. Results the
+// register did not take are kept and sent again when it next asks about the
+// same reference. The register's side of the protocol, for tests and
+// cmd/fakeecr, is in ecr/ecrtest.
 package ecr
 
 import "errors"

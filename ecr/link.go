@@ -13,8 +13,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/serial"
 	"github.com/scanpay/scanpay/payment"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 // Terminal is what the link needs from the sale engine.
@@ -166,6 +167,8 @@ func (l *Link) answered(kind string, status byte) {
 		l.cfg.OnAnswer(kind, status)
 	}
 }
+
+var _ payment.ResultSink = (*Link)(nil)
 
 // Result implements payment.ResultSink: the engine's answer for a sale. It
 // goes to the session whose request it answers, and to nobody else: a
@@ -383,7 +386,7 @@ func (s *session) receive(ctx context.Context) error {
 			r, perr := ParseRequest(payload)
 			if perr != nil {
 				tries++
-				l.log.Info("ECR request malformed", zap.Error(perr), zap.String("payload", scanner.Printable(string(payload))))
+				l.log.Info("ECR request malformed", zap.Error(perr), zap.String("payload", device.Printable(string(payload))))
 				if err := s.write(NAK); err != nil {
 					return err
 				}
@@ -675,10 +678,10 @@ func (s *session) sendResult(ctx context.Context, req Request, r payment.SaleRes
 
 // RunSerial serves the register on a serial port, reopening it after an
 // unplug.
-func (l *Link) RunSerial(ctx context.Context, port scanner.PortConfig, backoff scanner.Backoff, obs scanner.DeviceObserver) error {
-	k := scanner.Keeper{Name: "ecr", Backoff: backoff, Logger: l.log, Observer: obs}
+func (l *Link) RunSerial(ctx context.Context, port serial.PortConfig, backoff device.Backoff, obs device.Observer) error {
+	k := device.Keeper{Name: "ecr", Backoff: backoff, Logger: l.log, Observer: obs}
 	return k.Run(ctx, func(ctx context.Context, up func()) error {
-		f, err := scanner.OpenTTY(port)
+		f, err := serial.OpenTTY(port)
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package ecr
+package ecr_test
 
 import (
 	"context"
@@ -14,11 +14,18 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/devicetest"
+	"github.com/scanpay/scanpay/device/serial"
+	"github.com/scanpay/scanpay/device/serial/serialtest"
+	"github.com/scanpay/scanpay/ecr"
+	"github.com/scanpay/scanpay/ecr/ecrtest"
 	"github.com/scanpay/scanpay/payment"
-	"github.com/scanpay/scanpay/scanner"
-	"github.com/scanpay/scanpay/scanner/scannertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -119,30 +126,32 @@ func (s *stubTerm) lastSale() payment.SaleRequest {
 type rig struct {
 	t    *testing.T
 	term *stubTerm
-	link *Link
-	reg  *Register
+	link *ecr.Link
+	reg  *ecrtest.Register
 	m    *os.File
+	logs *observer.ObservedLogs // the link's log, to wait on what it did
 }
 
-func newRig(t *testing.T, cfg Config, port scanner.PortConfig) *rig {
+func newRig(t *testing.T, cfg ecr.Config, port serial.PortConfig) *rig {
 	t.Helper()
-	dev := scannertest.NewPort(t, t.TempDir(), "ecr")
+	dev := serialtest.NewPort(t, t.TempDir(), "ecr")
 	m := dev.Master()
 	port.Path = dev.Link
 	term := &stubTerm{state: payment.StateIdle}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 300 * time.Millisecond
 	}
-	cfg.Logger = zaptest.NewLogger(t)
+	seen, logs := observer.New(zap.InfoLevel)
+	cfg.Logger = zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), seen))
 	if cfg.Currency == "" {
 		cfg.Currency = "CAD"
 	}
-	l := NewLink(cfg, term)
+	l := ecr.NewLink(cfg, term)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	up := make(upSignal, 1)
 	go func() {
-		done <- l.RunSerial(ctx, port, scanner.Backoff{Min: 5 * time.Millisecond, Max: 20 * time.Millisecond}, up)
+		done <- l.RunSerial(ctx, port, device.Backoff{Min: 5 * time.Millisecond, Max: 20 * time.Millisecond}, up)
 	}()
 	// Until the link has the port in raw mode the tty would echo.
 	select {
@@ -154,7 +163,7 @@ func newRig(t *testing.T, cfg Config, port scanner.PortConfig) *rig {
 		cancel()
 		<-done
 	})
-	return &rig{t: t, term: term, link: l, reg: &Register{Conn: m, Timeout: time.Second}, m: m}
+	return &rig{t: t, term: term, link: l, reg: &ecrtest.Register{Conn: m, Timeout: time.Second}, m: m, logs: logs}
 }
 
 type upSignal chan struct{}
@@ -168,10 +177,10 @@ func (u upSignal) DeviceUp(_ string, up bool) {
 	}
 }
 
-var port8N1 = scanner.PortConfig{Baud: 9600, DataBits: 8, Parity: "none"}
+var port8N1 = serial.PortConfig{Baud: 9600, DataBits: 8, Parity: "none"}
 
-func req(amount int64, full, immediate bool, private string) Request {
-	return Request{POS: "01", Amount: amount, FullAnswer: full, Mode: '1', Type: TypePurchase, Currency: "124", Private: padRef(private), Immediate: immediate}
+func req(amount int64, full, immediate bool, private string) ecr.Request {
+	return ecr.Request{POS: "01", Amount: amount, FullAnswer: full, Mode: '1', Type: ecr.TypePurchase, Currency: "124", Private: padRef(private), Immediate: immediate}
 }
 
 func padRef(s string) string { return (s + "          ")[:10] }
@@ -209,7 +218,7 @@ func (r *rig) waitSales(n int) payment.SaleRequest {
 }
 
 func TestSaleFullAnswerA010(t *testing.T) {
-	r := newRig(t, Config{POSNumber: "01"}, port8N1)
+	r := newRig(t, ecr.Config{POSNumber: "01"}, port8N1)
 	if err := r.reg.Send(req(2865, true, false, "")); err != nil {
 		t.Fatal(err)
 	}
@@ -222,14 +231,14 @@ func TestSaleFullAnswerA010(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != StatusApproved || res.Amount != 2865 || res.POS != "01" || res.Currency != "124" ||
+	if res.Status != ecr.StatusApproved || res.Amount != 2865 || res.POS != "01" || res.Currency != "124" ||
 		strings.TrimSpace(res.Report) != "WX AM20261127153000123456789012" || res.Mode != '1' {
 		t.Fatalf("result %+v", res)
 	}
 }
 
 func TestShortAnswerRefused(t *testing.T) {
-	r := newRig(t, Config{}, port8N1)
+	r := newRig(t, ecr.Config{}, port8N1)
 	if err := r.reg.Send(req(1051, false, false, "INV0001")); err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +248,7 @@ func TestShortAnswerRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != StatusRefused || res.Private != "INV0001   " || res.Amount != 1051 || res.Full {
+	if res.Status != ecr.StatusRefused || res.Private != "INV0001   " || res.Amount != 1051 || res.Full {
 		t.Fatalf("%+v", res)
 	}
 }
@@ -248,12 +257,12 @@ func TestShortAnswerRefused(t *testing.T) {
 // request again, answered from the journal; once it took it, the same
 // request is a new sale.
 func TestImmediateA011AskedAgain(t *testing.T) {
-	r := newRig(t, Config{}, port8N1)
+	r := newRig(t, ecr.Config{}, port8N1)
 	if err := r.reg.Send(req(2865, false, true, "INV77")); err != nil {
 		t.Fatal(err)
 	}
 	res, err := r.reg.Receive(5*time.Second, false)
-	if err != nil || res.Status != StatusNotVerified || res.Private != "INV77     " {
+	if err != nil || res.Status != ecr.StatusNotVerified || res.Private != "INV77     " {
 		t.Fatalf("immediate answer %+v %v", res, err)
 	}
 	r.link.Result(r.term.settle(r.waitSale(), payment.OutcomeApproved))
@@ -261,7 +270,7 @@ func TestImmediateA011AskedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err = r.reg.Receive(5*time.Second, true)
-	if err != nil || res.Status != StatusApproved {
+	if err != nil || res.Status != ecr.StatusApproved {
 		t.Fatalf("asked again: %+v %v", res, err)
 	}
 	if n, _ := r.term.count(); n != 1 {
@@ -281,12 +290,12 @@ func TestImmediateA011AskedAgain(t *testing.T) {
 func TestBlankReferenceNeverReasks(t *testing.T) {
 	for _, immediate := range []bool{true, false} {
 		t.Run(fmt.Sprintf("immediate=%v", immediate), func(t *testing.T) {
-			r := newRig(t, Config{Timeout: 100 * time.Millisecond}, port8N1)
+			r := newRig(t, ecr.Config{Timeout: 100 * time.Millisecond}, port8N1)
 			if err := r.reg.Send(req(1000, false, immediate, "")); err != nil {
 				t.Fatal(err)
 			}
 			if immediate {
-				if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != StatusNotVerified {
+				if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != ecr.StatusNotVerified {
 					t.Fatalf("immediate answer %+v %v", res, err)
 				}
 			}
@@ -295,15 +304,19 @@ func TestBlankReferenceNeverReasks(t *testing.T) {
 			if !immediate {
 				// The register is away: three ENQs, unanswered.
 				for enqs := 0; enqs < 3; {
-					b, err := r.reg.readByte(time.Second)
+					b, err := r.reg.NextByte(time.Second)
 					if err != nil {
 						t.Fatalf("after %d ENQs: %v", enqs, err)
 					}
-					if b == ENQ {
+					if b == ecr.ENQ {
 						enqs++
 					}
 				}
-				time.Sleep(300 * time.Millisecond) // past the last ENQ's timeout
+				// The link gives up after the last ENQ's timeout; a request
+				// sent before would be read as a late answer to it.
+				devicetest.WaitFor(t, "the link giving up", func() bool {
+					return r.logs.FilterMessage("ECR did not answer ENQ").Len() > 0
+				})
 			}
 			r.reg.Timeout = time.Second
 			if err := r.reg.Send(req(2500, false, immediate, "")); err != nil {
@@ -315,7 +328,7 @@ func TestBlankReferenceNeverReasks(t *testing.T) {
 			}
 			if immediate {
 				res, err := r.reg.Receive(3*time.Second, false)
-				if err != nil || res.Status != StatusNotVerified || res.Amount != 2500 {
+				if err != nil || res.Status != ecr.StatusNotVerified || res.Amount != 2500 {
 					t.Fatalf("the second blank request was answered %+v %v", res, err)
 				}
 			}
@@ -330,14 +343,14 @@ func TestReusedReference(t *testing.T) {
 	clock := time.Now()
 	var mu sync.Mutex
 	const window = 2 * time.Second
-	r := newRig(t, Config{KeepResults: window, Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }}, port8N1)
+	r := newRig(t, ecr.Config{KeepResults: window, Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }}, port8N1)
 	if err := r.reg.Send(req(1000, false, false, "INV1")); err != nil {
 		t.Fatal(err)
 	}
 	sale := r.waitSale()
 	made := time.Now()
 	r.link.Result(r.term.settle(sale, payment.OutcomeApproved))
-	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != StatusApproved {
+	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != ecr.StatusApproved {
 		t.Fatalf("%+v %v", res, err)
 	}
 	// The wall clock jumps a day ahead (NTP): the window runs on the
@@ -345,16 +358,16 @@ func TestReusedReference(t *testing.T) {
 	mu.Lock()
 	clock = clock.Add(24 * time.Hour)
 	mu.Unlock()
-	for _, c := range []Request{
+	for _, c := range []ecr.Request{
 		req(50000, false, false, "INV1"), // the audit's 500.00 answered from a 10.00 order
-		{POS: "02", Amount: 1000, Mode: '1', Type: TypePurchase, Currency: "124", Private: padRef("INV1")},  // another POS
-		{POS: "01", Amount: 1000, Mode: '1', Type: TypeAutomatic, Currency: "124", Private: padRef("INV1")}, // another type
+		{POS: "02", Amount: 1000, Mode: '1', Type: ecr.TypePurchase, Currency: "124", Private: padRef("INV1")},  // another POS
+		{POS: "01", Amount: 1000, Mode: '1', Type: ecr.TypeAutomatic, Currency: "124", Private: padRef("INV1")}, // another type
 	} {
 		if err := r.reg.Send(c); err != nil {
 			t.Fatal(err)
 		}
 		res, err := r.reg.Receive(3*time.Second, false)
-		if err != nil || res.Status != StatusRefused || res.Amount != c.Amount {
+		if err != nil || res.Status != ecr.StatusRefused || res.Amount != c.Amount {
 			t.Fatalf("reused reference %+v answered %+v %v", c, res, err)
 		}
 	}
@@ -378,7 +391,7 @@ func TestReusedReference(t *testing.T) {
 // back since) counts as recent.
 func TestReaskAfterRestartUsesJournalTime(t *testing.T) {
 	now := time.Now()
-	r := newRig(t, Config{KeepResults: 10 * time.Minute, Now: func() time.Time { return now }}, port8N1)
+	r := newRig(t, ecr.Config{KeepResults: 10 * time.Minute, Now: func() time.Time { return now }}, port8N1)
 	r.term.mu.Lock()
 	r.term.journal = map[string]payment.SaleResult{
 		"FUTURE": {Request: payment.SaleRequest{Amount: 1000, Currency: "CAD", POSNumber: "01", ECRType: "0", ECRRef: "FUTURE", Source: payment.SourceECR},
@@ -390,7 +403,7 @@ func TestReaskAfterRestartUsesJournalTime(t *testing.T) {
 	if err := r.reg.Send(req(1000, false, false, "FUTURE")); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != StatusApproved {
+	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != ecr.StatusApproved {
 		t.Fatalf("%+v %v", res, err)
 	}
 	if err := r.reg.Send(req(1000, false, false, "OLD")); err != nil {
@@ -404,14 +417,14 @@ func TestReaskAfterRestartUsesJournalTime(t *testing.T) {
 // A journal that cannot be read refuses the request: never a new sale that
 // could charge an invoice twice.
 func TestJournalErrorRefuses(t *testing.T) {
-	r := newRig(t, Config{}, port8N1)
+	r := newRig(t, ecr.Config{}, port8N1)
 	r.term.mu.Lock()
 	r.term.journalErr = errors.New("disk I/O error")
 	r.term.mu.Unlock()
 	if err := r.reg.Send(req(1000, false, false, "INV9")); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != StatusRefused {
+	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != ecr.StatusRefused {
 		t.Fatalf("%+v %v", res, err)
 	}
 	if n, _ := r.term.count(); n != 0 {
@@ -420,39 +433,39 @@ func TestJournalErrorRefuses(t *testing.T) {
 }
 
 func TestNAKAndRetransmission(t *testing.T) {
-	r := newRig(t, Config{}, port8N1)
-	r.m.Write([]byte{ENQ})
-	if b, _ := r.reg.readByte(time.Second); b != ACK {
+	r := newRig(t, ecr.Config{}, port8N1)
+	r.m.Write([]byte{ecr.ENQ})
+	if b, _ := r.reg.NextByte(time.Second); b != ecr.ACK {
 		t.Fatalf("ENQ answered %#x", b)
 	}
-	good := Frame(req(500, false, false, "R1").Encode())
+	good := ecr.Frame(req(500, false, false, "R1").Encode())
 	bad := append([]byte(nil), good...)
 	bad[len(bad)-1] ^= 0x55
 	r.m.Write(bad)
-	if b, _ := r.reg.readByte(time.Second); b != NAK {
+	if b, _ := r.reg.NextByte(time.Second); b != ecr.NAK {
 		t.Fatalf("bad LRC answered %#x", b)
 	}
-	short := Frame([]byte("0100000500"))
+	short := ecr.Frame([]byte("0100000500"))
 	r.m.Write(short)
-	if b, _ := r.reg.readByte(time.Second); b != NAK {
+	if b, _ := r.reg.NextByte(time.Second); b != ecr.NAK {
 		t.Fatalf("wrong length answered %#x", b)
 	}
 	r.m.Write(append([]byte("noise\x00\xff"), good...))
-	if b, _ := r.reg.readByte(time.Second); b != ACK {
+	if b, _ := r.reg.NextByte(time.Second); b != ecr.ACK {
 		t.Fatalf("good frame after noise answered %#x", b)
 	}
-	r.m.Write([]byte{EOT})
+	r.m.Write([]byte{ecr.EOT})
 	if s := r.waitSale(); s.Amount != 500 || s.ECRRef != "R1" {
 		t.Fatalf("sale %+v", s)
 	}
 }
 
 func TestOversizedFrameNAK(t *testing.T) {
-	r := newRig(t, Config{}, port8N1)
-	r.m.Write([]byte{ENQ})
-	r.reg.readByte(time.Second)
-	r.m.Write(append([]byte{STX}, []byte(strings.Repeat("7", 120))...))
-	if b, _ := r.reg.readByte(time.Second); b != NAK {
+	r := newRig(t, ecr.Config{}, port8N1)
+	r.m.Write([]byte{ecr.ENQ})
+	r.reg.NextByte(time.Second)
+	r.m.Write(append([]byte{ecr.STX}, []byte(strings.Repeat("7", 120))...))
+	if b, _ := r.reg.NextByte(time.Second); b != ecr.NAK {
 		t.Fatalf("oversized frame answered %#x", b)
 	}
 }
@@ -460,7 +473,7 @@ func TestOversizedFrameNAK(t *testing.T) {
 // A register that misses the result (never answers ENQ) gets it when it
 // sends the same request again.
 func TestSilentRegisterAsksAgain(t *testing.T) {
-	r := newRig(t, Config{Timeout: 100 * time.Millisecond}, port8N1)
+	r := newRig(t, ecr.Config{Timeout: 100 * time.Millisecond}, port8N1)
 	if err := r.reg.Send(req(2865, true, false, "SILENT")); err != nil {
 		t.Fatal(err)
 	}
@@ -469,11 +482,11 @@ func TestSilentRegisterAsksAgain(t *testing.T) {
 	enqs := 0
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
-		b, err := r.reg.readByte(200 * time.Millisecond)
+		b, err := r.reg.NextByte(200 * time.Millisecond)
 		if err != nil {
 			break
 		}
-		if b == ENQ {
+		if b == ecr.ENQ {
 			enqs++
 		}
 	}
@@ -485,7 +498,7 @@ func TestSilentRegisterAsksAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := r.reg.Receive(3*time.Second, true)
-	if err != nil || res.Status != StatusApproved {
+	if err != nil || res.Status != ecr.StatusApproved {
 		t.Fatalf("re-asked: %+v %v", res, err)
 	}
 	if n, _ := r.term.count(); n != 1 {
@@ -494,12 +507,12 @@ func TestSilentRegisterAsksAgain(t *testing.T) {
 }
 
 func TestRequestDuringSaleNAK(t *testing.T) {
-	r := newRig(t, Config{}, port8N1)
+	r := newRig(t, ecr.Config{}, port8N1)
 	for _, st := range []payment.State{payment.StateAwaitingCode, payment.StatePolling, payment.StateStarting, payment.StateWaitingClock} {
 		r.term.mu.Lock()
 		r.term.state = st
 		r.term.mu.Unlock()
-		if err := r.reg.Send(req(100, false, false, "")); !errors.Is(err, ErrRefused) {
+		if err := r.reg.Send(req(100, false, false, "")); !errors.Is(err, ecrtest.ErrRefused) {
 			t.Fatalf("request while %s: %v", st, err)
 		}
 	}
@@ -509,14 +522,14 @@ func TestRequestDuringSaleNAK(t *testing.T) {
 }
 
 func TestRefusedRequests(t *testing.T) {
-	r := newRig(t, Config{POSNumber: "01"}, port8N1)
-	cases := []Request{
-		{POS: "01", Amount: 100, Mode: '1', Type: TypePurchase, Currency: "978", Private: padRef("EUR")},
-		{POS: "01", Amount: 0, Mode: '1', Type: TypePurchase, Currency: "124", Private: padRef("ZERO")},
-		{POS: "01", Amount: 100, Mode: '1', Type: TypePurchase, Currency: "840", Private: padRef("USD")},
-		{POS: "02", Amount: 100, Mode: 'C', Type: TypePurchase, Currency: "124", Private: padRef("OTHERPOS")},
-		{POS: "01", Amount: 100, Mode: '1', Type: TypeRefund, Currency: "124", Private: padRef("NOREFUND")},
-		{POS: "01", Amount: 100, Mode: '1', Type: TypeCredit, Currency: "124", Private: padRef("CREDIT")},
+	r := newRig(t, ecr.Config{POSNumber: "01"}, port8N1)
+	cases := []ecr.Request{
+		{POS: "01", Amount: 100, Mode: '1', Type: ecr.TypePurchase, Currency: "978", Private: padRef("EUR")},
+		{POS: "01", Amount: 0, Mode: '1', Type: ecr.TypePurchase, Currency: "124", Private: padRef("ZERO")},
+		{POS: "01", Amount: 100, Mode: '1', Type: ecr.TypePurchase, Currency: "840", Private: padRef("USD")},
+		{POS: "02", Amount: 100, Mode: 'C', Type: ecr.TypePurchase, Currency: "124", Private: padRef("OTHERPOS")},
+		{POS: "01", Amount: 100, Mode: '1', Type: ecr.TypeRefund, Currency: "124", Private: padRef("NOREFUND")},
+		{POS: "01", Amount: 100, Mode: '1', Type: ecr.TypeCredit, Currency: "124", Private: padRef("CREDIT")},
 	}
 	for _, c := range cases {
 		if err := r.reg.Send(c); err != nil {
@@ -527,7 +540,7 @@ func TestRefusedRequests(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Refused, with every field of the request echoed.
-		if res.Status != StatusRefused || res.POS != c.POS || res.Amount != c.Amount || res.Mode != c.Mode || res.Currency != c.Currency || res.Private != c.Private {
+		if res.Status != ecr.StatusRefused || res.POS != c.POS || res.Amount != c.Amount || res.Mode != c.Mode || res.Currency != c.Currency || res.Private != c.Private {
 			t.Fatalf("%s: %+v", c.Private, res)
 		}
 	}
@@ -538,22 +551,22 @@ func TestRefusedRequests(t *testing.T) {
 	r.term.saleErr = payment.ErrBadAmount
 	r.term.mu.Unlock()
 	r.reg.Send(req(999999, false, false, "TOOBIG"))
-	if res, _ := r.reg.Receive(3*time.Second, false); res.Status != StatusRefused {
+	if res, _ := r.reg.Receive(3*time.Second, false); res.Status != ecr.StatusRefused {
 		t.Fatalf("engine refusal not passed on: %+v", res)
 	}
 }
 
 func TestRefundFromRegister(t *testing.T) {
-	r := newRig(t, Config{AllowRefunds: true}, port8N1)
+	r := newRig(t, ecr.Config{AllowRefunds: true}, port8N1)
 	r.term.mu.Lock()
 	r.term.refund = payment.SaleResult{Outcome: payment.OutcomeApproved, Channel: "WX_MICROPAY", PayOrderID: "AM5"}
 	r.term.mu.Unlock()
-	rq := Request{POS: "01", Amount: 500, FullAnswer: true, Mode: '1', Type: TypeRefund, Currency: "124", Private: "0000012345"}
+	rq := ecr.Request{POS: "01", Amount: 500, FullAnswer: true, Mode: '1', Type: ecr.TypeRefund, Currency: "124", Private: "0000012345"}
 	if err := r.reg.Send(rq); err != nil {
 		t.Fatal(err)
 	}
 	res, err := r.reg.Receive(3*time.Second, true)
-	if err != nil || res.Status != StatusApproved || res.Amount != 500 {
+	if err != nil || res.Status != ecr.StatusApproved || res.Amount != 500 {
 		t.Fatalf("%+v %v", res, err)
 	}
 	r.term.mu.Lock()
@@ -565,18 +578,18 @@ func TestRefundFromRegister(t *testing.T) {
 }
 
 func Test7E1Link(t *testing.T) {
-	r := newRig(t, Config{}, scanner.PortConfig{Baud: 9600, DataBits: 7, Parity: "even"})
+	r := newRig(t, ecr.Config{}, serial.PortConfig{Baud: 9600, DataBits: 7, Parity: "even"})
 	if err := r.reg.Send(req(1234, false, false, "SEVEN")); err != nil {
 		t.Fatal(err)
 	}
 	r.link.Result(r.term.settle(r.waitSale(), payment.OutcomeApproved))
-	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != StatusApproved {
+	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != ecr.StatusApproved {
 		t.Fatalf("%+v %v", res, err)
 	}
 }
 
 // tcpRig runs a link on a loopback listener.
-func tcpRig(t *testing.T, cfg Config) (*Link, *stubTerm, string) {
+func tcpRig(t *testing.T, cfg ecr.Config) (*ecr.Link, *stubTerm, string) {
 	t.Helper()
 	term := &stubTerm{state: payment.StateIdle}
 	cfg.Currency = "CAD"
@@ -584,7 +597,7 @@ func tcpRig(t *testing.T, cfg Config) (*Link, *stubTerm, string) {
 		cfg.Timeout = 300 * time.Millisecond
 	}
 	cfg.Logger = zaptest.NewLogger(t)
-	l := NewLink(cfg, term)
+	l := ecr.NewLink(cfg, term)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -597,14 +610,14 @@ func tcpRig(t *testing.T, cfg Config) (*Link, *stubTerm, string) {
 }
 
 // tcpSale completes one approved sale over a new connection.
-func tcpSale(t *testing.T, l *Link, term *stubTerm, addr string, n int, ref string) {
+func tcpSale(t *testing.T, l *ecr.Link, term *stubTerm, addr string, n int, ref string) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	reg := &Register{Conn: c, Timeout: time.Second}
+	reg := &ecrtest.Register{Conn: c, Timeout: time.Second}
 	if err := reg.Send(req(2865, true, false, ref)); err != nil {
 		t.Fatal(err)
 	}
@@ -616,13 +629,13 @@ func tcpSale(t *testing.T, l *Link, term *stubTerm, addr string, n int, ref stri
 		time.Sleep(2 * time.Millisecond)
 	}
 	l.Result(term.settle(term.lastSale(), payment.OutcomeApproved))
-	if res, err := reg.Receive(3*time.Second, true); err != nil || res.Status != StatusApproved {
+	if res, err := reg.Receive(3*time.Second, true); err != nil || res.Status != ecr.StatusApproved {
 		t.Fatalf("%+v %v", res, err)
 	}
 }
 
 func TestTCPTransport(t *testing.T) {
-	l, term, addr := tcpRig(t, Config{})
+	l, term, addr := tcpRig(t, ecr.Config{})
 	tcpSale(t, l, term, addr, 1, "TCP1") // one connection after another
 	tcpSale(t, l, term, addr, 2, "TCP2")
 }
@@ -633,7 +646,7 @@ func TestTCPTransport(t *testing.T) {
 // nothing while a refund is at the gateway; the register floods it, then
 // resets.
 func TestTCPResetWithUnreadBytes(t *testing.T) {
-	l, term, addr := tcpRig(t, Config{AllowRefunds: true})
+	l, term, addr := tcpRig(t, ecr.Config{AllowRefunds: true})
 	release := make(chan struct{})
 	term.mu.Lock()
 	term.refund = payment.SaleResult{Outcome: payment.OutcomeApproved}
@@ -643,8 +656,8 @@ func TestTCPResetWithUnreadBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := &Register{Conn: c, Timeout: time.Second}
-	if err := reg.Send(Request{POS: "01", Amount: 500, Mode: '1', Type: TypeRefund, Currency: "124", Private: padRef("INV5")}); err != nil {
+	reg := &ecrtest.Register{Conn: c, Timeout: time.Second}
+	if err := reg.Send(ecr.Request{POS: "01", Amount: 500, Mode: '1', Type: ecr.TypeRefund, Currency: "124", Private: padRef("INV5")}); err != nil {
 		t.Fatal(err)
 	}
 	c.Write([]byte(strings.Repeat("\x7fgarbage", 200)))
@@ -664,7 +677,7 @@ func TestTCPResetWithUnreadBytes(t *testing.T) {
 // A register that connects and goes silent is replaced by the next one at
 // once, and dropped after the idle deadline anyway.
 func TestTCPDeadPeerDoesNotBlock(t *testing.T) {
-	l, term, addr := tcpRig(t, Config{IdleTimeout: 200 * time.Millisecond})
+	l, term, addr := tcpRig(t, ecr.Config{IdleTimeout: 200 * time.Millisecond})
 	dead, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -684,14 +697,14 @@ func TestTCPDeadPeerDoesNotBlock(t *testing.T) {
 }
 
 func TestTCPAllowFrom(t *testing.T) {
-	l, term, addr := tcpRig(t, Config{AllowFrom: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	l, term, addr := tcpRig(t, ecr.Config{AllowFrom: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(3 * time.Second))
-	c.Write([]byte{ENQ})
+	c.Write([]byte{ecr.ENQ})
 	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("a peer outside allow_from was served: %d %v", n, err)
 	}
@@ -700,7 +713,7 @@ func TestTCPAllowFrom(t *testing.T) {
 	}
 	for _, a := range []string{"127.0.0.1:5", "[::1]:5"} {
 		tcp, _ := net.ResolveTCPAddr("tcp", a)
-		if NewLink(Config{}, term).Allowed(tcp) != true {
+		if ecr.NewLink(ecr.Config{}, term).Allowed(tcp) != true {
 			t.Errorf("loopback %s refused by default", a)
 		}
 		if l.Allowed(tcp) {
@@ -709,13 +722,13 @@ func TestTCPAllowFrom(t *testing.T) {
 	}
 	ten, _ := net.ResolveTCPAddr("tcp", "10.1.2.3:5")
 	other, _ := net.ResolveTCPAddr("tcp", "192.168.1.9:5")
-	if !l.Allowed(ten) || l.Allowed(other) || NewLink(Config{}, term).Allowed(other) {
+	if !l.Allowed(ten) || l.Allowed(other) || ecr.NewLink(ecr.Config{}, term).Allowed(other) {
 		t.Error("allow_from networks not applied")
 	}
 }
 
 func TestAskAgainAnsweredFromJournal(t *testing.T) {
-	r := newRig(t, Config{}, port8N1)
+	r := newRig(t, ecr.Config{}, port8N1)
 	now := time.Now()
 	r.term.mu.Lock()
 	r.term.journal = map[string]payment.SaleResult{
@@ -731,14 +744,14 @@ func TestAskAgainAnsweredFromJournal(t *testing.T) {
 	if err := r.reg.Send(req(2865, true, false, "PAIDINV")); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := r.reg.Receive(3*time.Second, true); err != nil || res.Status != StatusApproved || strings.TrimSpace(res.Report) != "WX AM1" {
+	if res, err := r.reg.Receive(3*time.Second, true); err != nil || res.Status != ecr.StatusApproved || strings.TrimSpace(res.Report) != "WX AM1" {
 		t.Fatalf("%+v %v", res, err)
 	}
 	// One not confirmed yet is answered "not verified", not charged again.
 	if err := r.reg.Send(req(2865, true, false, "OPENINV")); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := r.reg.Receive(3*time.Second, true); err != nil || res.Status != StatusNotVerified {
+	if res, err := r.reg.Receive(3*time.Second, true); err != nil || res.Status != ecr.StatusNotVerified {
 		t.Fatalf("%+v %v", res, err)
 	}
 	if n, _ := r.term.count(); n != 0 {
@@ -758,12 +771,12 @@ func TestAskAgainAnsweredFromJournal(t *testing.T) {
 func TestExchangeDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		term := &stubTerm{state: payment.StateIdle}
-		l := NewLink(Config{Currency: "CAD", Timeout: time.Second}, term)
+		l := ecr.NewLink(ecr.Config{Currency: "CAD", Timeout: time.Second}, term)
 		linkEnd, regEnd := net.Pipe()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- l.Serve(ctx, linkEnd) }()
-		reg := &Register{Conn: regEnd, Timeout: time.Second}
+		reg := &ecrtest.Register{Conn: regEnd, Timeout: time.Second}
 		if err := reg.Send(req(1000, false, false, "DRIP")); err != nil {
 			t.Fatal(err)
 		}
@@ -779,7 +792,7 @@ func TestExchangeDeadline(t *testing.T) {
 				if _, err := regEnd.Read(buf); err != nil {
 					return
 				}
-				if buf[0] == ENQ {
+				if buf[0] == ecr.ENQ {
 					select {
 					case sawENQ <- time.Now():
 					default:
@@ -788,7 +801,7 @@ func TestExchangeDeadline(t *testing.T) {
 			}
 		}()
 		go func() {
-			regEnd.Write([]byte{ENQ})
+			regEnd.Write([]byte{ecr.ENQ})
 			for {
 				select {
 				case <-stopDrip:
@@ -805,8 +818,8 @@ func TestExchangeDeadline(t *testing.T) {
 		l.Result(term.settle(sale, payment.OutcomeApproved))
 		select {
 		case at := <-sawENQ:
-			if waited := at.Sub(start); waited > l.exchangeLimit() {
-				t.Fatalf("result offered after %v, past the exchange limit %v", waited, l.exchangeLimit())
+			if waited := at.Sub(start); waited > l.ExchangeLimit() {
+				t.Fatalf("result offered after %v, past the exchange limit %v", waited, l.ExchangeLimit())
 			}
 		case <-time.After(time.Hour):
 			t.Fatal("a register dribbling noise held the link for an hour")
@@ -834,7 +847,7 @@ func (b *blockingConn) Close() error {
 func TestHealthReportsAWedgedLink(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		term := &stubTerm{state: payment.StateIdle}
-		l := NewLink(Config{Currency: "CAD", Timeout: time.Second}, term)
+		l := ecr.NewLink(ecr.Config{Currency: "CAD", Timeout: time.Second}, term)
 		linkEnd, regEnd := net.Pipe()
 		defer regEnd.Close()
 		bc := &blockingConn{Conn: linkEnd, release: make(chan struct{})}
@@ -846,12 +859,12 @@ func TestHealthReportsAWedgedLink(t *testing.T) {
 			t.Fatalf("idle link unhealthy: %v", err)
 		}
 		cancel() // the teardown hangs in Close
-		time.Sleep(l.exchangeLimit())
+		time.Sleep(l.ExchangeLimit())
 		if err := l.Health(); err != nil {
 			t.Fatalf("unhealthy before its bound: %v", err)
 		}
 		time.Sleep(10 * time.Second)
-		if err := l.Health(); !errors.Is(err, ErrWedged) {
+		if err := l.Health(); !errors.Is(err, ecr.ErrWedged) {
 			t.Fatalf("a wedged link reported healthy: %v", err)
 		}
 		close(bc.release)

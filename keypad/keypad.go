@@ -1,7 +1,9 @@
-// Package keypad turns a USB numeric keypad (an evdev keyboard, grabbed and
-// reopened after an unplug) into amount entry: digits typed in cents,
-// backspace, enter to confirm, a cancel key. The amount is echoed as it is
-// typed and bounded by the terminal's maximum and a digit limit.
+// Package keypad turns a USB numeric keypad (an evdev keyboard read through
+// device/input, grabbed and reopened after an unplug) into amount entry:
+// digits typed in cents, backspace, enter to confirm, a cancel key. Each
+// entry goes to a Sink, as each scanned code goes to a scanner.Sink; the
+// amount is echoed as it is typed and bounded by the terminal's maximum and
+// a digit limit.
 package keypad
 
 import (
@@ -10,7 +12,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/scanpay/scanpay/scanner"
+	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/input"
 )
 
 // Kind is what a key did to the entry.
@@ -54,14 +57,14 @@ func NewEditor(cfg Config) *Editor {
 		cfg.MaxAmount = 99999999
 	}
 	if len(cfg.CancelKeys) == 0 {
-		cfg.CancelKeys = []uint16{scanner.KeyEsc, scanner.KeyNumLock, scanner.KeyKPMinus}
+		cfg.CancelKeys = []uint16{input.KeyEsc, input.KeyNumLock, input.KeyKPMinus}
 	}
 	return &Editor{cfg: cfg}
 }
 
 var digitKeys = map[uint16]int64{
-	scanner.KeyKP0: 0, scanner.KeyKP1: 1, scanner.KeyKP2: 2, scanner.KeyKP3: 3, scanner.KeyKP4: 4,
-	scanner.KeyKP5: 5, scanner.KeyKP6: 6, scanner.KeyKP7: 7, scanner.KeyKP8: 8, scanner.KeyKP9: 9,
+	input.KeyKP0: 0, input.KeyKP1: 1, input.KeyKP2: 2, input.KeyKP3: 3, input.KeyKP4: 4,
+	input.KeyKP5: 5, input.KeyKP6: 6, input.KeyKP7: 7, input.KeyKP8: 8, input.KeyKP9: 9,
 	11: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6, 8: 7, 9: 8, 10: 9, // the main row, for full keyboards
 }
 
@@ -95,13 +98,13 @@ func (e *Editor) Key(code uint16) (Event, bool) {
 		return Event{Kind: Typing, Amount: e.amount}, true
 	}
 	switch code {
-	case scanner.KeyBackspace, scanner.KeyDelete:
+	case input.KeyBackspace, input.KeyDelete:
 		e.amount /= 10
 		if e.digits > 0 {
 			e.digits--
 		}
 		return Event{Kind: Typing, Amount: e.amount}, true
-	case scanner.KeyKPEnter, scanner.KeyEnter:
+	case input.KeyKPEnter, input.KeyEnter:
 		if e.amount == 0 {
 			return Event{Kind: Refused, Reason: "enter an amount first"}, true
 		}
@@ -124,11 +127,11 @@ type Sink interface {
 
 // Keypad reads a keypad device.
 type Keypad struct {
-	Device   scanner.DeviceSpec
+	Device   input.DeviceSpec
 	Config   Config
-	Backoff  scanner.Backoff
+	Backoff  device.Backoff
 	Logger   *zap.Logger
-	Observer scanner.DeviceObserver
+	Observer device.Observer
 }
 
 // Run reads keys until ctx ends and hands entry events to sink.
@@ -138,11 +141,11 @@ func (k *Keypad) Run(ctx context.Context, sink Sink) error {
 		log = zap.NewNop()
 	}
 	ed := NewEditor(k.Config)
-	r := &scanner.KeyboardReader{Device: k.Device,
-		Keeper:  scanner.Keeper{Name: "keypad", Backoff: k.Backoff, Logger: log, Observer: k.Observer},
+	r := &input.KeyboardReader{Device: k.Device,
+		Keeper:  device.Keeper{Name: "keypad", Backoff: k.Backoff, Logger: log, Observer: k.Observer},
 		OnReset: ed.Clear}
-	return r.Run(ctx, func(ev scanner.KeyEvent) {
-		if ev.Value != scanner.KeyPressed {
+	return r.Run(ctx, func(ev input.KeyEvent) {
+		if ev.Value != input.KeyPressed {
 			return
 		}
 		Feed(ctx, ed, ev.Code, sink, log)

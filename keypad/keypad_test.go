@@ -7,12 +7,14 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/scanpay/scanpay/scanner"
+	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/input"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -33,9 +35,9 @@ func (r *recorder) Cancel(context.Context) error { r.calls = append(r.calls, "ca
 // keys turns a script into key codes: digits, B (backspace), E (enter),
 // X (escape), . (keypad dot).
 func keys(script string) []uint16 {
-	kp := map[rune]uint16{'0': scanner.KeyKP0, '1': scanner.KeyKP1, '2': scanner.KeyKP2, '3': scanner.KeyKP3, '4': scanner.KeyKP4,
-		'5': scanner.KeyKP5, '6': scanner.KeyKP6, '7': scanner.KeyKP7, '8': scanner.KeyKP8, '9': scanner.KeyKP9,
-		'B': scanner.KeyBackspace, 'E': scanner.KeyKPEnter, 'X': scanner.KeyEsc, '.': scanner.KeyKPDot}
+	kp := map[rune]uint16{'0': input.KeyKP0, '1': input.KeyKP1, '2': input.KeyKP2, '3': input.KeyKP3, '4': input.KeyKP4,
+		'5': input.KeyKP5, '6': input.KeyKP6, '7': input.KeyKP7, '8': input.KeyKP8, '9': input.KeyKP9,
+		'B': input.KeyBackspace, 'E': input.KeyKPEnter, 'X': input.KeyEsc, '.': input.KeyKPDot}
 	var out []uint16
 	for _, r := range script {
 		out = append(out, kp[r])
@@ -83,20 +85,20 @@ func TestEntries(t *testing.T) {
 func TestRecordedStream(t *testing.T) {
 	for _, f := range []struct {
 		path   string
-		layout scanner.Layout
-	}{{"testdata/amounts-64.ev", scanner.Layout64}, {"testdata/amounts-32.ev", scanner.Layout32}} {
+		layout input.Layout
+	}{{"testdata/amounts-64.ev", input.Layout64}, {"testdata/amounts-32.ev", input.Layout32}} {
 		data, err := os.ReadFile(f.path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		evs, err := scanner.ReadEvents(bytes.NewReader(data), f.layout)
+		evs, err := input.ReadEvents(bytes.NewReader(data), f.layout)
 		if err != nil {
 			t.Fatal(err)
 		}
 		rec := &recorder{}
 		ed := NewEditor(Config{MaxAmount: 100000})
 		for _, ev := range evs {
-			if ev.Type == scanner.EvKey && ev.Value == scanner.KeyPressed {
+			if ev.Type == input.EvKey && ev.Value == input.KeyPressed {
 				Feed(context.Background(), ed, ev.Code, rec, zaptest.NewLogger(t))
 			}
 		}
@@ -118,9 +120,9 @@ func TestRecordedStream(t *testing.T) {
 }
 
 func FuzzEditor(f *testing.F) {
-	f.Add([]byte{scanner.KeyKP2, scanner.KeyKP8, scanner.KeyKPEnter})
-	f.Add([]byte{scanner.KeyKP0, scanner.KeyBackspace, scanner.KeyEsc, scanner.KeyKPEnter})
-	f.Add(bytes.Repeat([]byte{scanner.KeyKP9}, 40))
+	f.Add([]byte{input.KeyKP2, input.KeyKP8, input.KeyKPEnter})
+	f.Add([]byte{input.KeyKP0, input.KeyBackspace, input.KeyEsc, input.KeyKPEnter})
+	f.Add(bytes.Repeat([]byte{input.KeyKP9}, 40))
 	f.Fuzz(func(t *testing.T, codes []byte) {
 		ed := NewEditor(Config{MaxAmount: 50000, MaxDigits: 6})
 		for _, c := range codes {
@@ -136,10 +138,13 @@ func FuzzEditor(f *testing.F) {
 }
 
 func TestKeypadRetriesMissingDevice(t *testing.T) {
-	k := &Keypad{Device: scanner.DeviceSpec{Path: "/nonexistent/event9"}, Backoff: scanner.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Logger: zaptest.NewLogger(t)}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-	defer cancel()
-	if err := k.Run(ctx, &recorder{}); err != nil {
-		t.Fatal(err)
-	}
+	// 30 ms of retries on synctest's clock.
+	synctest.Test(t, func(t *testing.T) {
+		k := &Keypad{Device: input.DeviceSpec{Path: "/nonexistent/event9"}, Backoff: device.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Logger: zaptest.NewLogger(t)}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+		defer cancel()
+		if err := k.Run(ctx, &recorder{}); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/payment/iotpay"
 	"github.com/scanpay/scanpay/payment/journal"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 // BenchmarkSale measures the engine's own cost per sale with an in-memory
@@ -35,7 +34,7 @@ func BenchmarkSale(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer jr.Close()
-			wallets, _ := scanner.NewWallets(scanner.DefaultWalletRules())
+			wallets, _ := payment.NewWallets(payment.DefaultWalletRules())
 			rec := newRecorder()
 			cfg := payment.DefaultConfig()
 			cfg.PollInterval = 1 // the benchmark measures work, not waiting

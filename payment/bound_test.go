@@ -16,7 +16,6 @@ import (
 	"github.com/scanpay/scanpay/payment/iotpay"
 	"github.com/scanpay/scanpay/payment/iotpaysim"
 	"github.com/scanpay/scanpay/payment/journal"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 // alerts counts Observer.Alert calls.
@@ -201,7 +200,7 @@ func startEngine(t *testing.T, gw *fakeGateway, cfg payment.Config, synced func(
 	if err != nil {
 		t.Fatal(err)
 	}
-	wallets, _ := scanner.NewWallets(scanner.DefaultWalletRules())
+	wallets, _ := payment.NewWallets(payment.DefaultWalletRules())
 	e.term, err = payment.New(cfg, payment.Deps{Gateway: gw, Journal: e.jr, Wallets: wallets, Screen: e.rec, Beeper: e.rec, Results: e.rec,
 		Logger: zaptest.NewLogger(t), Now: wall, ClockSynced: synced})
 	if err != nil {

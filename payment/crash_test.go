@@ -21,7 +21,6 @@ import (
 	"github.com/scanpay/scanpay/payment/iotpay"
 	"github.com/scanpay/scanpay/payment/iotpaysim"
 	"github.com/scanpay/scanpay/payment/journal"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 // The crash test runs the engine in a child process (this test binary,
@@ -104,7 +103,7 @@ func runCrashChild() error {
 		return err
 	}
 	defer logf.Close()
-	wallets, _ := scanner.NewWallets(scanner.DefaultWalletRules())
+	wallets, _ := payment.NewWallets(payment.DefaultWalletRules())
 	results := make(chan payment.SaleResult, 16)
 	sink := resultTee{fileResults{logf}, results}
 	term, err := payment.New(crashConfig(), payment.Deps{Gateway: client, Journal: jr, Wallets: wallets, Results: sink, Logger: zap.NewNop()})

@@ -21,7 +21,7 @@ func TestLaneTransitions(t *testing.T) {
 		{StateAwaitingCode, StatePolling}, {StatePolling, StateAwaitingCode}, {StateSubmitting, StateAwaitingCode},
 	}
 	for _, m := range invalid {
-		var e ErrInvalidTransition
+		var e InvalidTransitionError
 		if err := checkMove(m[0], m[1]); !errors.As(err, &e) {
 			t.Errorf("%s → %s allowed", m[0], m[1])
 		}

@@ -13,13 +13,15 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/payment/iotpay"
 	"github.com/scanpay/scanpay/payment/iotpaysim"
 	"github.com/scanpay/scanpay/payment/journal"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 func TestMain(m *testing.M) {
@@ -99,6 +101,7 @@ type harness struct {
 	jpath    string
 	term     *payment.Terminal
 	rec      *recorder
+	logs     *observer.ObservedLogs // the terminal's log, to wait on what it did
 	cfg      payment.Config
 	cancel   context.CancelFunc
 	runErr   chan error
@@ -163,7 +166,7 @@ func (h *harness) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wallets, _ := scanner.NewWallets(scanner.DefaultWalletRules())
+	wallets, _ := payment.NewWallets(payment.DefaultWalletRules())
 	var jr payment.Journal = h.jr
 	if h.wrapJ != nil {
 		jr = h.wrapJ(jr)
@@ -173,8 +176,10 @@ func (h *harness) start() {
 		gw = h.gw
 	}
 	h.rec = newRecorder()
+	seen, logs := observer.New(zap.InfoLevel)
+	h.logs = logs
 	h.term, err = payment.New(h.cfg, payment.Deps{Gateway: gw, Journal: jr, Wallets: wallets,
-		Screen: h.rec, Beeper: h.rec, Results: h.rec, Logger: zaptest.NewLogger(t), Observer: h.obs})
+		Screen: h.rec, Beeper: h.rec, Results: h.rec, Logger: zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), seen)), Observer: h.obs})
 	if err != nil {
 		t.Fatal(err)
 	}

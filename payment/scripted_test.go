@@ -14,7 +14,6 @@ import (
 	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/payment/iotpay"
 	"github.com/scanpay/scanpay/payment/journal"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 // fakeGateway is a call-recording gateway whose answers a test scripts.
@@ -91,7 +90,7 @@ func TestPollingWindowFakeTime(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer jr.Close()
-		wallets, _ := scanner.NewWallets(scanner.DefaultWalletRules())
+		wallets, _ := payment.NewWallets(payment.DefaultWalletRules())
 		rec := newRecorder()
 		cfg := payment.DefaultConfig()
 		term, err := payment.New(cfg, payment.Deps{Gateway: gw, Journal: jr, Wallets: wallets, Screen: rec, Beeper: rec, Results: rec, Logger: zaptest.NewLogger(t)})
@@ -162,7 +161,7 @@ func TestReconcilerGivesUpAfterWindow(t *testing.T) {
 			}}
 		jr, _ := journal.Open(filepath.Join(t.TempDir(), "j.db"), journal.Options{})
 		defer jr.Close()
-		wallets, _ := scanner.NewWallets(scanner.DefaultWalletRules())
+		wallets, _ := payment.NewWallets(payment.DefaultWalletRules())
 		rec := newRecorder()
 		term, _ := payment.New(payment.DefaultConfig(), payment.Deps{Gateway: gw, Journal: jr, Wallets: wallets, Results: rec})
 		ctx, cancel := context.WithCancel(context.Background())
@@ -196,7 +195,7 @@ func TestScriptedSale(t *testing.T) {
 		}}
 		jr, _ := journal.Open(filepath.Join(t.TempDir(), "j.db"), journal.Options{})
 		defer jr.Close()
-		wallets, _ := scanner.NewWallets(scanner.DefaultWalletRules())
+		wallets, _ := payment.NewWallets(payment.DefaultWalletRules())
 		rec := newRecorder()
 		term, _ := payment.New(payment.DefaultConfig(), payment.Deps{Gateway: gw, Journal: jr, Wallets: wallets, Screen: rec, Beeper: rec, Results: rec})
 		ctx, cancel := context.WithCancel(context.Background())
@@ -257,7 +256,7 @@ func TestDeadOutputsNeverBlockASale(t *testing.T) {
 			query: func(int) iotpay.Result { return paid(100, 2) }}
 		jr, _ := journal.Open(filepath.Join(t.TempDir(), "j.db"), journal.Options{})
 		defer jr.Close()
-		wallets, _ := scanner.NewWallets(scanner.DefaultWalletRules())
+		wallets, _ := payment.NewWallets(payment.DefaultWalletRules())
 		rec := newRecorder()
 		stuck := blockingSink{release: make(chan struct{})}
 		term, _ := payment.New(payment.DefaultConfig(), payment.Deps{Gateway: gw, Journal: jr, Wallets: wallets, Screen: stuck, Beeper: stuck, Results: rec})

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,17 +66,12 @@ func DefaultConfig() Config {
 	}
 }
 
-var terminalIDPattern = regexp.MustCompile(`^[A-Za-z0-9_]{1,12}$`)
-
 // Validate checks the policy.
 func (c Config) Validate() error {
+	if errs := CheckLane(c.TerminalID, c.Currency, c.MaxAmount); len(errs) > 0 {
+		return errs[0]
+	}
 	switch {
-	case !terminalIDPattern.MatchString(c.TerminalID):
-		return fmt.Errorf("terminal id %q must be 1–12 letters, digits or _", c.TerminalID)
-	case c.Currency != "CAD" && c.Currency != "USD":
-		return fmt.Errorf("currency %q must be CAD or USD", c.Currency)
-	case c.MaxAmount <= 0 || c.MaxAmount > 99999999:
-		return fmt.Errorf("max amount %d must be 1–99999999 cents", c.MaxAmount)
 	case c.PollInterval <= 0 || c.PollAttempts <= 0:
 		return errors.New("poll interval and attempts must be positive")
 	case c.CodeTimeout <= 0 || c.NoticeFor <= 0 || c.ResultFor <= 0:

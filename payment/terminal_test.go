@@ -95,8 +95,11 @@ func TestWrongSignNeverApproved(t *testing.T) {
 	if r.Outcome != payment.OutcomeUnknown || r.Final {
 		t.Fatalf("result %+v", r)
 	}
-	// The reconciler keeps asking; the replies never verify.
-	time.Sleep(100 * time.Millisecond)
+	// The reconciler keeps asking past the sale's window; the replies
+	// never verify.
+	h.eventually("the reconciler querying", func() bool {
+		return h.sim.OrderRequests("query_order", r.MchOrderNo) > h.cfg.PollAttempts+2
+	})
 	o := h.order(r.MchOrderNo)
 	if o.State != journal.StateUnconfirmed {
 		t.Fatalf("state %s", o.State)
@@ -150,7 +153,11 @@ func TestLatePayment(t *testing.T) {
 					t.Fatalf("a refunded late payment is still open: %+v", open)
 				}
 			} else {
-				time.Sleep(50 * time.Millisecond)
+				// The reconciler refunds right after it finds the late
+				// payment, or logs that the operator must: wait for that.
+				h.eventually("late payment left to the operator", func() bool {
+					return h.logs.FilterMessageSnippet("late payment needs a refund by the operator").Len() > 0
+				})
 				if len(h.sim.Refunds()) != 0 {
 					t.Fatal("refunded without refund_late")
 				}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/scanpay/scanpay/payment/iotpay"
 	"github.com/scanpay/scanpay/payment/journal"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 // State is the lane's state. Only the Terminal's loop changes it.
@@ -55,11 +54,11 @@ var laneMoves = map[State][]State{
 	StatePolling:      {StateIdle, StatePolling, StateWaitingClock}, // after recovery, the clock may not be set yet
 }
 
-// ErrInvalidTransition is returned for a lane move the state machine does
+// InvalidTransitionError is returned for a lane move the state machine does
 // not allow.
-type ErrInvalidTransition struct{ From, To State }
+type InvalidTransitionError struct{ From, To State }
 
-func (e ErrInvalidTransition) Error() string {
+func (e InvalidTransitionError) Error() string {
 	return fmt.Sprintf("invalid lane transition %s → %s", e.From, e.To)
 }
 
@@ -72,7 +71,7 @@ func checkMove(from, to State) error {
 			return nil
 		}
 	}
-	return ErrInvalidTransition{from, to}
+	return InvalidTransitionError{from, to}
 }
 
 // Source names where an amount came from.
@@ -207,6 +206,11 @@ func (b Beep) String() string {
 
 // Consumer-side interfaces for everything the terminal drives.
 
+var (
+	_ Gateway = (*iotpay.Client)(nil)
+	_ Journal = (*journal.Journal)(nil)
+)
+
 // Gateway is the IOTPay API; *iotpay.Client implements it.
 type Gateway interface {
 	CreateOrder(ctx context.Context, r iotpay.CreateRequest) iotpay.Result
@@ -233,9 +237,9 @@ type Journal interface {
 	Secret() []byte
 }
 
-// Classifier maps a code to its wallet; *scanner.Wallets implements it.
+// Classifier maps a code to its wallet; *Wallets implements it.
 type Classifier interface {
-	Classify(code string) (scanner.WalletRule, bool)
+	Classify(code string) (WalletRule, bool)
 	Name(channel string) string
 }
 

@@ -1,20 +1,14 @@
 package scanner
 
 import (
-	"strings"
 	"time"
-)
 
-// KeyEvent is one EV_KEY event.
-type KeyEvent struct {
-	Code  uint16
-	Value int32 // KeyPressed, KeyReleased or KeyRepeated
-	Time  time.Time
-}
+	"github.com/scanpay/scanpay/device/input"
+)
 
 // DecoderConfig tunes HID decoding.
 type DecoderConfig struct {
-	// Terminators end a code: KeyEnter, KeyKPEnter, KeyTab.
+	// Terminators end a code: input.KeyEnter, input.KeyKPEnter, input.KeyTab.
 	Terminators []uint16
 	// IdleTimeout drops a partial code when the next key comes later than
 	// this (a scanner types a code in tens of milliseconds; a human is slow).
@@ -27,7 +21,7 @@ type DecoderConfig struct {
 
 // DefaultDecoderConfig: Enter or keypad Enter, 300 ms idle, 64 characters.
 func DefaultDecoderConfig() DecoderConfig {
-	return DecoderConfig{Terminators: []uint16{KeyEnter, KeyKPEnter}, IdleTimeout: 300 * time.Millisecond, MaxLen: 64}
+	return DecoderConfig{Terminators: []uint16{input.KeyEnter, input.KeyKPEnter}, IdleTimeout: 300 * time.Millisecond, MaxLen: 64}
 }
 
 // DecodeStats counts what the decoder dropped.
@@ -84,19 +78,19 @@ func (d *Decoder) Reset() {
 }
 
 // Feed takes one key event. It returns a code when ev terminates one.
-func (d *Decoder) Feed(ev KeyEvent) (string, bool) {
+func (d *Decoder) Feed(ev input.KeyEvent) (string, bool) {
 	switch ev.Code {
-	case KeyLeftShift:
-		d.leftShift = ev.Value != KeyReleased
+	case input.KeyLeftShift:
+		d.leftShift = ev.Value != input.KeyReleased
 		return "", false
-	case KeyRightShift:
-		d.rightShift = ev.Value != KeyReleased
+	case input.KeyRightShift:
+		d.rightShift = ev.Value != input.KeyReleased
 		return "", false
 	}
-	if ev.Value != KeyPressed {
+	if ev.Value != input.KeyPressed {
 		return "", false // releases and auto-repeats carry no characters
 	}
-	if ev.Code == KeyCapsLock {
+	if ev.Code == input.KeyCapsLock {
 		d.caps = !d.caps
 		return "", false
 	}
@@ -125,7 +119,7 @@ func (d *Decoder) Feed(ev KeyEvent) (string, bool) {
 		d.Stats.Codes++
 		return code, true
 	}
-	r, ok := KeyRune(ev.Code, d.leftShift || d.rightShift, d.caps)
+	r, ok := input.KeyRune(ev.Code, d.leftShift || d.rightShift, d.caps)
 	if !ok {
 		d.Stats.Unmapped++
 		return "", false
@@ -156,12 +150,17 @@ func isAIMChar(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z'
 }
 
-// Printable reports whether s is safe to log: no control bytes.
-func Printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return -1
+// DecodeStream decodes every code in an event stream, as the evdev reader
+// would. It serves replayed recordings (tests, tools).
+func DecodeStream(events []input.RawEvent, d *Decoder) []string {
+	var codes []string
+	for _, ev := range events {
+		if ev.Type != input.EvKey {
+			continue
 		}
-		return r
-	}, s)
+		if code, ok := d.Feed(input.KeyEvent{Code: ev.Code, Value: ev.Value, Time: ev.Time}); ok {
+			codes = append(codes, code)
+		}
+	}
+	return codes
 }

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/input"
 )
 
 var sessionCodes = []string{"134567890123456789", "2812345678901234", "6212345678901234567", "AbC-123_xyz", "301234567890123456789012"}
@@ -15,14 +17,14 @@ var sessionCodes = []string{"134567890123456789", "2812345678901234", "621234567
 func TestRecordedStreams(t *testing.T) {
 	for _, tc := range []struct {
 		file   string
-		layout Layout
-	}{{"testdata/session-64.ev", Layout64}, {"testdata/session-32.ev", Layout32}} {
+		layout input.Layout
+	}{{"testdata/session-64.ev", input.Layout64}, {"testdata/session-32.ev", input.Layout32}} {
 		t.Run(tc.file, func(t *testing.T) {
 			b, err := os.ReadFile(tc.file)
 			if err != nil {
 				t.Fatal(err)
 			}
-			evs, err := ReadEvents(bytes.NewReader(b), tc.layout)
+			evs, err := input.ReadEvents(bytes.NewReader(b), tc.layout)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -43,33 +45,16 @@ func TestRecordedStreams(t *testing.T) {
 	}
 	// The 16-byte recording read as 24-byte records does not line up.
 	b, _ := os.ReadFile("testdata/session-32.ev")
-	if _, err := ReadEvents(bytes.NewReader(b), Layout64); !errors.Is(err, ErrTruncatedEvent) {
+	if _, err := input.ReadEvents(bytes.NewReader(b), input.Layout64); !errors.Is(err, input.ErrTruncatedEvent) {
 		if len(b)%24 != 0 {
 			t.Fatalf("misaligned stream read without error: %v", err)
 		}
 	}
 }
 
-func TestNativeLayout(t *testing.T) {
-	want := 24
-	switch runtime.GOARCH {
-	case "arm", "386", "mips", "mipsle":
-		want = 16
-	}
-	if NativeLayout.Size != want {
-		t.Fatalf("native input_event size on %s is %d, want %d", runtime.GOARCH, NativeLayout.Size, want)
-	}
-	for _, l := range []Layout{Layout64, Layout32} {
-		ev := RawEvent{Time: time.Unix(1764255600, 123456000), Type: EvKey, Code: 30, Value: KeyPressed}
-		if got := l.Decode(l.Encode(ev)); !got.Time.Equal(ev.Time) || got.Code != 30 || got.Value != 1 || got.Type != EvKey {
-			t.Fatalf("layout %d round trip: %+v", l.Size, got)
-		}
-	}
-}
-
 // keys builds press/release events for s, each key 10 ms apart from start.
-func keys(t0 time.Time, s string, term uint16) []RawEvent {
-	evs, err := TypeCode(s, term, t0, 10*time.Millisecond)
+func keys(t0 time.Time, s string, term uint16) []input.RawEvent {
+	evs, err := input.TypeCode(s, term, t0, 10*time.Millisecond)
 	if err != nil {
 		panic(err)
 	}
@@ -78,14 +63,14 @@ func keys(t0 time.Time, s string, term uint16) []RawEvent {
 
 func TestDecoder(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	press := func(code uint16, at time.Duration) RawEvent {
-		return RawEvent{Time: t0.Add(at), Type: EvKey, Code: code, Value: KeyPressed}
+	press := func(code uint16, at time.Duration) input.RawEvent {
+		return input.RawEvent{Time: t0.Add(at), Type: input.EvKey, Code: code, Value: input.KeyPressed}
 	}
-	release := func(code uint16, at time.Duration) RawEvent {
-		return RawEvent{Time: t0.Add(at), Type: EvKey, Code: code, Value: KeyReleased}
+	release := func(code uint16, at time.Duration) input.RawEvent {
+		return input.RawEvent{Time: t0.Add(at), Type: input.EvKey, Code: code, Value: input.KeyReleased}
 	}
-	cat := func(parts ...[]RawEvent) []RawEvent {
-		var out []RawEvent
+	cat := func(parts ...[]input.RawEvent) []input.RawEvent {
+		var out []input.RawEvent
 		for _, p := range parts {
 			out = append(out, p...)
 		}
@@ -94,26 +79,26 @@ func TestDecoder(t *testing.T) {
 	tests := []struct {
 		name  string
 		cfg   DecoderConfig
-		evs   []RawEvent
+		evs   []input.RawEvent
 		want  []string
 		stats DecodeStats
 	}{
-		{"plain", DecoderConfig{}, keys(t0, "134567890123456789", KeyEnter), []string{"134567890123456789"}, DecodeStats{Codes: 1}},
-		{"keypad enter", DecoderConfig{}, keys(t0, "12", KeyKPEnter), []string{"12"}, DecodeStats{Codes: 1}},
-		{"tab not a terminator by default", DecoderConfig{}, cat(keys(t0, "12", KeyTab), keys(t0.Add(time.Second), "3", KeyEnter)), []string{"3"}, DecodeStats{Codes: 1, Partial: 1, Unmapped: 1}},
-		{"tab configured", DecoderConfig{Terminators: []uint16{KeyTab}}, keys(t0, "12", KeyTab), []string{"12"}, DecodeStats{Codes: 1}},
-		{"shift letters", DecoderConfig{}, keys(t0, "AbC", KeyEnter), []string{"AbC"}, DecodeStats{Codes: 1}},
-		{"caps lock", DecoderConfig{}, []RawEvent{press(KeyCapsLock, 0), press(30, 10*time.Millisecond), press(2, 20*time.Millisecond), press(KeyEnter, 30*time.Millisecond)}, []string{"A1"}, DecodeStats{Codes: 1}},
-		{"caps and shift cancel on letters", DecoderConfig{}, []RawEvent{press(KeyCapsLock, 0), press(KeyRightShift, 5*time.Millisecond), press(30, 10*time.Millisecond), release(KeyRightShift, 15*time.Millisecond), press(KeyEnter, 20*time.Millisecond)}, []string{"a"}, DecodeStats{Codes: 1}},
-		{"repeats ignored", DecoderConfig{}, []RawEvent{press(2, 0), {Time: t0.Add(5 * time.Millisecond), Type: EvKey, Code: 2, Value: KeyRepeated}, press(KeyEnter, 10*time.Millisecond)}, []string{"1"}, DecodeStats{Codes: 1}},
-		{"keypad digits", DecoderConfig{}, []RawEvent{press(KeyKP1, 0), press(KeyKP0, 10*time.Millisecond), press(KeyKPEnter, 20*time.Millisecond)}, []string{"10"}, DecodeStats{Codes: 1}},
-		{"idle gap drops partial", DecoderConfig{IdleTimeout: 300 * time.Millisecond}, cat(keys(t0, "999", KeyEnter)[:6], keys(t0.Add(time.Second), "55", KeyEnter)), []string{"55"}, DecodeStats{Codes: 1, Partial: 1}},
-		{"overlong discarded to terminator", DecoderConfig{MaxLen: 5}, cat(keys(t0, "1234567", KeyEnter), keys(t0.Add(time.Second), "12", KeyEnter)), []string{"12"}, DecodeStats{Codes: 1, Overlong: 1}},
-		{"exactly max length", DecoderConfig{MaxLen: 5}, keys(t0, "12345", KeyEnter), []string{"12345"}, DecodeStats{Codes: 1}},
-		{"empty terminator", DecoderConfig{}, []RawEvent{press(KeyEnter, 0)}, nil, DecodeStats{Empty: 1}},
-		{"unmapped keys ignored", DecoderConfig{}, []RawEvent{press(2, 0), press(KeyNumLock, 5*time.Millisecond), press(3, 10*time.Millisecond), press(KeyEnter, 20*time.Millisecond)}, []string{"12"}, DecodeStats{Codes: 1, Unmapped: 1}},
-		{"non-key events ignored", DecoderConfig{}, append([]RawEvent{{Time: t0, Type: EvMsc, Code: 4, Value: 458782}}, keys(t0, "7", KeyEnter)...), []string{"7"}, DecodeStats{Codes: 1}},
-		{"AIM prefix only", DecoderConfig{StripAIM: true}, keys(t0, "]E0", KeyEnter), nil, DecodeStats{Empty: 1}},
+		{"plain", DecoderConfig{}, keys(t0, "134567890123456789", input.KeyEnter), []string{"134567890123456789"}, DecodeStats{Codes: 1}},
+		{"keypad enter", DecoderConfig{}, keys(t0, "12", input.KeyKPEnter), []string{"12"}, DecodeStats{Codes: 1}},
+		{"tab not a terminator by default", DecoderConfig{}, cat(keys(t0, "12", input.KeyTab), keys(t0.Add(time.Second), "3", input.KeyEnter)), []string{"3"}, DecodeStats{Codes: 1, Partial: 1, Unmapped: 1}},
+		{"tab configured", DecoderConfig{Terminators: []uint16{input.KeyTab}}, keys(t0, "12", input.KeyTab), []string{"12"}, DecodeStats{Codes: 1}},
+		{"shift letters", DecoderConfig{}, keys(t0, "AbC", input.KeyEnter), []string{"AbC"}, DecodeStats{Codes: 1}},
+		{"caps lock", DecoderConfig{}, []input.RawEvent{press(input.KeyCapsLock, 0), press(30, 10*time.Millisecond), press(2, 20*time.Millisecond), press(input.KeyEnter, 30*time.Millisecond)}, []string{"A1"}, DecodeStats{Codes: 1}},
+		{"caps and shift cancel on letters", DecoderConfig{}, []input.RawEvent{press(input.KeyCapsLock, 0), press(input.KeyRightShift, 5*time.Millisecond), press(30, 10*time.Millisecond), release(input.KeyRightShift, 15*time.Millisecond), press(input.KeyEnter, 20*time.Millisecond)}, []string{"a"}, DecodeStats{Codes: 1}},
+		{"repeats ignored", DecoderConfig{}, []input.RawEvent{press(2, 0), {Time: t0.Add(5 * time.Millisecond), Type: input.EvKey, Code: 2, Value: input.KeyRepeated}, press(input.KeyEnter, 10*time.Millisecond)}, []string{"1"}, DecodeStats{Codes: 1}},
+		{"keypad digits", DecoderConfig{}, []input.RawEvent{press(input.KeyKP1, 0), press(input.KeyKP0, 10*time.Millisecond), press(input.KeyKPEnter, 20*time.Millisecond)}, []string{"10"}, DecodeStats{Codes: 1}},
+		{"idle gap drops partial", DecoderConfig{IdleTimeout: 300 * time.Millisecond}, cat(keys(t0, "999", input.KeyEnter)[:6], keys(t0.Add(time.Second), "55", input.KeyEnter)), []string{"55"}, DecodeStats{Codes: 1, Partial: 1}},
+		{"overlong discarded to terminator", DecoderConfig{MaxLen: 5}, cat(keys(t0, "1234567", input.KeyEnter), keys(t0.Add(time.Second), "12", input.KeyEnter)), []string{"12"}, DecodeStats{Codes: 1, Overlong: 1}},
+		{"exactly max length", DecoderConfig{MaxLen: 5}, keys(t0, "12345", input.KeyEnter), []string{"12345"}, DecodeStats{Codes: 1}},
+		{"empty terminator", DecoderConfig{}, []input.RawEvent{press(input.KeyEnter, 0)}, nil, DecodeStats{Empty: 1}},
+		{"unmapped keys ignored", DecoderConfig{}, []input.RawEvent{press(2, 0), press(input.KeyNumLock, 5*time.Millisecond), press(3, 10*time.Millisecond), press(input.KeyEnter, 20*time.Millisecond)}, []string{"12"}, DecodeStats{Codes: 1, Unmapped: 1}},
+		{"non-key events ignored", DecoderConfig{}, append([]input.RawEvent{{Time: t0, Type: input.EvMsc, Code: 4, Value: 458782}}, keys(t0, "7", input.KeyEnter)...), []string{"7"}, DecodeStats{Codes: 1}},
+		{"AIM prefix only", DecoderConfig{StripAIM: true}, keys(t0, "]E0", input.KeyEnter), nil, DecodeStats{Empty: 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -132,26 +117,11 @@ func TestDecoder(t *testing.T) {
 func TestTenKilobytesOfKeys(t *testing.T) {
 	d := NewDecoder(DecoderConfig{})
 	long := strings.Repeat("1234567890", 1000)
-	evs := keys(time.Unix(0, 0), long, KeyEnter)
-	evs = append(evs, keys(time.Unix(1, 0).Add(100*time.Second), "42", KeyEnter)...)
+	evs := keys(time.Unix(0, 0), long, input.KeyEnter)
+	evs = append(evs, keys(time.Unix(1, 0).Add(100*time.Second), "42", input.KeyEnter)...)
 	got := DecodeStream(evs, d)
 	if len(got) != 1 || got[0] != "42" || d.Stats.Overlong != 1 {
 		t.Fatalf("got %q stats %+v", got, d.Stats)
-	}
-}
-
-func TestRuneKeyRoundTrip(t *testing.T) {
-	for _, r := range "0123456789abcxyzABCXYZ-_=+[]{};:'\",.<>/?`~!@#$%^&*() \\|" {
-		c, shift, ok := RuneKey(r)
-		if !ok {
-			t.Fatalf("%q not typeable", r)
-		}
-		if back, _ := KeyRune(c, shift, false); back != r {
-			t.Fatalf("%q → key %d shift %v → %q", r, c, shift, back)
-		}
-	}
-	if _, _, ok := RuneKey('é'); ok {
-		t.Fatal("é typed on a US keyboard")
 	}
 }
 
@@ -170,19 +140,19 @@ func FuzzDecoder(f *testing.F) {
 		}
 	}
 	var b bytes.Buffer
-	for _, ev := range keys(time.Unix(0, 0), "AbC123", KeyEnter) {
-		b.Write(Layout64.Encode(ev))
+	for _, ev := range keys(time.Unix(0, 0), "AbC123", input.KeyEnter) {
+		b.Write(input.Layout64.Encode(ev))
 	}
 	f.Add(b.Bytes())
 	f.Add(bytes.Repeat([]byte{1, 0, 0, 0}, 50))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		evs, _ := ReadEvents(bytes.NewReader(data), Layout64)
+		evs, _ := input.ReadEvents(bytes.NewReader(data), input.Layout64)
 		d := NewDecoder(DecoderConfig{MaxLen: 32, StripAIM: true})
 		for _, code := range DecodeStream(evs, d) {
 			if code == "" || len([]rune(code)) > 32 {
 				t.Fatalf("bad code %q", code)
 			}
-			if Printable(code) != code {
+			if device.Printable(code) != code {
 				t.Fatalf("control character in %q", code)
 			}
 		}
@@ -196,7 +166,7 @@ func BenchmarkDecoder(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	evs, _ := ReadEvents(bytes.NewReader(data), Layout64)
+	evs, _ := input.ReadEvents(bytes.NewReader(data), input.Layout64)
 	b.ReportAllocs()
 	d := NewDecoder(DecoderConfig{StripAIM: true})
 	n := 0

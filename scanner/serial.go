@@ -2,66 +2,15 @@ package scanner
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
-	"go.bug.st/serial"
 	"go.uber.org/zap"
+
+	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/serial"
 )
-
-// PortConfig describes a serial port.
-type PortConfig struct {
-	Path     string
-	Baud     int
-	DataBits int    // 7 or 8
-	Parity   string // none, even, odd
-}
-
-// Validate checks the settings' form (not that the port exists).
-func (c PortConfig) Validate() error {
-	if c.Path == "" {
-		return errors.New("no serial port path")
-	}
-	switch c.Baud {
-	case 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200:
-	default:
-		return fmt.Errorf("baud %d is not a standard rate (1200–115200)", c.Baud)
-	}
-	if c.DataBits != 7 && c.DataBits != 8 {
-		return fmt.Errorf("data bits %d must be 7 or 8", c.DataBits)
-	}
-	if _, err := parseParity(c.Parity); err != nil {
-		return err
-	}
-	return nil
-}
-
-func parseParity(p string) (serial.Parity, error) {
-	switch strings.ToLower(p) {
-	case "", "none", "n":
-		return serial.NoParity, nil
-	case "even", "e":
-		return serial.EvenParity, nil
-	case "odd", "o":
-		return serial.OddParity, nil
-	}
-	return 0, fmt.Errorf("parity %q must be none, even or odd", p)
-}
-
-// OpenPort opens a serial port in raw mode with exclusive access.
-func OpenPort(c PortConfig) (serial.Port, error) {
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	parity, _ := parseParity(c.Parity)
-	p, err := serial.Open(c.Path, &serial.Mode{BaudRate: c.Baud, DataBits: c.DataBits, Parity: parity, StopBits: serial.OneStopBit})
-	if err != nil {
-		return nil, fmt.Errorf("open serial port %s: %w", c.Path, err)
-	}
-	return p, nil
-}
 
 // FramerConfig tunes serial line framing.
 type FramerConfig struct {
@@ -157,18 +106,18 @@ func (f *Framer) Feed(b byte) (string, bool) {
 
 // SerialScanner is a scanner on a serial or USB-CDC port.
 type SerialScanner struct {
-	Port     PortConfig
+	Port     serial.PortConfig
 	Framer   FramerConfig
-	Backoff  Backoff
+	Backoff  device.Backoff
 	Logger   *zap.Logger
-	Observer DeviceObserver
+	Observer device.Observer
 	OnReject func(reason string)
 }
 
 var _ Source = (*SerialScanner)(nil)
 
-// Run reads codes until ctx ends.
-func (s *SerialScanner) Run(ctx context.Context, out chan<- Code) error {
+// Run reads codes until ctx ends and hands each to sink.
+func (s *SerialScanner) Run(ctx context.Context, sink Sink) error {
 	if err := s.Port.Validate(); err != nil {
 		return err
 	}
@@ -179,14 +128,14 @@ func (s *SerialScanner) Run(ctx context.Context, out chan<- Code) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	k := Keeper{Name: "scanner", Backoff: s.Backoff, Logger: log, Observer: s.Observer}
+	k := device.Keeper{Name: "scanner", Backoff: s.Backoff, Logger: log, Observer: s.Observer}
 	return k.Run(ctx, func(ctx context.Context, up func()) error {
-		return s.session(ctx, up, out, log)
+		return s.session(ctx, up, sink, log)
 	})
 }
 
-func (s *SerialScanner) session(ctx context.Context, up func(), out chan<- Code, log *zap.Logger) error {
-	port, err := OpenPort(s.Port)
+func (s *SerialScanner) session(ctx context.Context, up func(), sink Sink, log *zap.Logger) error {
+	port, err := serial.OpenPort(s.Port)
 	if err != nil {
 		return err
 	}
@@ -217,9 +166,7 @@ func (s *SerialScanner) session(ctx context.Context, up func(), out chan<- Code,
 			if !ok {
 				continue
 			}
-			select {
-			case out <- Code{Text: line, Source: s.Port.Path, At: now}:
-			case <-ctx.Done():
+			if err := sink.Scan(ctx, Code{Text: line, Source: s.Port.Path, At: now}); err != nil && ctx.Err() != nil {
 				return nil
 			}
 		}

@@ -2,17 +2,21 @@ package scanner
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/scanpay/scanpay/scanner/scannertest"
+	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/devicetest"
+	"github.com/scanpay/scanpay/device/input"
+	"github.com/scanpay/scanpay/device/serial"
+	"github.com/scanpay/scanpay/device/serial/serialtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -98,29 +102,24 @@ func FuzzFramer(f *testing.F) {
 	})
 }
 
-func TestPortConfigValidate(t *testing.T) {
-	good := PortConfig{Path: "/dev/ttyUSB0", Baud: 9600, DataBits: 8, Parity: "none"}
-	if err := good.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	for _, bad := range []PortConfig{
-		{Baud: 9600, DataBits: 8},
-		{Path: "/x", Baud: 9601, DataBits: 8},
-		{Path: "/x", Baud: 9600, DataBits: 6},
-		{Path: "/x", Baud: 9600, DataBits: 8, Parity: "mark"},
-	} {
-		if err := bad.Validate(); err == nil {
-			t.Errorf("%+v accepted", bad)
-		}
-	}
-}
-
 // upCounter and waitFor are the shared fixtures under local names.
-type upCounter = scannertest.Devices
+type upCounter = devicetest.Devices
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	scannertest.WaitFor(t, what, cond)
+	devicetest.WaitFor(t, what, cond)
+}
+
+// chanSink hands the scanner's codes to the test on a channel.
+type chanSink chan Code
+
+func (c chanSink) Scan(ctx context.Context, code Code) error {
+	select {
+	case c <- code:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func next(t *testing.T, out <-chan Code) string {
@@ -135,13 +134,13 @@ func next(t *testing.T, out <-chan Code) string {
 }
 
 func TestSerialScannerOverPty(t *testing.T) {
-	port := scannertest.NewPort(t, t.TempDir(), "scanner")
+	port := serialtest.NewPort(t, t.TempDir(), "scanner")
 	obs := &upCounter{}
 	var rejects []string
 	var rmu sync.Mutex
 	s := &SerialScanner{
-		Port:     PortConfig{Path: port.Link, Baud: 9600, DataBits: 8, Parity: "none"},
-		Backoff:  Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond},
+		Port:     serial.PortConfig{Path: port.Link, Baud: 9600, DataBits: 8, Parity: "none"},
+		Backoff:  device.Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond},
 		Logger:   zaptest.NewLogger(t),
 		Observer: obs,
 		OnReject: func(r string) { rmu.Lock(); rejects = append(rejects, r); rmu.Unlock() },
@@ -149,7 +148,7 @@ func TestSerialScannerOverPty(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan Code, 10)
 	done := make(chan error)
-	go func() { done <- s.Run(ctx, out) }()
+	go func() { done <- s.Run(ctx, chanSink(out)) }()
 	waitFor(t, "port open", func() bool { return obs.Ups() == 1 })
 
 	port.WriteSlowly("134567890123456789\r")
@@ -166,11 +165,11 @@ func TestSerialScannerOverPty(t *testing.T) {
 	}
 	rmu.Unlock()
 
-	// Unplug: the reader notices, retries with backoff, and picks the
-	// device up again when it returns under the same name.
+	// Unplug: the reader notices and picks the device up again when it
+	// returns under the same name. (That it keeps retrying while the device
+	// is away is device.TestKeeperReopensAfterLoss.)
 	port.Unplug()
 	waitFor(t, "unplug noticed", func() bool { return len(obs.Changes()) >= 2 && obs.Down() })
-	time.Sleep(50 * time.Millisecond)
 	port.Plug()
 	waitFor(t, "reopen", func() bool { return obs.Ups() == 2 })
 	port.WriteSlowly("6212345678901234567\n")
@@ -187,55 +186,20 @@ func TestSerialScannerOverPty(t *testing.T) {
 	}
 }
 
-func TestKeeperLogsStateChangesOnce(t *testing.T) {
-	obs := &upCounter{}
-	k := Keeper{Name: "x", Backoff: Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Observer: obs, Logger: zaptest.NewLogger(t)}
-	ctx, cancel := context.WithCancel(context.Background())
-	attempts := 0
-	err := k.Run(ctx, func(ctx context.Context, up func()) error {
-		attempts++
-		if attempts == 20 {
-			up()
-			cancel()
-			return nil
-		}
-		return os.ErrNotExist
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c := obs.Changes(); len(c) != 2 || c[0] || !c[1] {
-		t.Fatalf("19 failed attempts then success reported as %v, want [false true]", c)
-	}
-}
-
-func TestDeviceSpec(t *testing.T) {
-	if err := (DeviceSpec{}).Validate(); err == nil {
-		t.Fatal("empty spec accepted")
-	}
-	if err := (DeviceSpec{VendorProduct: "0c2e:zz"}).Validate(); err == nil {
-		t.Fatal("bad vendor:product accepted")
-	}
-	if err := (DeviceSpec{VendorProduct: "0c2e:0b61"}).Validate(); err != nil {
-		t.Fatal(err)
-	}
-	// No input devices here: searching by name fails with a clear error.
-	_, err := DeviceSpec{Name: "nothing", Root: t.TempDir()}.find()
-	if err == nil || !strings.Contains(err.Error(), `"nothing"`) {
-		t.Fatalf("find: %v", err)
-	}
-}
-
 func TestHIDScannerRetriesMissingDevice(t *testing.T) {
-	obs := &upCounter{}
-	s := &HIDScanner{Device: DeviceSpec{Path: filepath.Join(t.TempDir(), "event-missing")}, Backoff: Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond},
-		Observer: obs, Logger: zaptest.NewLogger(t)}
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	if err := s.Run(ctx, make(chan Code)); err != nil {
-		t.Fatal(err)
-	}
-	if c := obs.Changes(); len(c) != 1 || c[0] {
-		t.Fatalf("changes %v: a missing device must be reported down once", c)
-	}
+	missing := filepath.Join(t.TempDir(), "event-missing")
+	// 100 ms of retries on synctest's clock: dozens of attempts, no waiting.
+	synctest.Test(t, func(t *testing.T) {
+		obs := &upCounter{}
+		s := &HIDScanner{Device: input.DeviceSpec{Path: missing}, Backoff: device.Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond},
+			Observer: obs, Logger: zaptest.NewLogger(t)}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		if err := s.Run(ctx, chanSink(make(chan Code))); err != nil {
+			t.Fatal(err)
+		}
+		if c := obs.Changes(); len(c) != 1 || c[0] {
+			t.Fatalf("changes %v: a missing device must be reported down once", c)
+		}
+	})
 }

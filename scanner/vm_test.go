@@ -9,6 +9,9 @@ import (
 
 	evdev "github.com/holoplot/go-evdev"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/scanpay/scanpay/device"
+	"github.com/scanpay/scanpay/device/input"
 )
 
 // TestVMUinput runs only inside the QEMU VM (make test-vm), where the
@@ -20,16 +23,16 @@ func TestVMUinput(t *testing.T) {
 	fake := os.Getenv("SCANPAY_FAKESCANNER")
 	obs := &upCounter{}
 	s := &HIDScanner{
-		Device:   DeviceSpec{Name: "scanpay fake scanner"},
+		Device:   input.DeviceSpec{Name: "scanpay fake scanner"},
 		Decoder:  DecoderConfig{StripAIM: true},
-		Backoff:  Backoff{Min: 50 * time.Millisecond, Max: 200 * time.Millisecond},
+		Backoff:  device.Backoff{Min: 50 * time.Millisecond, Max: 200 * time.Millisecond},
 		Logger:   zaptest.NewLogger(t),
 		Observer: obs,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan Code, 20)
 	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, out) }()
+	go func() { done <- s.Run(ctx, chanSink(out)) }()
 
 	typeCodes := func(codes ...string) {
 		args := append([]string{"--uinput", "--key-delay", "8ms", "--gap", "150ms", "--settle", "1500ms", "--hold", "300ms"}, codes...)
@@ -53,7 +56,7 @@ func TestVMUinput(t *testing.T) {
 	}
 	// While scanpay holds the grab, nobody else can take the device.
 	waitFor(t, "device up", func() bool { return obs.Ups() >= 1 })
-	if path, err := s.Device.find(); err == nil {
+	if path, err := s.Device.Find(); err == nil {
 		if dev, err := evdev.OpenWithFlags(path, os.O_RDONLY); err == nil {
 			if err := dev.Grab(); err == nil {
 				t.Error("a second grab succeeded: the device is not held exclusively")

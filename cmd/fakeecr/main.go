@@ -20,8 +20,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/scanpay/scanpay/device/serial"
 	"github.com/scanpay/scanpay/ecr"
-	"github.com/scanpay/scanpay/scanner"
+	"github.com/scanpay/scanpay/ecr/ecrtest"
 )
 
 func main() {
@@ -68,7 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		SetReadDeadline(time.Time) error
 	}
 	if *serialPath != "" {
-		f, err := scanner.OpenTTY(scanner.PortConfig{Path: *serialPath, Baud: *baud, DataBits: *dataBits, Parity: *parity})
+		f, err := serial.OpenTTY(serial.PortConfig{Path: *serialPath, Baud: *baud, DataBits: *dataBits, Parity: *parity})
 		if err != nil {
 			fmt.Fprintln(stderr, "fakeecr:", err)
 			return 1
@@ -93,7 +94,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *refund {
 		req.Type, kind = ecr.TypeRefund, "refund"
 	}
-	reg := &ecr.Register{Conn: conn, Timeout: *timeout}
+	reg := &ecrtest.Register{Conn: conn, Timeout: *timeout}
 	if err := reg.Send(req); err != nil {
 		fmt.Fprintf(stderr, "fakeecr: sending the %s: %v\n", kind, err)
 		return 1

@@ -17,7 +17,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/scanpay/scanpay/scanner"
+	"github.com/scanpay/scanpay/device/input"
+	"github.com/scanpay/scanpay/device/serial"
 )
 
 func main() {
@@ -98,14 +99,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if s.code == "" {
 			continue
 		}
-		if _, err := scanner.TypeCode(s.code, termKey, time.Time{}, 0); err != nil {
+		if _, err := input.TypeCode(s.code, termKey, time.Time{}, 0); err != nil {
 			fmt.Fprintf(stderr, "fakescanner: code %q: %v\n", s.code, err)
 			return 2
 		}
 	}
 	switch {
 	case *eventsPath != "":
-		l, err := scanner.ParseLayout(*layout)
+		l, err := input.ParseLayout(*layout)
 		if err != nil {
 			fmt.Fprintln(stderr, "fakescanner:", err)
 			return 2
@@ -135,23 +136,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // keyTyper turns a code into key events.
-type keyTyper func(code string, term uint16, start time.Time, keyDelay time.Duration) ([]scanner.RawEvent, error)
+type keyTyper func(code string, term uint16, start time.Time, keyDelay time.Duration) ([]input.RawEvent, error)
 
 func typer(numpad bool) keyTyper {
 	if numpad {
-		return scanner.TypeKeypad
+		return input.TypeKeypad
 	}
-	return scanner.TypeCode
+	return input.TypeCode
 }
 
 func parseTerminator(s string) (uint16, error) {
 	switch s {
 	case "enter":
-		return scanner.KeyEnter, nil
+		return input.KeyEnter, nil
 	case "kpenter":
-		return scanner.KeyKPEnter, nil
+		return input.KeyKPEnter, nil
 	case "tab":
-		return scanner.KeyTab, nil
+		return input.KeyTab, nil
 	}
 	return 0, fmt.Errorf("terminator %q must be enter, kpenter or tab", s)
 }
@@ -220,7 +221,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func writeEvents(path string, stdout io.Writer, l scanner.Layout, steps []step, typeKeys keyTyper, term uint16, keyDelay, gap time.Duration) error {
+func writeEvents(path string, stdout io.Writer, l input.Layout, steps []step, typeKeys keyTyper, term uint16, keyDelay, gap time.Duration) error {
 	w := stdout
 	if path != "-" {
 		f, err := os.Create(path)
@@ -248,7 +249,7 @@ func writeEvents(path string, stdout io.Writer, l scanner.Layout, steps []step, 
 }
 
 func writeSerial(ctx context.Context, path string, baud int, ending string, steps []step, gap time.Duration, stdout io.Writer) error {
-	port, err := scanner.OpenPort(scanner.PortConfig{Path: path, Baud: baud, DataBits: 8, Parity: "none"})
+	port, err := serial.OpenPort(serial.PortConfig{Path: path, Baud: baud, DataBits: 8, Parity: "none"})
 	if err != nil {
 		return err
 	}

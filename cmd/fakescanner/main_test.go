@@ -12,6 +12,7 @@ import (
 
 	"github.com/creack/pty"
 
+	"github.com/scanpay/scanpay/device/input"
 	"github.com/scanpay/scanpay/scanner"
 )
 
@@ -39,8 +40,8 @@ func TestEventsDecodeBack(t *testing.T) {
 			t.Fatalf("exit %d: %s", code, errb.String())
 		}
 		data, _ := os.ReadFile(path)
-		l, _ := scanner.ParseLayout(layout)
-		evs, err := scanner.ReadEvents(bytes.NewReader(data), l)
+		l, _ := input.ParseLayout(layout)
+		evs, err := input.ReadEvents(bytes.NewReader(data), l)
 		if err != nil {
 			t.Fatal(err)
 		}

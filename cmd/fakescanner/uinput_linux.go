@@ -8,7 +8,7 @@ import (
 
 	evdev "github.com/holoplot/go-evdev"
 
-	"github.com/scanpay/scanpay/scanner"
+	"github.com/scanpay/scanpay/device/input"
 )
 
 // typeUinput creates a virtual keyboard, types every code with realistic
@@ -16,14 +16,14 @@ import (
 func typeUinput(ctx context.Context, name string, steps []step, typeKeys keyTyper, term uint16, keyDelay, gap, settle, hold time.Duration, stdout io.Writer) error {
 	var keys []evdev.EvCode
 	for c := uint16(1); c < 128; c++ {
-		if _, ok := scanner.KeyRune(c, false, false); ok || c == scanner.KeyEnter || c == scanner.KeyKPEnter ||
-			c == scanner.KeyTab || c == scanner.KeyLeftShift || c == scanner.KeyRightShift || c == scanner.KeyCapsLock ||
-			c == scanner.KeyBackspace || c == scanner.KeyEsc {
+		if _, ok := input.KeyRune(c, false, false); ok || c == input.KeyEnter || c == input.KeyKPEnter ||
+			c == input.KeyTab || c == input.KeyLeftShift || c == input.KeyRightShift || c == input.KeyCapsLock ||
+			c == input.KeyBackspace || c == input.KeyEsc {
 			keys = append(keys, evdev.EvCode(c))
 		}
 	}
 	dev, err := evdev.CreateDevice(name, evdev.InputID{BusType: 0x03, Vendor: 0x1eab, Product: 0x8203, Version: 1},
-		map[evdev.EvType][]evdev.EvCode{evdev.EvType(scanner.EvKey): keys})
+		map[evdev.EvType][]evdev.EvCode{evdev.EvType(input.EvKey): keys})
 	if err != nil {
 		return fmt.Errorf("create uinput device (is /dev/uinput there and writable?): %w", err)
 	}
@@ -39,7 +39,7 @@ func typeUinput(ctx context.Context, name string, steps []step, typeKeys keyType
 				return fmt.Errorf("write event: %w", err)
 			}
 			// One key per keyDelay: pause after each character's release.
-			if ev.Type == scanner.EvSyn && j > 0 && evs[j-1].Value == scanner.KeyReleased && evs[j-1].Code != scanner.KeyLeftShift {
+			if ev.Type == input.EvSyn && j > 0 && evs[j-1].Value == input.KeyReleased && evs[j-1].Code != input.KeyLeftShift {
 				if err := sleep(ctx, keyDelay); err != nil {
 					return err
 				}

@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,11 +16,13 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/scanpay/scanpay/config"
+	"github.com/scanpay/scanpay/device/input"
 	"github.com/scanpay/scanpay/display"
 	"github.com/scanpay/scanpay/keypad"
 	"github.com/scanpay/scanpay/payment"
+	"github.com/scanpay/scanpay/payment/iotpay"
 	"github.com/scanpay/scanpay/payment/iotpaysim"
-	"github.com/scanpay/scanpay/scanner"
+	"github.com/scanpay/scanpay/payment/journal"
 )
 
 func TestMain(m *testing.M) {
@@ -173,7 +178,7 @@ func TestKeypadAmountSale(t *testing.T) {
 	go func() { done <- d.run(ctx) }()
 	<-d.term.Ready()
 	ed := keypad.NewEditor(keypad.Config{MaxAmount: cfg.Terminal.MaxAmount})
-	for _, k := range []uint16{scanner.KeyKP2, scanner.KeyKP8, scanner.KeyKP6, scanner.KeyKP5} {
+	for _, k := range []uint16{input.KeyKP2, input.KeyKP8, input.KeyKP6, input.KeyKP5} {
 		keypad.Feed(ctx, ed, k, keypadSink{d.term}, zaptest.NewLogger(t))
 	}
 	// The display shows the newest screen (it may skip ones in between):
@@ -185,7 +190,7 @@ func TestKeypadAmountSale(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	keypad.Feed(ctx, ed, scanner.KeyKPEnter, keypadSink{d.term}, zaptest.NewLogger(t))
+	keypad.Feed(ctx, ed, input.KeyKPEnter, keypadSink{d.term}, zaptest.NewLogger(t))
 	deadline = time.Now().Add(5 * time.Second)
 	for d.term.State() != payment.StateAwaitingCode && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
@@ -207,4 +212,50 @@ func syncString(b *bytes.Buffer, c *display.Console) string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return b.String()
+}
+
+// TestRefundSendsDevice: the operator commands build the gateway client
+// from the same config as the daemon, so a refund from the command line
+// names the lane's device as the daemon's requests do.
+func TestRefundSendsDevice(t *testing.T) {
+	dir := t.TempDir()
+	sim := iotpaysim.New(iotpaysim.Options{MchID: "10000576", Key: "TESTKEY1234567890"})
+	var mu sync.Mutex
+	device := map[string]string{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ParseForm() == nil {
+			if f, err := iotpay.DecodeFields([]byte(r.PostForm.Get("params"))); err == nil {
+				mu.Lock()
+				device[strings.TrimPrefix(r.URL.Path, "/v1/")] = f["device"]
+				mu.Unlock()
+			}
+		}
+		sim.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	path := writeConfig(t, dir, strings.Replace(basicConfig, "http://127.0.0.1:1", srv.URL, 1), 0o600)
+
+	// A paid order to refund, as the daemon would have journaled it.
+	ctx := context.Background()
+	jr, err := journal.Open(filepath.Join(dir, "journal.db"), journal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := jr.AddOrder(ctx, journal.NewOrder{TerminalID: "LANE1", Amount: 500, Currency: "CAD", Channel: iotpay.ChannelWeChat,
+		CodeMasked: "13************6789", CodeHash: "h1", Source: "keypad"}, func(n uint64) string { return payment.OrderNumber("LANE1", n) })
+	if err == nil {
+		_, err = jr.Transition(ctx, o.MchOrderNo, journal.StateSubmitting, journal.StatePaid, journal.Update{PayOrderID: "P0001", Status: 2})
+	}
+	jr.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	c, out, errb := cli(nil)
+	c.Run(ctx, []string{"refund", "--config", path, o.MchOrderNo}) // the simulator does not know P0001: the outcome does not matter
+	mu.Lock()
+	defer mu.Unlock()
+	if got, ok := device["refund_order"]; !ok || got != "scanpay" {
+		t.Fatalf("refund_order sent device %q (sent: %v)\n%s%s", got, ok, out.String(), errb.String())
+	}
 }

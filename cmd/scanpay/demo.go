@@ -35,6 +35,8 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
+var _ payment.ResultSink = resultChan(nil)
+
 // resultChan hands the demo every sale result.
 type resultChan chan payment.SaleResult
 
@@ -94,7 +96,7 @@ func (c *CLI) demo(ctx context.Context, args []string) int {
 	cfg.Gateway.PollInterval = config.Duration{Duration: 400 * time.Millisecond}
 	cfg.Gateway.PollAttempts = 10
 	cfg.Gateway.Timeout = config.Duration{Duration: 5 * time.Second}
-	cfg.Display.Driver = "console"
+	cfg.Display.Driver = config.DisplayConsole
 	cfg.Journal.Path = filepath.Join(dir, "journal.db")
 	var logw io.Writer = io.Discard
 	if *verbose {

@@ -16,9 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scanpay/scanpay/device/serial/serialtest"
 	"github.com/scanpay/scanpay/ecr"
+	"github.com/scanpay/scanpay/ecr/ecrtest"
 	"github.com/scanpay/scanpay/payment/iotpaysim"
-	"github.com/scanpay/scanpay/scanner/scannertest"
 )
 
 // binary is the scanpay binary the end-to-end tests run.
@@ -68,11 +69,11 @@ type e2eLane struct {
 	config  string
 	sim     *iotpaysim.Sim
 	clock   *iotpaysim.FakeClock
-	scanner *scannertest.Port
-	ecrDev  *scannertest.Port
-	display *scannertest.Port
+	scanner *serialtest.Port
+	ecrDev  *serialtest.Port
+	display *serialtest.Port
 	screen  *safeBuffer
-	reg     *ecr.Register
+	reg     *ecrtest.Register
 	metrics string
 	notify  chan string
 	proc    *exec.Cmd
@@ -95,11 +96,11 @@ func newLane(t *testing.T, pollInterval string) *e2eLane {
 	url, stop, sim := startSim(t, l.clock)
 	t.Cleanup(stop)
 	l.sim = sim
-	l.scanner = scannertest.NewPort(t, l.dir, "scanner")
-	l.ecrDev = scannertest.NewPort(t, l.dir, "ecr")
-	l.display = scannertest.NewPort(t, l.dir, "display")
+	l.scanner = serialtest.NewPort(t, l.dir, "scanner")
+	l.ecrDev = serialtest.NewPort(t, l.dir, "ecr")
+	l.display = serialtest.NewPort(t, l.dir, "display")
 	go io.Copy(l.screen, l.display.Master())
-	l.reg = &ecr.Register{Conn: l.ecrDev.Master(), Timeout: 3 * time.Second}
+	l.reg = &ecrtest.Register{Conn: l.ecrDev.Master(), Timeout: 3 * time.Second}
 	l.metrics = freePort(t)
 	// A fake systemd notify socket.
 	sock := filepath.Join(l.dir, "notify.sock")
@@ -167,8 +168,42 @@ func (l *e2eLane) start() {
 	go func() { l.exited <- l.proc.Wait() }()
 	l.t.Cleanup(func() { l.proc.Process.Kill() })
 	l.waitNotify("READY=1")
-	// The serial links are up once their ports are in raw mode.
-	time.Sleep(300 * time.Millisecond)
+	// The serial links are up once their ports are in raw mode (until then
+	// the ttys would echo): the daemon reports each device up.
+	for _, dev := range []string{"scanner", "ecr", "display"} {
+		up := fmt.Sprintf(`scanpay_device_up{device=%q} 1`, dev)
+		l.eventually(dev+" up", func() bool { return strings.Contains(l.get("/metrics"), up) })
+	}
+}
+
+// get fetches a page from the daemon's metrics server ("" if it fails).
+func (l *e2eLane) get(path string) string {
+	resp, err := http.Get("http://" + l.metrics + path)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// eventually waits up to 10 s for cond.
+func (l *e2eLane) eventually(what string, cond func() bool) {
+	l.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			l.t.Fatalf("timed out waiting for %s:\n%s", what, l.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// awaitingCode waits until the lane has taken the amount and waits for a
+// code (a code scanned earlier would be refused as "no amount").
+func (l *e2eLane) awaitingCode() {
+	l.t.Helper()
+	l.eventually("the lane awaiting a code", func() bool { return strings.Contains(l.get("/healthz"), `"state":"AWAITING_CODE"`) })
 }
 
 func (l *e2eLane) waitNotify(want string) string {
@@ -210,7 +245,7 @@ func (l *e2eLane) sale(amount int64, ref, code string) ecr.Result {
 	if err := l.send(request(amount, ref)); err != nil {
 		l.t.Fatalf("send: %v\n%s", err, l.logs.String())
 	}
-	time.Sleep(100 * time.Millisecond)
+	l.awaitingCode()
 	l.scanner.Master().Write([]byte(code + "\r\n"))
 	res, err := l.reg.Receive(20*time.Second, true)
 	if err != nil {
@@ -223,7 +258,7 @@ func (l *e2eLane) sale(amount int64, ref, code string) ecr.Result {
 func (l *e2eLane) send(r ecr.Request) error {
 	var err error
 	for i := 0; i < 50; i++ {
-		if err = l.reg.Send(r); err != ecr.ErrRefused {
+		if err = l.reg.Send(r); err != ecrtest.ErrRefused {
 			return err
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -340,7 +375,7 @@ func TestEndToEnd(t *testing.T) {
 	if err := l.send(request(700, "INV5")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	l.awaitingCode()
 	l.scanner.Master().Write([]byte("134567890123456789\r"))
 	l.waitScreen("Code already used")
 	if n := len(l.sim.Orders()); n != 4 {
@@ -403,7 +438,7 @@ func TestKillAndRestart(t *testing.T) {
 	if err := l.send(request(1052, "KILL1")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	l.awaitingCode()
 	l.scanner.Master().Write([]byte("134567890123456789\r"))
 	// Kill while the order is being polled (status 1, paid on the 3rd query).
 	deadline := time.Now().Add(10 * time.Second)

@@ -1,6 +1,8 @@
 // Command scanpay is the payment terminal daemon and its operator tools:
 // run (the daemon), demo, check-config, report, orders, query, refund and
-// version. main only wires the process to the CLI.
+// version. main only wires the process to the CLI; build.go maps each
+// config section onto its package, one function per part, and daemon.go
+// runs the parts under one owner.
 package main
 
 import (

@@ -15,13 +15,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/scanpay/scanpay/device"
 	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/payment/iotpay"
 	"github.com/scanpay/scanpay/payment/journal"
 )
 
+var (
+	_ payment.Observer = (*metrics)(nil)
+	_ device.Observer  = (*metrics)(nil)
+)
+
 // metrics is the Prometheus view of a lane. It implements
-// payment.Observer and scanner.DeviceObserver.
+// payment.Observer and device.Observer.
 type metrics struct {
 	reg           *prometheus.Registry
 	sales         *prometheus.CounterVec

@@ -287,9 +287,7 @@ func (c *CLI) gatewayClient(path string) (*iotpay.Client, *journal.Journal, stri
 		c.errorf("%v", err)
 		return nil, nil, "", exitUsage
 	}
-	g := cfg.Gateway
-	client, err := iotpay.New(iotpay.Config{BaseURL: g.URL, MchID: g.MchID, Key: key, JobNo: g.JobNo, NotifyURL: g.NotifyURL,
-		Subject: g.Subject, Body: g.Body, ClientIP: g.ClientIP, Timeout: g.Timeout.Duration, RequireSignedReplies: g.RequireSignedReplies})
+	client, err := iotpay.New(gatewayConfig(cfg, key, nil))
 	if err != nil {
 		c.errorf("%v", err)
 		return nil, nil, "", exitUsage

@@ -11,6 +11,8 @@ import (
 	"github.com/scanpay/scanpay/payment"
 )
 
+var _ lane = (*payment.Terminal)(nil)
+
 // lane is what the systemd notifier watches.
 type lane interface {
 	Ready() <-chan struct{}

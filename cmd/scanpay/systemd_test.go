@@ -9,12 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/payment/iotpay"
 	"github.com/scanpay/scanpay/payment/journal"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 // gateJournal blocks chosen calls until released, to hold recovery back
@@ -82,7 +84,7 @@ func TestSystemdReadyAndWatchdog(t *testing.T) {
 	}
 	defer jr.Close()
 	gj := &gateJournal{Journal: jr, openGate: make(chan struct{})}
-	wallets, _ := scanner.NewWallets(scanner.DefaultWalletRules())
+	wallets, _ := payment.NewWallets(payment.DefaultWalletRules())
 	term, err := payment.New(payment.DefaultConfig(), payment.Deps{Gateway: nopGateway{}, Journal: gj, Wallets: wallets, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +93,9 @@ func TestSystemdReadyAndWatchdog(t *testing.T) {
 	defer cancel()
 	termDone := make(chan error, 1)
 	go func() { termDone <- term.Run(ctx) }()
-	sd := systemdRunner(term, zaptest.NewLogger(t))
+	// The runner's log tells the test when it has seen the loop wedged.
+	seen, logs := observer.New(zap.ErrorLevel)
+	sd := systemdRunner(term, zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), seen)))
 	sdDone := make(chan error, 1)
 	go func() { sdDone <- sd.run(ctx) }()
 
@@ -130,9 +134,27 @@ func TestSystemdReadyAndWatchdog(t *testing.T) {
 	gj.mu.Unlock()
 	term.RequestSale(ctx, payment.SaleRequest{Amount: 100})
 	go term.Scan(ctx, payment.Code{Text: "134567890123456789"})
-	time.Sleep(100 * time.Millisecond) // let a ping already in flight land
-	for len(msgs) > 0 {
-		<-msgs
+	// A ping answered just before the wedge may still be notified. Once the
+	// runner logs a failed ping, every earlier notification is in the
+	// socket; a marker sent now queues behind them, and what follows the
+	// marker was sent while the loop was stuck.
+	deadline := time.Now().Add(5 * time.Second)
+	for logs.FilterMessageSnippet("withholding the watchdog ping").Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the runner never noticed the wedged loop")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	mark, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark.Write([]byte("MARK"))
+	mark.Close()
+	for m := next(); m != "MARK"; m = next() {
+		if m == "" {
+			t.Fatal("marker lost")
+		}
 	}
 	select {
 	case m := <-msgs:

@@ -355,8 +355,10 @@ func (j *Journal) Secret() []byte { return append([]byte(nil), j.secret...) }
 // Commits counts transactions committed by this Journal value.
 func (j *Journal) Commits() int64 { return j.commits.Load() }
 
+// storage marks err as a storage failure and keeps it as the cause, so
+// the fatal error that stops the daemon says what the disk did.
 func storage(op string, err error) error {
-	return fmt.Errorf("%w: %s: %v", ErrStorage, op, err)
+	return fmt.Errorf("%w: %s: %w", ErrStorage, op, err)
 }
 
 // write runs fn in one immediate transaction and commits it.

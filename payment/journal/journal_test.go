@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"modernc.org/sqlite"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -281,6 +282,11 @@ func TestDiskFullIsStorageError(t *testing.T) {
 	}
 	if !errors.Is(err, ErrStorage) {
 		t.Fatalf("a full disk must surface as ErrStorage, got %v", err)
+	}
+	// The cause survives the wrapping: SQLITE_FULL (13) from the driver.
+	var se *sqlite.Error
+	if !errors.As(err, &se) || se.Code()&0xff != 13 {
+		t.Fatalf("a full disk lost its cause: %v", err)
 	}
 }
 

@@ -24,7 +24,6 @@ import (
 	"github.com/scanpay/scanpay/payment/iotpay"
 	"github.com/scanpay/scanpay/payment/iotpaysim"
 	"github.com/scanpay/scanpay/payment/journal"
-	"github.com/scanpay/scanpay/scanner"
 )
 
 const (
@@ -233,7 +232,7 @@ func (w *world) start() {
 		t.Fatalf("seed %d: journal: %v", w.seed, err)
 	}
 	client := w.client()
-	wallets, _ := scanner.NewWallets(scanner.DefaultWalletRules())
+	wallets, _ := payment.NewWallets(payment.DefaultWalletRules())
 	cfg := payment.DefaultConfig()
 	cfg.TerminalID = "SIM"
 	cfg.RefundLate = true

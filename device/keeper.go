@@ -1,4 +1,4 @@
-package scanner
+package device
 
 import (
 	"context"
@@ -17,8 +17,8 @@ type Backoff struct {
 // DefaultBackoff retries after 200 ms, doubling to 5 s.
 func DefaultBackoff() Backoff { return Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second} }
 
-// DeviceObserver is told when a device comes and goes; nil means none.
-type DeviceObserver interface {
+// Observer is told when a device comes and goes; nil means none.
+type Observer interface {
 	DeviceUp(device string, up bool)
 }
 
@@ -29,7 +29,7 @@ type Keeper struct {
 	Name     string // for logs and metrics: "scanner", "keypad", "display", "ecr"
 	Backoff  Backoff
 	Logger   *zap.Logger
-	Observer DeviceObserver
+	Observer Observer
 }
 
 // Session opens a device and uses it until it fails or ctx ends. It calls

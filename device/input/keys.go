@@ -1,4 +1,4 @@
-package scanner
+package input
 
 // Linux input key codes used by scanners and keypads (linux/input-event-codes.h).
 const (

@@ -1,10 +1,10 @@
-package scanner
+package serial
 
 import (
 	"fmt"
 	"os"
 
-	"go.bug.st/serial"
+	bugst "go.bug.st/serial"
 	"golang.org/x/sys/unix"
 )
 
@@ -63,10 +63,10 @@ func makeRaw(t *unix.Termios, c PortConfig) {
 		t.Cflag |= unix.CS8
 	}
 	switch p, _ := parseParity(c.Parity); p {
-	case serial.OddParity:
+	case bugst.OddParity:
 		t.Cflag |= unix.PARENB | unix.PARODD
 		t.Iflag |= unix.INPCK
-	case serial.EvenParity:
+	case bugst.EvenParity:
 		t.Cflag |= unix.PARENB
 		t.Iflag |= unix.INPCK
 	}

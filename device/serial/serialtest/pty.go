@@ -1,7 +1,7 @@
-// Package scannertest provides test fixtures for device packages: a pty
+// Package serialtest provides the pty fixture for device packages: a pty
 // standing in for a serial device behind a stable link (as udev's
 // /dev/serial/by-id links are), which tests can unplug and plug again.
-package scannertest
+package serialtest
 
 import (
 	"io"
@@ -113,53 +113,4 @@ func pollable(t testing.TB, f *os.File) *os.File {
 		t.Fatal(err)
 	}
 	return os.NewFile(uintptr(fd), "ptmx")
-}
-
-// Devices records device up/down changes (a scanner.DeviceObserver).
-type Devices struct {
-	mu      sync.Mutex
-	changes []bool
-}
-
-// DeviceUp records a change.
-func (d *Devices) DeviceUp(_ string, up bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.changes = append(d.changes, up)
-}
-
-// Changes returns the changes so far.
-func (d *Devices) Changes() []bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]bool(nil), d.changes...)
-}
-
-// Ups counts the times the device came up.
-func (d *Devices) Ups() int {
-	n := 0
-	for _, c := range d.Changes() {
-		if c {
-			n++
-		}
-	}
-	return n
-}
-
-// Down reports whether the latest change was the device going away.
-func (d *Devices) Down() bool {
-	c := d.Changes()
-	return len(c) > 0 && !c[len(c)-1]
-}
-
-// WaitFor polls cond for up to 5 s.
-func WaitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out waiting for " + what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }

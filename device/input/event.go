@@ -1,4 +1,4 @@
-package scanner
+package input
 
 import (
 	"encoding/binary"
@@ -96,21 +96,6 @@ func ReadEvents(r io.Reader, l Layout) ([]RawEvent, error) {
 		}
 		out = append(out, l.Decode(buf))
 	}
-}
-
-// DecodeStream decodes every code in an event stream, as the evdev reader
-// would. It serves replayed recordings (tests, tools).
-func DecodeStream(events []RawEvent, d *Decoder) []string {
-	var codes []string
-	for _, ev := range events {
-		if ev.Type != EvKey {
-			continue
-		}
-		if code, ok := d.Feed(KeyEvent{Code: ev.Code, Value: ev.Value, Time: ev.Time}); ok {
-			codes = append(codes, code)
-		}
-	}
-	return codes
 }
 
 // TypeCode returns the key events a keyboard-wedge scanner sends for code:

@@ -1,9 +1,11 @@
-package scanner
+package payment
 
 import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/scanpay/scanpay/payment/iotpay"
 )
 
 // WalletRule maps payment codes to an IOTPay channel by prefix and length.
@@ -19,11 +21,13 @@ type WalletRule struct {
 // Alipay 16–24 digits starting 25–30, UnionPay 19 digits starting 62.
 func DefaultWalletRules() []WalletRule {
 	return []WalletRule{
-		{Name: "WeChat Pay", Channel: "WX_MICROPAY", Prefixes: []string{"10-15"}, MinLen: 18, MaxLen: 18},
-		{Name: "Alipay", Channel: "ALIPAY_MICROPAY", Prefixes: []string{"25-30"}, MinLen: 16, MaxLen: 24},
-		{Name: "UnionPay", Channel: "UPI_MICROPAY", Prefixes: []string{"62"}, MinLen: 19, MaxLen: 19},
+		{Name: "WeChat Pay", Channel: iotpay.ChannelWeChat, Prefixes: []string{"10-15"}, MinLen: 18, MaxLen: 18},
+		{Name: "Alipay", Channel: iotpay.ChannelAlipay, Prefixes: []string{"25-30"}, MinLen: 16, MaxLen: 24},
+		{Name: "UnionPay", Channel: iotpay.ChannelUnionPay, Prefixes: []string{"62"}, MinLen: 19, MaxLen: 19},
 	}
 }
+
+var _ Classifier = (*Wallets)(nil)
 
 // Wallets classifies payment codes. Codes that match no rule are
 // unsupported; the table is never guessed beyond.
