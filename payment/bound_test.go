@@ -311,6 +311,7 @@ func TestSaleLimit(t *testing.T) {
 		if took := time.Since(start); r.Outcome != payment.OutcomeUnknown || took != cfg.SaleLimit {
 			t.Fatalf("result %+v after %v, want unknown after %v", r, took, cfg.SaleLimit)
 		}
+		synctest.Wait() // the loop frees the lane just after it hands the result over
 		if st := e.term.State(); st != payment.StateIdle {
 			t.Fatalf("lane %s after the limit", st)
 		}
