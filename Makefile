@@ -11,7 +11,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin
 CMDS := scanpay iotpaysim fakescanner fakeecr
 
-.PHONY: help demo build test vet fuzz cross test-arm test-vm dist check-dist check-systemd crash bench sim sim-mutants clean
+.PHONY: help demo build test vet fuzz cross test-arm test-vm dist check-dist check-systemd crash bench bench-e2e sim sim-mutants clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ sim: ## the whole-lane simulation: SEEDS seeds (default 2000) from FIRST; SCANPA
 	  set -o pipefail; SCANPAY_SIM_SEEDS=$(SEEDS) SCANPAY_SIM_FIRST=$(FIRST) $(GO) test -count=1 -timeout 90m -run '^TestLaneSim$$' -v ./payment/lanesim \
 	    | grep -E '^(lanesim|FAIL|panic)|^\s+(--- FAIL|\S+_test\.go:[0-9]+)'; \
 	fi
+
+bench-e2e: ## the end-to-end benchmark: the real binary on ptys vs a floor program (see README); a few minutes
+	SCANPAY_BENCH_E2E=1 $(GO) test -count=1 -timeout 60m -run '^TestBenchE2E$$' -v ./cmd/scanpay | grep -vE '^(=== RUN|--- PASS|PASS|ok)'
 
 sim-mutants: ## put back each bug the simulation must find (payment/lanesim/mutants) and show the seed that finds it
 	payment/lanesim/mutants.sh $(or $(MUTANT_SEEDS),5000)

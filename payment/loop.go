@@ -595,8 +595,12 @@ func (l *lane) announce(o journal.Order) error {
 	if !s.recovered {
 		res.Request.Ticket, res.Request.Source = s.req.Ticket, s.req.Source
 	}
+	// Free the lane before the result goes out: a register that sends its
+	// next request the moment it has this answer must find the lane idle,
+	// not get NAK.
+	err := l.nextRecovery()
 	l.t.out.result.put(res)
-	return l.nextRecovery()
+	return err
 }
 
 // nextRecovery resumes the next open order left by a previous run. An

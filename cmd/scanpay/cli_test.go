@@ -26,6 +26,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("SCANPAY_BENCH_FLOOR") != "" {
+		floorMain() // the benchmark's floor program (benche2e_test.go)
+		return
+	}
 	if os.Getenv("SCANPAY_E2E_BINARY") == "" {
 		if err := buildBinary(); err != nil {
 			panic(err)

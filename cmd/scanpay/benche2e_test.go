@@ -1,0 +1,605 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/scanpay/scanpay/device/serial"
+	"github.com/scanpay/scanpay/device/serial/serialtest"
+	"github.com/scanpay/scanpay/ecr"
+	"github.com/scanpay/scanpay/ecr/ecrtest"
+	"github.com/scanpay/scanpay/payment/iotpay"
+	"github.com/scanpay/scanpay/payment/iotpaysim"
+	"github.com/scanpay/scanpay/payment/journal"
+)
+
+// The end-to-end benchmark (make bench-e2e): the real binary with ptys for
+// the register, the scanner and the display, against a loopback gateway
+// that pays at once; and, in the same run, a floor program that reads the
+// same pty and sends the same signed form with net/http. It measures, per
+// sale, scan CR → create_order on the wire and the gateway's last reply →
+// display bytes; CPU, context switches and fsyncs per sale; RSS every 1000
+// sales; READY with a large journal, warm and with the page cache dropped.
+// Timings are printed, never asserted.
+
+const benchKey = "TESTKEY1234567890"
+
+// fsyncSales are the sales over which fsyncs are counted (with strace).
+const fsyncSales = 200
+
+// benchGateway is the simulator with the two timestamps the benchmark
+// needs: when a create_order request arrives, and when the last reply left.
+type benchGateway struct {
+	sim *iotpaysim.Sim
+	mu  sync.Mutex
+	// createAt is when the newest create_order arrived; replyAt when the
+	// newest reply was written and flushed.
+	createAt, replyAt time.Time
+}
+
+func (g *benchGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasSuffix(r.URL.Path, "create_order") {
+		now := time.Now()
+		g.mu.Lock()
+		g.createAt = now
+		g.mu.Unlock()
+	}
+	g.sim.ServeHTTP(w, r)
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	now := time.Now()
+	g.mu.Lock()
+	g.replyAt = now
+	g.mu.Unlock()
+}
+
+func (g *benchGateway) times() (create, reply time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.createAt, g.replyAt
+}
+
+// screenWatch reads a display pty and remembers when each marker first
+// appeared after a mark.
+type screenWatch struct {
+	mu   sync.Mutex
+	buf  []byte
+	at   []time.Time // read time for each byte's chunk end
+	wake chan struct{}
+}
+
+func watchScreen(r io.Reader) *screenWatch {
+	s := &screenWatch{wake: make(chan struct{}, 1)}
+	go func() {
+		b := make([]byte, 4096)
+		for {
+			n, err := r.Read(b)
+			now := time.Now()
+			if n > 0 {
+				s.mu.Lock()
+				s.buf = append(s.buf, b[:n]...)
+				for i := 0; i < n; i++ {
+					s.at = append(s.at, now)
+				}
+				s.mu.Unlock()
+				select {
+				case s.wake <- struct{}{}:
+				default:
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return s
+}
+
+func (s *screenWatch) mark() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.buf)
+}
+
+// wait returns when marker appeared after offset from.
+func (s *screenWatch) wait(t *testing.T, from int, marker string) time.Time {
+	deadline := time.After(10 * time.Second)
+	for {
+		s.mu.Lock()
+		if i := bytes.Index(s.buf[from:], []byte(marker)); i >= 0 {
+			at := s.at[from+i+len(marker)-1]
+			s.mu.Unlock()
+			return at
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.wake:
+		case <-deadline:
+			t.Fatalf("display never showed %q", marker)
+		}
+	}
+}
+
+// procStats reads a process's CPU time, context switches and RSS.
+type procStats struct {
+	cpu      time.Duration
+	switches int64
+	rssKiB   int64
+}
+
+func readProc(pid int) procStats {
+	var st procStats
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		stt, _ := strconv.ParseInt(f[12], 10, 64)
+		st.cpu = time.Duration(ut+stt) * time.Second / 100 // USER_HZ
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	for _, p := range tasks {
+		b, _ := os.ReadFile(p)
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "voluntary_ctxt_switches:") || strings.HasPrefix(line, "nonvoluntary_ctxt_switches:") {
+				n, _ := strconv.ParseInt(strings.TrimSpace(strings.SplitN(line, ":", 2)[1]), 10, 64)
+				st.switches += n
+			}
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "VmRSS:") {
+				st.rssKiB, _ = strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+			}
+		}
+	}
+	return st
+}
+
+// stats summarises latencies.
+func stats(d []time.Duration) (median, p99, max time.Duration) {
+	if len(d) == 0 {
+		return
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2], s[len(s)*99/100], s[len(s)-1]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+type benchResult struct {
+	name                      string
+	scanWire, replyDisplay    []time.Duration
+	cpuPerSale, switchPerSale float64
+	fsyncPerSale              float64
+	rss                       []int64 // KiB, every 1000 sales
+}
+
+// fsyncCounter counts fsync-family system calls of a process with strace.
+type fsyncCounter struct {
+	cmd *exec.Cmd
+	out *bytes.Buffer
+}
+
+func countFsyncs(pid int) *fsyncCounter {
+	if _, err := exec.LookPath("strace"); err != nil {
+		return nil
+	}
+	c := &fsyncCounter{out: &bytes.Buffer{}}
+	c.cmd = exec.Command("strace", "-f", "-c", "--seccomp-bpf", "-e", "trace=fsync,fdatasync,sync_file_range", "-p", strconv.Itoa(pid))
+	c.cmd.Stderr = c.out
+	if err := c.cmd.Start(); err != nil {
+		return nil
+	}
+	time.Sleep(500 * time.Millisecond) // attached
+	return c
+}
+
+func (c *fsyncCounter) stop() int {
+	if c == nil {
+		return -1
+	}
+	c.cmd.Process.Signal(os.Interrupt)
+	c.cmd.Wait()
+	n := 0
+	for _, line := range strings.Split(c.out.String(), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && (f[len(f)-1] == "fsync" || f[len(f)-1] == "fdatasync" || f[len(f)-1] == "sync_file_range") {
+			calls, _ := strconv.Atoi(f[3])
+			n += calls
+		}
+	}
+	return n
+}
+
+// TestBenchE2E runs only with SCANPAY_BENCH_E2E=1 (make bench-e2e).
+func TestBenchE2E(t *testing.T) {
+	if os.Getenv("SCANPAY_BENCH_E2E") == "" {
+		t.Skip("the end-to-end benchmark runs with make bench-e2e")
+	}
+	sales := benchEnv("SCANPAY_BENCH_SALES", 1000)
+	rssSales := benchEnv("SCANPAY_BENCH_RSS_SALES", 10000)
+	big := benchEnv("SCANPAY_BENCH_JOURNAL_ORDERS", 100000)
+	dir := benchDir(t)
+
+	floor := benchFloor(t, dir, sales)
+	lane := benchLane(t, dir, sales, rssSales)
+	warm, cold := benchReady(t, dir, big)
+
+	w := os.Stdout
+	fmt.Fprintf(w, "\nscanpay end-to-end benchmark: %d sales each, loopback gateway paying at once, journal on %s\n", sales, dir)
+	fmt.Fprintf(w, "%-28s | %-34s | %-34s\n", "path", "scanpay (median / p99 / max)", "floor (median / p99 / max)")
+	row := func(name string, a, b []time.Duration) {
+		am, ap, ax := stats(a)
+		bm, bp, bx := stats(b)
+		fmt.Fprintf(w, "%-28s | %-34s | %-34s\n", name, ms(am)+" / "+ms(ap)+" / "+ms(ax), ms(bm)+" / "+ms(bp)+" / "+ms(bx))
+	}
+	row("scan CR -> create on wire", lane.scanWire, floor.scanWire)
+	row("reply -> display bytes", lane.replyDisplay, floor.replyDisplay)
+	fmt.Fprintf(w, "%-28s | %-34s | %-34s\n", "CPU per sale", fmt.Sprintf("%.2f ms", lane.cpuPerSale), fmt.Sprintf("%.2f ms", floor.cpuPerSale))
+	fmt.Fprintf(w, "%-28s | %-34s | %-34s\n", "context switches per sale", fmt.Sprintf("%.1f", lane.switchPerSale), fmt.Sprintf("%.1f", floor.switchPerSale))
+	fmt.Fprintf(w, "%-28s | %-34s | %-34s\n", "fsyncs per sale", fmt.Sprintf("%.2f", lane.fsyncPerSale), fmt.Sprintf("%.2f", floor.fsyncPerSale))
+	var rss []string
+	for _, kib := range lane.rss {
+		rss = append(rss, fmt.Sprintf("%.1f", float64(kib)/1024))
+	}
+	fmt.Fprintf(w, "RSS (MiB) every 1000 sales: %s\n", strings.Join(rss, " "))
+	fmt.Fprintf(w, "READY with %d orders: %s warm, %s with the page cache dropped\n", big, ms(warm), ms(cold))
+}
+
+func benchEnv(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// benchDir is on the disk under test (SCANPAY_BENCH_DIR, else the
+// current directory's disk), never tmpfs: fsync must cost what it costs.
+func benchDir(t *testing.T) string {
+	base := os.Getenv("SCANPAY_BENCH_DIR")
+	if base == "" {
+		base, _ = os.Getwd()
+	}
+	dir, err := os.MkdirTemp(base, "bench-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func benchCode(i int) string { return fmt.Sprintf("13%016d", 5000000+i) }
+
+// benchLane measures the real daemon.
+func benchLane(t *testing.T, dir string, sales, rssSales int) benchResult {
+	res := benchResult{name: "scanpay"}
+	gw := &benchGateway{sim: iotpaysim.New(iotpaysim.Options{MchID: "10000576", Key: benchKey})}
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	ldir := filepath.Join(dir, "lane")
+	os.MkdirAll(ldir, 0o700)
+	scanner := serialtest.NewPort(t, ldir, "scanner")
+	ecrDev := serialtest.NewPort(t, ldir, "ecr")
+	display := serialtest.NewPort(t, ldir, "display")
+	screen := watchScreen(display.Master())
+	reg := &ecrtest.Register{Conn: ecrDev.Master(), Timeout: 3 * time.Second}
+	cfg := writeConfig(t, ldir, fmt.Sprintf(`
+[terminal]
+id = "BENCH"
+result_time = "1s"
+require_clock_sync = false
+[gateway]
+url = %q
+mch_id = "10000576"
+job_no = "cashier"
+key_file = "KEYFILE"
+timeout = "5s"
+poll_interval = "100ms"
+poll_attempts = 10
+[scanner]
+driver = "serial"
+device = "DIR/scanner"
+[ecr]
+device = "DIR/ecr"
+pos_number = "01"
+[display]
+driver = "escpos"
+device = "DIR/display"
+[journal]
+path = "DIR/journal.db"
+[log]
+level = "info"
+`, srv.URL), 0o600)
+	proc := exec.Command(binary, "run", "--config", cfg)
+	var logs bytes.Buffer
+	proc.Stderr, proc.Stdout = &logs, &logs
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		proc.Process.Signal(unix.SIGTERM)
+		proc.Wait()
+	}()
+	screen.wait(t, 0, "Welcome")
+	time.Sleep(300 * time.Millisecond) // the serial links in raw mode
+	pid := proc.Process.Pid
+	sale := func(i int, measure bool) {
+		from := screen.mark()
+		req := ecr.Request{POS: "01", Amount: int64(100 + i%40*100), Mode: '1', Type: ecr.TypePurchase, Currency: "124", Private: fmt.Sprintf("B%09d", i)}
+		if err := reg.Send(req); err != nil {
+			l := logs.String()
+			t.Fatalf("sale %d: %v\n%s", i, err, l[max(0, len(l)-4000):])
+		}
+		screen.wait(t, from, "Show payment code")
+		from = screen.mark()
+		t0 := time.Now()
+		scanner.Master().Write([]byte(benchCode(i) + "\r"))
+		shown := screen.wait(t, from, "Approved")
+		if r, err := reg.Receive(10*time.Second, false); err != nil || r.Status != ecr.StatusApproved {
+			t.Fatalf("sale %d: %+v %v\n%s", i, r, err, logs.String())
+		}
+		if measure {
+			created, replied := gw.times()
+			res.scanWire = append(res.scanWire, created.Sub(t0))
+			res.replyDisplay = append(res.replyDisplay, shown.Sub(replied))
+		}
+	}
+	for i := 0; i < 20; i++ {
+		sale(i, false) // warm up
+	}
+	before := readProc(pid)
+	for i := 0; i < sales; i++ {
+		sale(20+i, true)
+	}
+	after := readProc(pid)
+	res.cpuPerSale = float64(after.cpu-before.cpu) / float64(time.Millisecond) / float64(sales)
+	res.switchPerSale = float64(after.switches-before.switches) / float64(sales)
+	// fsyncs are counted apart: tracing slows the process and would skew
+	// the figures above.
+	done := 20 + sales
+	fc := countFsyncs(pid)
+	for i := 0; i < fsyncSales; i++ {
+		sale(done, false)
+		done++
+	}
+	res.fsyncPerSale = float64(fc.stop()) / fsyncSales
+	res.rss = append(res.rss, readProc(pid).rssKiB)
+	for done < rssSales {
+		sale(done, false)
+		done++
+		if done%1000 == 0 {
+			res.rss = append(res.rss, readProc(pid).rssKiB)
+		}
+	}
+	return res
+}
+
+// benchFloor measures the floor program on the same kind of ptys.
+func benchFloor(t *testing.T, dir string, sales int) benchResult {
+	res := benchResult{name: "floor"}
+	gw := &benchGateway{sim: iotpaysim.New(iotpaysim.Options{MchID: "10000576", Key: benchKey})}
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	fdir := filepath.Join(dir, "floor")
+	os.MkdirAll(fdir, 0o700)
+	scanner := serialtest.NewPort(t, fdir, "scanner")
+	display := serialtest.NewPort(t, fdir, "display")
+	screen := watchScreen(display.Master())
+	self, _ := os.Executable()
+	proc := exec.Command(self, "-test.run=^$")
+	proc.Env = append(os.Environ(), "SCANPAY_BENCH_FLOOR=1", "FLOOR_SCANNER="+scanner.Link, "FLOOR_DISPLAY="+display.Link, "FLOOR_GATEWAY="+srv.URL)
+	var logs bytes.Buffer
+	proc.Stderr, proc.Stdout = &logs, &logs
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		proc.Process.Kill()
+		proc.Wait()
+	}()
+	screen.wait(t, 0, "READY")
+	pid := proc.Process.Pid
+	sale := func(i int, measure bool) {
+		from := screen.mark()
+		t0 := time.Now()
+		scanner.Master().Write([]byte(benchCode(i) + "\r"))
+		shown := screen.wait(t, from, "Approved")
+		if measure {
+			created, replied := gw.times()
+			res.scanWire = append(res.scanWire, created.Sub(t0))
+			res.replyDisplay = append(res.replyDisplay, shown.Sub(replied))
+		}
+	}
+	for i := 0; i < 20; i++ {
+		sale(i, false)
+	}
+	before := readProc(pid)
+	for i := 0; i < sales; i++ {
+		sale(20+i, true)
+	}
+	after := readProc(pid)
+	res.cpuPerSale = float64(after.cpu-before.cpu) / float64(time.Millisecond) / float64(sales)
+	res.switchPerSale = float64(after.switches-before.switches) / float64(sales)
+	fc := countFsyncs(pid)
+	for i := 0; i < fsyncSales; i++ {
+		sale(20+sales+i, false)
+	}
+	res.fsyncPerSale = float64(fc.stop()) / fsyncSales
+	return res
+}
+
+// floorMain is the floor program: read a code from the scanner pty, send
+// the same signed create_order with net/http, write the answer to the
+// display pty. Nothing else: no journal, no state machine.
+func floorMain() {
+	sc, err := serial.OpenPort(serial.PortConfig{Path: os.Getenv("FLOOR_SCANNER"), Baud: 9600, DataBits: 8, Parity: "none"})
+	if err != nil {
+		panic(err)
+	}
+	disp, err := serial.OpenTTY(serial.PortConfig{Path: os.Getenv("FLOOR_DISPLAY"), Baud: 9600, DataBits: 8, Parity: "none"})
+	if err != nil {
+		panic(err)
+	}
+	disp.Write([]byte("READY"))
+	client := &http.Client{}
+	gateway := os.Getenv("FLOOR_GATEWAY") + "/v1/create_order"
+	in := bufio.NewReader(sc)
+	for n := 1; ; n++ {
+		line, err := in.ReadString('\r')
+		if err != nil {
+			return
+		}
+		code := strings.TrimSpace(line)
+		fields := map[string]string{"mchId": "10000576", "mchOrderNo": fmt.Sprintf("FLOOR-%08d", n), "jobNo": "cashier", "currency": "CAD",
+			"channelId": "WX_MICROPAY", "amount": "100", "device": "scanpay", "deviceId": "BENCH", "notifyUrl": "https://localhost/unused",
+			"subject": "scanpay", "body": "In-store purchase", "codeType": "barcode", "identityCode": code, "clientIp": "127.0.0.1"}
+		form, _ := iotpay.EncodeParams(fields, map[string]bool{"amount": true}, benchKey)
+		resp, err := client.Post(gateway, "application/x-www-form-urlencoded", strings.NewReader(form))
+		if err != nil {
+			continue
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		disp.Write([]byte("\x1f\x24\x01\x01Approved      $1.00"))
+	}
+}
+
+// benchReady measures start → READY=1 with a journal of n orders, warm and
+// with the page cache dropped.
+func benchReady(t *testing.T, dir string, n int) (warm, cold time.Duration) {
+	rdir := filepath.Join(dir, "ready")
+	os.MkdirAll(rdir, 0o700)
+	jpath := filepath.Join(rdir, "journal.db")
+	if err := fillJournal(jpath, n); err != nil {
+		t.Fatalf("fill journal: %v", err)
+	}
+	os.WriteFile(filepath.Join(rdir, "scanner"), nil, 0o600)
+	cfg := writeConfig(t, rdir, `
+[terminal]
+id = "BENCH"
+require_clock_sync = false
+[gateway]
+url = "http://127.0.0.1:1"
+mch_id = "10000576"
+job_no = "cashier"
+key_file = "KEYFILE"
+[scanner]
+driver = "serial"
+device = "DIR/scanner"
+[journal]
+path = "DIR/journal.db"
+[log]
+level = "warn"
+`, 0o600)
+	measure := func(dropCache bool) time.Duration {
+		sock := filepath.Join(rdir, "notify.sock")
+		os.Remove(sock)
+		conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if dropCache {
+			dropPageCache(t, binary, jpath, jpath+"-wal", jpath+"-shm")
+		}
+		proc := exec.Command(binary, "run", "--config", cfg)
+		proc.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+		start := time.Now()
+		if err := proc.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { proc.Process.Signal(unix.SIGTERM); proc.Wait() }()
+		buf := make([]byte, 4096)
+		conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+		for {
+			k, err := conn.Read(buf)
+			if err != nil {
+				t.Fatalf("no READY: %v", err)
+			}
+			if strings.Contains(string(buf[:k]), "READY=1") {
+				return time.Since(start)
+			}
+		}
+	}
+	measure(false) // the first start may upgrade or check the journal
+	warm = measure(false)
+	cold = measure(true)
+	return warm, cold
+}
+
+// dropPageCache evicts files from the page cache (all of it, as root, when
+// the kernel lets us; else the named files).
+func dropPageCache(t *testing.T, files ...string) {
+	unix.Sync()
+	if os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0) == nil {
+		return
+	}
+	for _, f := range files {
+		fd, err := unix.Open(f, unix.O_RDONLY, 0)
+		if err != nil {
+			continue
+		}
+		unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
+		unix.Close(fd)
+	}
+}
+
+// fillJournal writes a journal of n settled orders at path. It is built on
+// tmpfs (fsync is free there) and copied, since a fixture of 100 000 orders
+// committed one by one to disk would take many minutes.
+func fillJournal(path string, n int) error {
+	tmp, err := os.MkdirTemp("/dev/shm", "bench-journal-")
+	if err != nil {
+		tmp, err = os.MkdirTemp("", "bench-journal-")
+		if err != nil {
+			return err
+		}
+	}
+	defer os.RemoveAll(tmp)
+	src := filepath.Join(tmp, "journal.db")
+	j, err := journal.Open(src, journal.Options{})
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	for i := 0; i < n; i++ {
+		o, err := j.AddOrder(ctx, journal.NewOrder{TerminalID: "BENCH", Amount: int64(100 + i%5000), Currency: "CAD", Channel: "WX_MICROPAY",
+			CodeMasked: "13************0000", CodeHash: fmt.Sprintf("%064x", i), Source: "ecr", ECRRef: fmt.Sprintf("B%09d", i), POSNumber: "01", ECRType: "0"},
+			func(c uint64) string { return fmt.Sprintf("BENCH-%08d-AAAAA", c) })
+		if err != nil {
+			j.Close()
+			return err
+		}
+		if _, err := j.Transition(ctx, o.MchOrderNo, o.State, journal.StatePaid, journal.Update{PayOrderID: fmt.Sprintf("AM%026d", i), Status: 2}); err != nil {
+			j.Close()
+			return err
+		}
+	}
+	if err := j.Close(); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
+}
