@@ -30,6 +30,10 @@ type Fault struct {
 	// NoPayOrderID leaves payOrderId out of the reply, as IOTPay's
 	// documented query reply does.
 	NoPayOrderID bool
+	// Misbook (create_order) books the order for another amount or
+	// currency than requested, as a gateway that mixes orders up would:
+	// its ledger and every later reply then tell the other figures.
+	Misbook Lie
 }
 
 // Lie is how a lying gateway alters a paid query reply.

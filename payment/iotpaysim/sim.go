@@ -62,6 +62,7 @@ type Order struct {
 	Queries     int
 	Refunded    int64
 	DeclineText string
+	Misbooked   bool // booked for other figures than requested (a Misbook fault)
 }
 
 // Refund is one accepted refund.
@@ -352,6 +353,17 @@ func (s *Sim) create(w http.ResponseWriter, r *http.Request, f map[string]string
 		Scenario:   scenario,
 		CreatedAt:  now,
 	}
+	o.Misbooked = ft.Misbook != Truth
+	switch ft.Misbook {
+	case LieAmount:
+		o.Amount += 100
+	case LieCurrency:
+		if o.Currency == "CAD" {
+			o.Currency = "USD"
+		} else {
+			o.Currency = "CAD"
+		}
+	}
 	s.orders[no] = o
 	s.byPayID[o.PayOrderID] = o
 	s.orderSeq = append(s.orderSeq, no)
@@ -473,7 +485,9 @@ func (s *Sim) query(w http.ResponseWriter, f map[string]string, ft Fault) {
 	if ft.NoPayOrderID {
 		delete(rep, "payOrderId")
 	}
-	if ft.Lie != Truth && (o.Status == iotpay.StatusPaid || o.Status == iotpay.StatusPaidNotified) {
+	// A reply lie on a misbooked order could undo the misbooking and make it
+	// undetectable; a misbooking gateway tells its ledger consistently.
+	if ft.Lie != Truth && !o.Misbooked && (o.Status == iotpay.StatusPaid || o.Status == iotpay.StatusPaidNotified) {
 		applyLie(rep, ft.Lie)
 	}
 	scenario, status, no := o.Scenario, o.Status, o.MchOrderNo

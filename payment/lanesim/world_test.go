@@ -63,6 +63,7 @@ func (tr transport) RoundTrip(req *http.Request) (resp *http.Response, err error
 type faultProfile struct {
 	name                                           string
 	lost, http5xx, slow, refuseQuery, lie, noPayID float64
+	misbook                                        float64 // create_order booked for other figures
 }
 
 var profiles = []faultProfile{
@@ -70,7 +71,7 @@ var profiles = []faultProfile{
 	{name: "flaky", lost: 0.05, http5xx: 0.03, slow: 0.02, refuseQuery: 0.05, noPayID: 0.1},
 	{name: "hostile", lost: 0.1, http5xx: 0.05, slow: 0.05, refuseQuery: 0.2, lie: 0.1, noPayID: 0.3},
 	{name: "refusing", refuseQuery: 0.7, noPayID: 0.5},
-	{name: "lying", lie: 0.5, lost: 0.05},
+	{name: "lying", lie: 0.5, lost: 0.05, misbook: 0.1},
 }
 
 var refuseCodes = []string{"0010", "0011", "0012", "0013", "0014", "0015", "0110", "0111", "0118"}
@@ -219,6 +220,9 @@ func (w *world) gatewayFault(endpoint string, _ map[string]string) iotpaysim.Fau
 	}
 	if r.Float64() < p.noPayID {
 		f.NoPayOrderID = true
+	}
+	if endpoint == "create_order" && r.Float64() < p.misbook {
+		f.Misbook = []iotpaysim.Lie{iotpaysim.LieAmount, iotpaysim.LieCurrency}[r.IntN(2)]
 	}
 	return f
 }
