@@ -62,9 +62,7 @@ func TestRefusedQueriesNeverDecline(t *testing.T) {
 			if r.Outcome != payment.OutcomeUnknown {
 				t.Fatalf("refused queries gave %+v", r)
 			}
-			if st := h.order(r.MchOrderNo).State; st != journal.StateUnconfirmed {
-				t.Fatalf("journal says %s", st)
-			}
+			h.eventually("UNCONFIRMED on disk", func() bool { return h.order(r.MchOrderNo).State == journal.StateUnconfirmed })
 			on.Store(false)
 			h.eventually("late payment refunded", func() bool {
 				o := h.order(r.MchOrderNo)
@@ -92,9 +90,7 @@ func TestLyingPaidReplyNeverApproves(t *testing.T) {
 			if r.Outcome == payment.OutcomeApproved || h.rec.sawScreen(payment.ScreenApproved) {
 				t.Fatalf("a lying reply approved the sale: %+v", r)
 			}
-			if st := h.order(r.MchOrderNo).State; st != journal.StateUnconfirmed {
-				t.Fatalf("journal says %s", st)
-			}
+			h.eventually("UNCONFIRMED on disk", func() bool { return h.order(r.MchOrderNo).State == journal.StateUnconfirmed })
 			if name != "order" && obs.count(payment.AlertReplyMismatch) == 0 {
 				t.Fatal("no alert for a mismatching reply")
 			}
@@ -112,6 +108,7 @@ func TestPayOrderIDKeptFromAnyReply(t *testing.T) {
 	h := newHarness(t)
 	faultsFor(h, "query_order", iotpaysim.Fault{NoPayOrderID: true}, &on)
 	r := h.sale(1052, h.code()) // create pending (with payOrderId), paid on a query without it
+	h.eventually("PAID on disk", func() bool { return h.order(r.MchOrderNo).State == journal.StatePaid })
 	o := h.order(r.MchOrderNo)
 	so, _ := h.sim.Order(r.MchOrderNo)
 	if o.State != journal.StatePaid || o.PayOrderID != so.PayOrderID || o.PayOrderID == "" {
@@ -135,6 +132,7 @@ func TestRefundRepairsMissingPayOrderID(t *testing.T) {
 		return iotpaysim.Fault{}
 	})
 	r := h.sale(1000, h.code())
+	h.eventually("PAID on disk", func() bool { return h.order(r.MchOrderNo).State == journal.StatePaid })
 	if o := h.order(r.MchOrderNo); o.State != journal.StatePaid || o.PayOrderID != "" {
 		t.Fatalf("setup: %+v", o)
 	}
@@ -167,9 +165,7 @@ func TestPaidCreateConfirmedByQuery(t *testing.T) {
 	if r.Outcome == payment.OutcomeApproved {
 		t.Fatal("approved on the create reply's unsigned status")
 	}
-	if st := h.order(r.MchOrderNo).State; st != journal.StateUnconfirmed {
-		t.Fatalf("journal says %s without a signed answer", st)
-	}
+	h.eventually("UNCONFIRMED on disk", func() bool { return h.order(r.MchOrderNo).State == journal.StateUnconfirmed })
 	on.Store(false)
 	r2 := h.sale(1001, h.code())
 	if r2.Outcome != payment.OutcomeApproved || h.sim.OrderRequests("query_order", r2.MchOrderNo) != 1 {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,7 +40,58 @@ const (
 	envStart   = "SCANPAY_CRASH_START"
 	envCount   = "SCANPAY_CRASH_COUNT"
 	envSeed    = "SCANPAY_CRASH_SEED_CHILD"
+	// envPoint asks the child to kill itself at a point of one sale:
+	// "arm:N" right after sale N's order is armed on disk (before any
+	// send), "attach:N" once sale N's create_order reached the gateway and
+	// before its code is written.
+	envPoint = "SCANPAY_CRASH_POINT"
 )
+
+// pointJournal and pointGateway kill the child at an exact point of a sale.
+type pointJournal struct {
+	payment.Journal
+	point string
+	ref   string
+	sent  chan struct{}
+}
+
+func killSelf() {
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {} // the signal is on its way
+}
+
+func (p *pointJournal) ArmOrder(ctx context.Context, a journal.Armed, num func(uint64) string) (journal.Order, error) {
+	o, err := p.Journal.ArmOrder(ctx, a, num)
+	if err == nil && p.point == "arm" && a.ECRRef == p.ref {
+		killSelf()
+	}
+	return o, err
+}
+
+func (p *pointJournal) AttachCode(ctx context.Context, no string, c journal.Code) (journal.Order, error) {
+	if p.point == "attach" {
+		if o, err := p.Journal.Get(ctx, no); err == nil && o.ECRRef == p.ref {
+			select {
+			case <-p.sent:
+			case <-time.After(5 * time.Second):
+			}
+			killSelf()
+		}
+	}
+	return p.Journal.AttachCode(ctx, no, c)
+}
+
+type pointGateway struct {
+	payment.Gateway
+	sent chan struct{}
+	once sync.Once
+}
+
+func (g *pointGateway) CreateOrder(ctx context.Context, r iotpay.CreateRequest) iotpay.Result {
+	res := g.Gateway.CreateOrder(context.WithoutCancel(ctx), r)
+	g.once.Do(func() { close(g.sent) })
+	return res
+}
 
 // crashScenarios are the amounts' endings the crash test mixes; the slow
 // ones (54, 57) and the unresolvable one (59) are covered elsewhere.
@@ -106,7 +158,15 @@ func runCrashChild() error {
 	wallets, _ := payment.NewWallets(payment.DefaultWalletRules())
 	results := make(chan payment.SaleResult, 16)
 	sink := resultTee{fileResults{logf}, results}
-	term, err := payment.New(crashConfig(), payment.Deps{Gateway: client, Journal: jr, Wallets: wallets, Results: sink, Logger: zap.NewNop()})
+	var gw payment.Gateway = client
+	var pj payment.Journal = jr
+	if pt := os.Getenv(envPoint); pt != "" {
+		kind, n, _ := strings.Cut(pt, ":")
+		sent := make(chan struct{})
+		gw = &pointGateway{Gateway: client, sent: sent}
+		pj = &pointJournal{Journal: jr, point: kind, ref: "S" + n, sent: sent}
+	}
+	term, err := payment.New(crashConfig(), payment.Deps{Gateway: gw, Journal: pj, Wallets: wallets, Results: sink, Logger: zap.NewNop()})
 	if err != nil {
 		return err
 	}
@@ -224,10 +284,10 @@ func TestCrashRecovery(t *testing.T) {
 	jpath := filepath.Join(dir, "journal.db")
 	approvedLog := filepath.Join(dir, "results.log")
 
-	run := func(mode string, start int, killAfter time.Duration) (next int, finished, killed bool) {
+	run := func(mode string, start int, killAfter time.Duration, point string) (next int, finished, killed bool) {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashRecovery$")
 		cmd.Env = append(os.Environ(), envChild+"="+mode, envURL+"="+srv.URL, envJournal+"="+jpath, envLog+"="+approvedLog,
-			envStart+"="+strconv.Itoa(start), envCount+"="+strconv.Itoa(sales), envSeed+"="+strconv.FormatUint(seed, 10))
+			envStart+"="+strconv.Itoa(start), envCount+"="+strconv.Itoa(sales), envSeed+"="+strconv.FormatUint(seed, 10), envPoint+"="+point)
 		stdout, _ := cmd.StdoutPipe()
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
@@ -257,20 +317,35 @@ func TestCrashRecovery(t *testing.T) {
 		if timer != nil && !timer.Stop() {
 			killed = !finished || err != nil
 		}
+		if point != "" && err != nil {
+			if ee, ok := err.(*exec.ExitError); ok && ee.ProcessState.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL {
+				killed = true // it killed itself at the point asked for
+			}
+		}
 		if err != nil && !killed {
 			t.Fatalf("child failed: %v\n%s", err, stderr.String())
 		}
 		return next, finished, killed
 	}
 
-	kills, runs := 0, 0
+	kills, runs, pointKills := 0, 0, 0
 	next := 0
 	for next < sales {
 		var finished, killed bool
-		next, finished, killed = run("sell", next, time.Duration(rng.IntN(400))*time.Millisecond+time.Millisecond)
+		// Now and then a kill at an exact point of the next sales: right
+		// after its order is armed, or between sending it and writing its
+		// code. Otherwise a kill at a random moment.
+		point, after := "", time.Duration(rng.IntN(400))*time.Millisecond+time.Millisecond
+		if rng.IntN(4) == 0 {
+			point, after = fmt.Sprintf("%s:%d", []string{"arm", "attach"}[runs%2], next+rng.IntN(3)), 0
+		}
+		next, finished, killed = run("sell", next, after, point)
 		runs++
 		if killed {
 			kills++
+			if point != "" {
+				pointKills++
+			}
 		}
 		if finished {
 			break
@@ -279,8 +354,11 @@ func TestCrashRecovery(t *testing.T) {
 			t.Fatalf("no progress after %d runs", runs)
 		}
 	}
-	run("drain", 0, 0)
-	t.Logf("crash test: %d sales over %d runs, %d SIGKILLs survived", sales, runs, kills)
+	run("drain", 0, 0, "")
+	t.Logf("crash test: %d sales over %d runs, %d SIGKILLs survived (%d at an exact point: armed, or sent before its code was written)", sales, runs, kills, pointKills)
+	if pointKills < 2 {
+		t.Errorf("only %d kills at an exact point", pointKills)
+	}
 	if kills < max(3, sales/20) {
 		t.Errorf("only %d kills: the test did not exercise crashes", kills)
 	}

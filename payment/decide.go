@@ -120,6 +120,10 @@ func Decide(o journal.Order, op string, res iotpay.Result, f Facts) Decision {
 			d.To, d.Update.Message = journal.StateDeclined, "not sent: gateway unreachable"
 		case f.CreateRefused != nil:
 			d.To, d.Update.Message = journal.StateDeclined, f.CreateRefused.Msg
+		case f.NeverReached && o.CodeHash == "" && o.Channel == "":
+			// Armed, interrupted before its code was recorded, and unknown
+			// to the gateway: an amount that never became a payment.
+			d.To, d.Update.Message = journal.StateCancelled, "never sent"
 		case f.NeverReached:
 			d.To, d.Update.Message = journal.StateDeclined, "never reached the gateway"
 		}

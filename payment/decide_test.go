@@ -9,7 +9,8 @@ import (
 
 func TestDecide(t *testing.T) {
 	order := func(st journal.State) journal.Order {
-		return journal.Order{MchOrderNo: "L1-00000001-AAAAA", Amount: 2865, Currency: "CAD", State: st, Status: -1}
+		return journal.Order{MchOrderNo: "L1-00000001-AAAAA", Amount: 2865, Currency: "CAD", State: st, Status: -1,
+			Channel: "WX_MICROPAY", CodeMasked: "13************6789", CodeHash: "h"}
 	}
 	paid := iotpay.Result{Outcome: iotpay.OutcomePaid, Status: 2, MchOrderNo: "L1-00000001-AAAAA", Amount: 2865, Currency: "CAD", PayOrderID: "AM1"}
 	with := func(r iotpay.Result, f func(*iotpay.Result)) iotpay.Result { f(&r); return r }
@@ -78,6 +79,15 @@ func TestDecide(t *testing.T) {
 				t.Fatalf("decided %s → %s, which the journal does not allow", tc.state, d.To)
 			}
 		})
+	}
+	// An order armed, interrupted before its code was written, that the
+	// gateway never knew: an amount that never became a payment.
+	armed := journal.Order{MchOrderNo: "L1-00000002-BBBBB", Amount: 100, Currency: "CAD", State: journal.StateUnconfirmed, Status: -1}
+	if d := Decide(armed, "query_order", notFound, Facts{NeverReached: true}); d.To != journal.StateCancelled {
+		t.Fatalf("codeless order never sent: %s", d.To)
+	}
+	if d := Decide(armed, "query_order", notFound, Facts{}); d.To != 0 {
+		t.Fatalf("codeless order not found once: %s", d.To)
 	}
 	if d := Decide(order(journal.StateSubmitting), "create_order", notSent, Facts{}); !d.Update.NotSent {
 		t.Fatal("a dial failure must be recorded as not sent")

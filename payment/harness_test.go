@@ -129,8 +129,10 @@ func testConfig() payment.Config {
 	cfg.TerminalID = "T01"
 	cfg.PollInterval = 5 * time.Millisecond
 	cfg.PollAttempts = 10
-	cfg.NoticeFor = 5 * time.Millisecond
-	cfg.ResultFor = 5 * time.Millisecond
+	// Long enough for the recorder to see a screen before the next one
+	// replaces it (the display keeps only the newest) on a busy machine.
+	cfg.NoticeFor = 50 * time.Millisecond
+	cfg.ResultFor = 100 * time.Millisecond
 	cfg.ReconcileMin = 5 * time.Millisecond
 	cfg.ReconcileMax = 20 * time.Millisecond
 	cfg.NotFoundFinalAfter = 150 * time.Millisecond
@@ -320,17 +322,25 @@ func (g *scriptGateway) RefundOrder(ctx context.Context, r iotpay.RefundRequest)
 // an fsync EIO would.
 type failJournal struct {
 	payment.Journal
-	failAdd        atomic.Bool
+	failArm        atomic.Bool
+	failAttach     atomic.Bool
 	failTransition atomic.Bool
 }
 
 var errDisk = fmt.Errorf("%w: write: input/output error", journal.ErrStorage)
 
-func (f *failJournal) AddOrder(ctx context.Context, n journal.NewOrder, num func(uint64) string) (journal.Order, error) {
-	if f.failAdd.Load() {
+func (f *failJournal) ArmOrder(ctx context.Context, a journal.Armed, num func(uint64) string) (journal.Order, error) {
+	if f.failArm.Load() {
 		return journal.Order{}, errDisk
 	}
-	return f.Journal.AddOrder(ctx, n, num)
+	return f.Journal.ArmOrder(ctx, a, num)
+}
+
+func (f *failJournal) AttachCode(ctx context.Context, no string, c journal.Code) (journal.Order, error) {
+	if f.failAttach.Load() {
+		return journal.Order{}, errDisk
+	}
+	return f.Journal.AttachCode(ctx, no, c)
 }
 
 func (f *failJournal) Transition(ctx context.Context, no string, from, to journal.State, u journal.Update) (journal.Order, error) {

@@ -16,7 +16,8 @@ type lane struct {
 	t        *Terminal
 	ctx      context.Context
 	state    State
-	pending  *SaleRequest // amount waiting for a code
+	pending  *SaleRequest  // amount waiting for a code
+	armed    journal.Order // its order, durable since the amount was armed
 	sale     *sale
 	recover  []journal.Order
 	ready    bool
@@ -93,6 +94,19 @@ func (t *Terminal) Run(ctx context.Context) error {
 		switch o.State {
 		case journal.StateSubmitting, journal.StatePolling:
 			l.recover = append(l.recover, o)
+		case journal.StateArmed:
+			// Armed when the process stopped: most never saw a code, but
+			// one may have been sent with its code not yet attached. The
+			// reconciler asks the gateway; nobody is shown anything.
+			moved, err := t.jr.Transition(ctx, o.MchOrderNo, journal.StateArmed, journal.StateUnconfirmed,
+				journal.Update{Status: -1, Message: "interrupted before its code was recorded"})
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return l.fatal(err)
+			}
+			t.rec.add(moved)
 		default:
 			t.rec.add(o)
 		}
@@ -256,10 +270,19 @@ func (l *lane) onSale(req SaleRequest) error {
 	if req.Currency != l.t.cfg.Currency {
 		return ErrCurrency
 	}
+	// The order is made durable now, while the customer finds the code:
+	// the scan then sends create_order with no disk write before it.
+	o, err := l.t.jr.ArmOrder(l.ctx, journal.Armed{TerminalID: l.t.cfg.TerminalID, Amount: req.Amount, Currency: req.Currency,
+		Source: string(req.Source), ECRRef: req.ECRRef, POSNumber: req.POSNumber, ECRType: req.ECRType},
+		func(n uint64) string { return OrderNumber(l.t.cfg.TerminalID, n) })
+	if err != nil {
+		l.t.stopFatal(err)
+		return err
+	}
 	if err := l.move(StateAwaitingCode); err != nil {
 		return err
 	}
-	l.pending = &req
+	l.pending, l.armed = &req, o
 	l.resultOn = false
 	l.screenT.Stop()
 	l.show(Screen{Kind: ScreenAwaitingCode, Amount: req.Amount, Currency: req.Currency})
@@ -276,9 +299,14 @@ func (l *lane) onCancel(why string) error {
 	default:
 		return ErrBusy
 	}
-	req := *l.pending
+	req, armed := *l.pending, l.armed
 	l.pending = nil
 	l.stopLaneTimer()
+	if _, err := l.t.jr.Transition(l.ctx, armed.MchOrderNo, journal.StateArmed, journal.StateCancelled,
+		journal.Update{Status: -1, Message: why}); err != nil {
+		l.t.stopFatal(err)
+		return err
+	}
 	if err := l.move(StateIdle); err != nil {
 		return err
 	}
@@ -347,31 +375,29 @@ func (l *lane) onCode(c Code) error {
 		l.reject("used", Screen{Kind: ScreenCodeUsed}, c)
 		return nil
 	}
-	req := *l.pending
-	o, err := l.t.jr.AddOrder(l.ctx, journal.NewOrder{
-		TerminalID: l.t.cfg.TerminalID, Amount: req.Amount, Currency: req.Currency, Channel: wallet.Channel,
-		CodeMasked: iotpay.MaskCode(c.Text), CodeHash: hash, Source: string(req.Source),
-		ECRRef: req.ECRRef, POSNumber: req.POSNumber, ECRType: req.ECRType,
-	}, func(n uint64) string { return OrderNumber(l.t.cfg.TerminalID, n) })
-	if errors.Is(err, journal.ErrCodeUsed) {
-		l.reject("used", Screen{Kind: ScreenCodeUsed}, c)
-		return nil
-	}
-	if err != nil {
-		return err // nothing was sent: the order is not on disk
-	}
+	req, o := *l.pending, l.armed
 	l.stopLaneTimer()
 	l.pending = nil
 	if err := l.move(StateSubmitting); err != nil {
 		return err
 	}
 	l.startSale(&sale{order: o, req: req, wallet: wallet.Name, maxAttempts: l.t.cfg.PollAttempts}, l.t.cfg.SaleLimit)
-	l.t.log.Info("order sent", zap.String("mchOrderNo", o.MchOrderNo), zap.Int64("amount", o.Amount),
-		zap.String("channel", o.Channel), zap.String("code", o.CodeMasked))
+	// The order has been on disk since the amount was armed: create_order
+	// leaves now, and the code's link to it is committed while it flies.
+	masked := iotpay.MaskCode(c.Text)
+	create := iotpay.CreateRequest{MchOrderNo: o.MchOrderNo, ChannelID: wallet.Channel, Currency: o.Currency, Amount: o.Amount, IdentityCode: c.Text}
+	l.call("create_order", func(ctx context.Context) iotpay.Result { return l.t.gw.CreateOrder(ctx, create) })
 	l.show(Screen{Kind: ScreenProcessing, Amount: o.Amount, Currency: o.Currency, Wallet: wallet.Name})
 	l.t.out.beep.put(BeepAccepted)
-	create := iotpay.CreateRequest{MchOrderNo: o.MchOrderNo, ChannelID: o.Channel, Currency: o.Currency, Amount: o.Amount, IdentityCode: c.Text}
-	l.call("create_order", func(ctx context.Context) iotpay.Result { return l.t.gw.CreateOrder(ctx, create) })
+	attached, err := l.t.jr.AttachCode(l.ctx, o.MchOrderNo, journal.Code{Channel: wallet.Channel, CodeMasked: masked, CodeHash: hash})
+	if err != nil {
+		// Sent already: the order stays open on disk (armed), and
+		// recovery asks the gateway about it.
+		return err
+	}
+	l.sale.order = attached
+	l.t.log.Info("order sent", zap.String("mchOrderNo", o.MchOrderNo), zap.Int64("amount", o.Amount),
+		zap.String("channel", wallet.Channel), zap.String("code", masked))
 	return nil
 }
 
@@ -426,7 +452,9 @@ func (l *lane) onReply(r gatewayReply) error {
 	res := r.result
 	l.t.log.Info("gateway reply", zap.String("op", r.op), zap.String("mchOrderNo", r.order),
 		zap.Stringer("outcome", res.Outcome), zap.Int("status", res.Status), zap.String("message", res.Message()))
-	d := Decide(s.order, r.op, res, Facts{CreateRefused: s.createFail})
+	ord := s.order
+	ord.NotSent = ord.NotSent || s.notSent // known in memory, not written until the sale settles
+	d := Decide(ord, r.op, res, Facts{CreateRefused: s.createFail})
 	if d.Mismatch != "" {
 		l.t.alert(AlertReplyMismatch, "gateway reply does not match the order: treated as unknown",
 			zap.String("mchOrderNo", s.order.MchOrderNo), zap.String("op", r.op), zap.String("why", d.Mismatch))
@@ -463,7 +491,7 @@ func (l *lane) onCreate(res iotpay.Result, d Decision) error {
 		l.query()
 		return nil
 	}
-	if err := l.toPolling(d.Update); err != nil || l.sale == nil {
+	if err := l.toPolling(); err != nil {
 		return err
 	}
 	switch {
@@ -482,20 +510,10 @@ func (l *lane) nextQuery() {
 	l.setLaneTimer(timerNextQuery, d)
 }
 
-// toPolling records that the order is being followed by query.
-func (l *lane) toPolling(u journal.Update) error {
-	s := l.sale
-	if s.order.State == journal.StateSubmitting {
-		u.PayOrderID = s.payOrderID
-		o, err := l.t.jr.Transition(l.ctx, s.order.MchOrderNo, journal.StateSubmitting, journal.StatePolling, u)
-		if err != nil {
-			if err := l.stateConflict(err); err != nil || l.sale == nil {
-				return err
-			}
-		} else {
-			s.order = o
-		}
-	}
+// toPolling moves the lane to following the order by query. Nothing is
+// written: SUBMITTING and POLLING are the same to recovery, and a sale
+// gets at most three commits (armed, code attached, settled).
+func (l *lane) toPolling() error {
 	if l.state != StatePolling {
 		return l.move(StatePolling)
 	}
@@ -518,7 +536,8 @@ func (l *lane) stateConflict(err error) error {
 	if o.State.Open() {
 		return nil
 	}
-	return l.announce(o)
+	l.announce(o)
+	return l.nextRecovery()
 }
 
 func (l *lane) keepPolling(res iotpay.Result) error {
@@ -526,8 +545,8 @@ func (l *lane) keepPolling(res iotpay.Result) error {
 	if s.attempts >= s.maxAttempts || !time.Now().Before(s.deadline) {
 		return l.finish(journal.StateUnconfirmed, journal.Update{Status: res.Status, Message: "not confirmed: " + res.Message()})
 	}
-	if err := l.toPolling(journal.Update{Status: res.Status, Message: res.Message(), NotSent: s.notSent}); err != nil || l.sale == nil {
-		return err // nil sale: settled by another process meanwhile
+	if err := l.toPolling(); err != nil {
+		return err
 	}
 	l.nextQuery()
 	return nil
@@ -545,29 +564,35 @@ func (l *lane) onSaleLimit() error {
 	return l.finish(journal.StateUnconfirmed, journal.Update{Status: -1, Message: "not confirmed in time"})
 }
 
-// finish journals the sale's end state, then shows and reports it.
+// finish settles the sale: its outcome is shown and reported at once (the
+// gateway's answer decides it), then committed before the lane takes the
+// next sale. A crash between the two leaves the order open on disk, and
+// recovery asks the gateway again.
 func (l *lane) finish(to journal.State, u journal.Update) error {
-	// A second try covers an order another process moved meanwhile (from
-	// SUBMITTING to POLLING, say) but did not settle.
-	for try := 0; try < 2; try++ {
-		s := l.sale
-		if u.PayOrderID == "" {
-			u.PayOrderID = s.payOrderID
-		}
-		u.NotSent = u.NotSent || s.notSent
-		o, err := l.t.jr.Transition(l.ctx, s.order.MchOrderNo, s.order.State, to, u)
-		if err == nil {
-			return l.announce(o)
-		}
-		if err := l.stateConflict(err); err != nil || l.sale == nil {
-			return err
-		}
+	s := l.sale
+	if u.PayOrderID == "" {
+		u.PayOrderID = s.payOrderID
 	}
-	return l.announce(l.sale.order)
+	u.NotSent = u.NotSent || s.notSent
+	from := s.order.State
+	settled := journal.Apply(s.order, to, u)
+	l.announce(settled)
+	o, err := l.t.jr.Transition(l.ctx, settled.MchOrderNo, from, to, u)
+	switch {
+	case errors.Is(err, journal.ErrStateChanged):
+		// Another process (an operator's query) settled it meanwhile, with
+		// the same rule; the journal keeps what it wrote.
+		l.t.log.Warn("order settled by another process meanwhile", zap.String("mchOrderNo", settled.MchOrderNo), zap.Error(err))
+	case err != nil:
+		return err
+	case o.State == journal.StateUnconfirmed:
+		l.t.rec.add(o) // only once it is UNCONFIRMED on disk
+	}
+	return l.nextRecovery()
 }
 
-// announce shows, beeps and reports a journaled outcome, and frees the lane.
-func (l *lane) announce(o journal.Order) error {
+// announce shows, beeps and reports an outcome, and frees the lane.
+func (l *lane) announce(o journal.Order) {
 	s := l.sale
 	l.stopLaneTimer()
 	l.saleT.Stop()
@@ -583,24 +608,24 @@ func (l *lane) announce(o journal.Order) error {
 	default:
 		scr.Kind = ScreenNotConfirmed
 		l.t.out.beep.put(BeepDeclined)
-		l.t.rec.add(o)
-	}
-	l.t.log.Info("sale finished", zap.String("mchOrderNo", o.MchOrderNo), zap.Stringer("state", o.State),
-		zap.String("payOrderId", o.PayOrderID), zap.String("message", o.Message), zap.Bool("recovered", s.recovered))
-	if l.t.obs != nil {
-		l.t.obs.SaleFinished(o.Channel, o.State)
 	}
 	l.showResult(scr)
 	res := resultFromOrder(o)
 	if !s.recovered {
 		res.Request.Ticket, res.Request.Source = s.req.Ticket, s.req.Source
 	}
-	// Free the lane before the result goes out: a register that sends its
-	// next request the moment it has this answer must find the lane idle,
-	// not get NAK.
-	err := l.nextRecovery()
+	// The lane is free (for the register, whose next request must not get
+	// NAK) before the result goes out. A recovered order is first written:
+	// READY comes only once every open order is settled on disk.
+	if !s.recovered && l.state != StateIdle && len(l.recover) == 0 && l.clockReady() {
+		_ = l.move(StateIdle)
+	}
 	l.t.out.result.put(res)
-	return err
+	l.t.log.Info("sale finished", zap.String("mchOrderNo", o.MchOrderNo), zap.Stringer("state", o.State),
+		zap.String("payOrderId", o.PayOrderID), zap.String("message", o.Message), zap.Bool("recovered", s.recovered))
+	if l.t.obs != nil {
+		l.t.obs.SaleFinished(o.Channel, o.State)
+	}
 }
 
 // nextRecovery resumes the next open order left by a previous run. An
@@ -688,7 +713,7 @@ func (l *lane) clockReady() bool {
 // UNKNOWN: the process died between sending and recording the reply, so
 // only the operator (IOTPay portal) can tell whether the money went back.
 func (t *Terminal) markInterruptedRefunds(ctx context.Context) error {
-	refunds, err := t.jr.Refunds(ctx, "")
+	refunds, err := t.jr.OpenRefunds(ctx)
 	if err != nil {
 		return err
 	}

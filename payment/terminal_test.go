@@ -21,8 +21,10 @@ func TestPaidAtOnce(t *testing.T) {
 	if r.Outcome != payment.OutcomeApproved || !r.Final || r.PayOrderID == "" || r.Request.ECRRef != "REF2865" {
 		t.Fatalf("result %+v", r)
 	}
-	if got := h.jr.Commits() - before; got != 2 {
-		t.Fatalf("%d commits for a sale paid at once, want 2", got)
+	// The result leaves before its commit (rule 3); the commit follows.
+	h.eventually("PAID on disk", func() bool { return h.order(r.MchOrderNo).State == journal.StatePaid })
+	if got := h.jr.Commits() - before; got != 3 {
+		t.Fatalf("%d commits for a sale paid at once, want 3 (armed, code attached, paid)", got)
 	}
 	o := h.order(r.MchOrderNo)
 	if o.State != journal.StatePaid || o.Status != 2 || o.PayOrderID != r.PayOrderID || o.Amount != 2865 || o.Channel != "WX_MICROPAY" {
@@ -50,7 +52,7 @@ func TestScenarioOutcomes(t *testing.T) {
 		screen  payment.ScreenKind
 		queries int // exact query_order count, -1: any
 	}{
-		{"51 declined, confirmed by one query", 1051, payment.OutcomeRefused, journal.StateDeclined, 2, payment.ScreenDeclined, 1},
+		{"51 declined, confirmed by one query", 1051, payment.OutcomeRefused, journal.StateDeclined, 3, payment.ScreenDeclined, 1},
 		{"52 password then paid", 1052, payment.OutcomeApproved, journal.StatePaid, 3, payment.ScreenConfirmOnPhone, 3},
 		{"53 cancelled by customer", 1053, payment.OutcomeRefused, journal.StateDeclined, 3, payment.ScreenDeclined, 2},
 		{"55 reply lost, paid via query", 1055, payment.OutcomeApproved, journal.StatePaid, 3, payment.ScreenApproved, 1},
@@ -65,10 +67,8 @@ func TestScenarioOutcomes(t *testing.T) {
 			if r.Outcome != tc.outcome || !r.Final {
 				t.Fatalf("result %+v", r)
 			}
+			h.eventually("settled on disk", func() bool { return h.order(r.MchOrderNo).State == tc.state })
 			o := h.order(r.MchOrderNo)
-			if o.State != tc.state {
-				t.Fatalf("journal state %s, want %s", o.State, tc.state)
-			}
 			if tc.amount == 1051 && o.Message != "insufficient balance" {
 				t.Fatalf("decline reason %q: the gateway's reason must be kept", o.Message)
 			}
@@ -278,13 +278,17 @@ func TestBusyCancelAndTimeout(t *testing.T) {
 	}
 }
 
+// The order is written when the amount is armed: if that fails, the lane
+// stops before any code is taken, and nothing is sent.
 func TestStorageFailureBeforeSendStops(t *testing.T) {
 	var fj *failJournal
 	h := newHarness(t, withJournal(func(j payment.Journal) payment.Journal { fj = &failJournal{Journal: j}; return fj }))
 	h.ready()
-	fj.failAdd.Store(true)
+	fj.failArm.Store(true)
 	ctx := context.Background()
-	h.term.RequestSale(ctx, payment.SaleRequest{Amount: 100})
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 100}); err == nil {
+		t.Fatal("an amount was taken that could not be written")
+	}
 	h.term.Scan(ctx, payment.Code{Text: h.code()})
 	<-h.term.Done()
 	if err := h.stop(); !isFatal(err) {
@@ -296,6 +300,45 @@ func TestStorageFailureBeforeSendStops(t *testing.T) {
 	if !h.rec.sawScreen(payment.ScreenOutOfService) {
 		t.Fatal("no out-of-service screen")
 	}
+}
+
+// The code's link is written while create_order flies: if that fails, the
+// lane stops; the order, armed on disk, is asked about after the restart
+// and settled as the gateway has it.
+func TestStorageFailureWhileSendingRecovers(t *testing.T) {
+	var fj *failJournal
+	h := newHarness(t, withJournal(func(j payment.Journal) payment.Journal { fj = &failJournal{Journal: j}; return fj }),
+		withConfig(func(c *payment.Config) { c.RefundLate = true }),
+		withGateway(func(h *harness) payment.Gateway {
+			// The request reaches the gateway even though the lane stops
+			// right after sending it.
+			return &scriptGateway{Gateway: h.client, create: func(ctx context.Context, r iotpay.CreateRequest) (iotpay.Result, bool) {
+				return h.client.CreateOrder(context.WithoutCancel(ctx), r), true
+			}}
+		}))
+	h.ready()
+	fj.failAttach.Store(true)
+	ctx := context.Background()
+	h.term.RequestSale(ctx, payment.SaleRequest{Amount: 700, Source: payment.SourceECR, ECRRef: "R8"})
+	h.term.Scan(ctx, payment.Code{Text: h.code()})
+	<-h.term.Done()
+	if err := h.stop(); !isFatal(err) {
+		t.Fatalf("Run returned %v", err)
+	}
+	orders := h.sim.Orders()
+	if len(orders) != 1 {
+		t.Fatalf("%d gateway orders", len(orders))
+	}
+	no := orders[0].MchOrderNo
+	h.wrapJ = nil
+	h.start()
+	h.ready()
+	// Paid at the gateway, never announced: a late payment, refunded.
+	h.eventually("the interrupted order refunded", func() bool {
+		o := h.order(no)
+		return o.State == journal.StateLatePaid && o.Refunded == 700
+	})
+	h.agree()
 }
 
 func TestDiskFullStopsBeforeSend(t *testing.T) {
@@ -358,11 +401,10 @@ func TestStorageFailureAfterSendRecovers(t *testing.T) {
 	if err := h.stop(); !isFatal(err) {
 		t.Fatalf("Run returned %v", err)
 	}
-	if h.rec.sawScreen(payment.ScreenApproved) {
-		t.Fatal("approved shown although PAID could not be saved")
-	}
-	// Restart on the same journal: the order is resumed and settled before
-	// the lane accepts a sale.
+	// The gateway's answer was shown before its commit (rule 3); the
+	// commit failed, so the lane stopped before any other sale. Restart on
+	// the same journal: the order is resumed and settled before the lane
+	// accepts a sale.
 	h.wrapJ = nil
 	h.start()
 	h.ready()

@@ -220,7 +220,8 @@ type Gateway interface {
 
 // Journal is the durable store; *journal.Journal implements it.
 type Journal interface {
-	AddOrder(ctx context.Context, n journal.NewOrder, number func(uint64) string) (journal.Order, error)
+	ArmOrder(ctx context.Context, a journal.Armed, number func(uint64) string) (journal.Order, error)
+	AttachCode(ctx context.Context, no string, c journal.Code) (journal.Order, error)
 	CodeUsed(ctx context.Context, hash string) (bool, error)
 	Transition(ctx context.Context, no string, from, to journal.State, u journal.Update) (journal.Order, error)
 	Get(ctx context.Context, no string) (journal.Order, error)
@@ -231,6 +232,7 @@ type Journal interface {
 	AddRefund(ctx context.Context, n journal.NewRefund, number func(uint64) string) (journal.Refund, error)
 	FinishRefund(ctx context.Context, refundNo string, state journal.RefundState, msg string) (journal.Refund, error)
 	Refunds(ctx context.Context, orderNo string) ([]journal.Refund, error)
+	OpenRefunds(ctx context.Context) ([]journal.Refund, error)
 	ECRRefund(ctx context.Context, orderNo string, amount int64) (journal.Refund, error)
 	RecentECRRefund(ctx context.Context, ref string, amount int64, since time.Time) (journal.Refund, error)
 	SettleRefund(ctx context.Context, refundNo string, done bool, msg string) (journal.Refund, error)

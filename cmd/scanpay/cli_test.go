@@ -145,7 +145,7 @@ func TestDemo(t *testing.T) {
 		"|Confirm on phone    |",
 		"found it paid. One order, charged once: PAID",
 		"|Code already used   |",
-		"Report: 3 paid sale(s) for $49.72, 1 declined; IOTPay's ledger holds 4 order(s), 3 of them paid.",
+		"Report: 3 paid sale(s) for $49.72, 1 declined, 1 cancelled before any code; IOTPay's ledger holds 4 order(s), 3 of them paid.",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("demo output lacks %q", want)

@@ -217,16 +217,23 @@ func (c *CLI) demo(ctx context.Context, args []string) int {
 	for _, line := range strings.Split(strings.TrimRight(b.String(), "\n"), "\n") {
 		say("   %s", line)
 	}
-	paid, amount := 0, int64(0)
+	paid, declined, cancelled, amount := 0, 0, 0, int64(0)
 	for _, o := range all {
-		if o.State == journal.StatePaid {
+		switch o.State {
+		case journal.StatePaid:
 			paid++
 			amount += o.Amount
+		case journal.StateDeclined:
+			declined++
+		case journal.StateCancelled:
+			cancelled++
 		}
 	}
 	say("")
-	say("Report: %d paid sale(s) for %s, %d declined; IOTPay's ledger holds %d order(s), %d of them paid.", paid, display.Money(amount),
-		len(all)-paid, len(sim.Orders()), len(sim.PaidOrders()))
+	say("   (An order is written when its amount is armed, so a scan sends it at once; an amount")
+	say("   cancelled before any code stays in the journal as CANCELLED and never reaches IOTPay.)")
+	say("Report: %d paid sale(s) for %s, %d declined, %d cancelled before any code; IOTPay's ledger holds %d order(s), %d of them paid.",
+		paid, display.Money(amount), declined, cancelled, len(sim.Orders()), len(sim.PaidOrders()))
 	if len(sim.PaidOrders()) != paid {
 		ok = false
 	}

@@ -131,7 +131,7 @@ func (o openOrders) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(o.desc, err)
 		return
 	}
-	counts := map[string]float64{"SUBMITTING": 0, "POLLING": 0, "UNCONFIRMED": 0, "LATE_PAID": 0}
+	counts := map[string]float64{"ARMED": 0, "SUBMITTING": 0, "POLLING": 0, "UNCONFIRMED": 0, "LATE_PAID": 0}
 	for _, ord := range open {
 		counts[ord.State.String()]++
 	}

@@ -22,10 +22,6 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-// SchemaVersion is the schema this code writes. Older journals are
-// migrated forward at Open (see migrations); a newer one is refused.
-const SchemaVersion = 2
-
 // Errors callers branch on. Anything else from a write is wrapped in
 // ErrStorage.
 var (
@@ -53,72 +49,28 @@ type Options struct {
 	// OnCommit, when set, is told how long each commit (with its fsync)
 	// took; metrics use it.
 	OnCommit func(time.Duration)
+	// TrackCleanStop is the daemon's: the full integrity read at Open is
+	// skipped when the journal was closed cleanly (the mark is cleared
+	// while it is open and set again by Close), so READY does not wait on
+	// a read of the whole file. After a crash or power cut it runs.
+	// CheckIntegrity does the full read in the background.
+	TrackCleanStop bool
 }
 
 // Journal is an open journal. It is safe for concurrent use.
 type Journal struct {
-	db       *sql.DB
-	path     string
-	now      func() time.Time
-	secret   []byte
-	commits  atomic.Int64
-	onCommit func(time.Duration)
+	db        *sql.DB
+	path      string
+	now       func() time.Time
+	secret    []byte
+	commits   atomic.Int64
+	onCommit  func(time.Duration)
+	st        *statements
+	trackStop bool
+	// CheckedAtOpen reports whether Open read the whole file (quick_check);
+	// false after a clean stop with TrackCleanStop.
+	CheckedAtOpen bool
 }
-
-const schema = `
-CREATE TABLE meta (
-	key   TEXT PRIMARY KEY,
-	value TEXT NOT NULL
-);
-CREATE TABLE orders (
-	mch_order_no TEXT PRIMARY KEY,
-	seq          INTEGER NOT NULL DEFAULT 0,
-	terminal_id  TEXT NOT NULL,
-	amount       INTEGER NOT NULL CHECK (amount > 0),
-	currency     TEXT NOT NULL,
-	channel      TEXT NOT NULL,
-	code_masked  TEXT NOT NULL,
-	code_hash    TEXT NOT NULL UNIQUE,
-	source       TEXT NOT NULL,
-	ecr_ref      TEXT NOT NULL DEFAULT '',
-	pos_number   TEXT NOT NULL DEFAULT '',
-	ecr_type     TEXT NOT NULL DEFAULT '',
-	state        TEXT NOT NULL,
-	pay_order_id TEXT NOT NULL DEFAULT '',
-	status       INTEGER NOT NULL DEFAULT -1,
-	message      TEXT NOT NULL DEFAULT '',
-	not_sent     INTEGER NOT NULL DEFAULT 0,
-	refunded     INTEGER NOT NULL DEFAULT 0,
-	created_at   INTEGER NOT NULL,
-	updated_at   INTEGER NOT NULL
-);
-CREATE INDEX orders_state ON orders(state);
-CREATE INDEX orders_created ON orders(created_at);
-CREATE INDEX orders_ref_seq ON orders(ecr_ref, seq);
-CREATE INDEX orders_seq ON orders(seq);
-CREATE TABLE transitions (
-	id           INTEGER PRIMARY KEY AUTOINCREMENT,
-	mch_order_no TEXT NOT NULL REFERENCES orders(mch_order_no),
-	at           INTEGER NOT NULL,
-	from_state   TEXT NOT NULL,
-	to_state     TEXT NOT NULL,
-	status       INTEGER NOT NULL DEFAULT -1,
-	detail       TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX transitions_order ON transitions(mch_order_no, id);
-CREATE TABLE refunds (
-	mch_refund_no TEXT PRIMARY KEY,
-	mch_order_no  TEXT NOT NULL REFERENCES orders(mch_order_no),
-	amount        INTEGER NOT NULL CHECK (amount > 0),
-	state         TEXT NOT NULL,
-	message       TEXT NOT NULL DEFAULT '',
-	source        TEXT NOT NULL DEFAULT '',
-	ecr_ref       TEXT NOT NULL DEFAULT '',
-	created_at    INTEGER NOT NULL,
-	updated_at    INTEGER NOT NULL
-);
-CREATE INDEX refunds_order ON refunds(mch_order_no);
-`
 
 // Open opens the journal at path, creating it when the file does not
 // exist. An existing file that fails quick_check, or that holds no scanpay
@@ -151,10 +103,23 @@ func Open(path string, opts Options) (*Journal, error) {
 	// One connection serialises this process's writers; busy_timeout
 	// covers a CLI process writing at the same time.
 	db.SetMaxOpenConns(1)
-	j := &Journal{db: db, path: path, now: now, onCommit: opts.OnCommit}
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	j := &Journal{db: db, path: path, now: now, onCommit: opts.OnCommit, trackStop: opts.TrackCleanStop && !opts.ReadOnly}
 	if err := j.check(opts); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if j.st, err = prepare(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	if j.trackStop {
+		if _, err := db.Exec(`INSERT OR REPLACE INTO meta(key, value) VALUES ('clean_stop', '0')`); err != nil {
+			j.st.close()
+			db.Close()
+			return nil, storage("mark open", err)
+		}
 	}
 	return j, nil
 }
@@ -164,6 +129,9 @@ func dsn(path string, opts Options) string {
 		"_pragma=busy_timeout(5000)",
 		"_pragma=foreign_keys(1)",
 		"_pragma=synchronous(FULL)",
+		// A bounded page cache (2 MiB): the journal's hot pages are few,
+		// and the lane's memory budget is small.
+		"_pragma=cache_size(-2048)",
 		"_txlock=immediate",
 	}
 	if opts.ReadOnly {
@@ -197,7 +165,7 @@ func create(path string) error {
 		return fmt.Errorf("create journal: %w", err)
 	}
 	stmts := schema + fmt.Sprintf(`INSERT INTO meta(key, value) VALUES
-		('schema_version', '%d'), ('order_counter', '0'), ('refund_counter', '0'), ('code_secret', '%s');`,
+		('schema_version', '%d'), ('code_secret', '%s'), ('clean_stop', '1');`,
 		SchemaVersion, hex.EncodeToString(secret))
 	_, err = db.Exec(stmts)
 	if cerr := db.Close(); err == nil {
@@ -241,31 +209,21 @@ func (j *Journal) check(opts Options) error {
 			return damaged(err)
 		}
 	}
-	rows, err := j.db.Query("PRAGMA quick_check")
-	if err != nil {
-		return damaged(err)
-	}
-	var problems []string
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			rows.Close()
+	clean := false
+	if j.trackStop {
+		var v string
+		// A journal from before the mark (or never closed) is not clean.
+		if err := j.db.QueryRow(`SELECT value FROM meta WHERE key = 'clean_stop'`).Scan(&v); err == nil {
+			clean = v == "1"
+		} else if isBusy(err) {
 			return damaged(err)
 		}
-		if line != "ok" {
-			problems = append(problems, line)
-		}
 	}
-	if err := rows.Err(); err != nil {
-		rows.Close()
-		return damaged(err)
-	}
-	rows.Close()
-	if len(problems) > 0 {
-		if len(problems) > 3 {
-			problems = append(problems[:3], "…")
+	if !clean {
+		if err := quickCheck(j.db); err != nil {
+			return damaged(err)
 		}
-		return damaged(errors.New("quick_check: " + strings.Join(problems, "; ")))
+		j.CheckedAtOpen = true
 	}
 	var version int
 	if err := j.db.QueryRow(`SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&version); err != nil {
@@ -289,11 +247,84 @@ func (j *Journal) check(opts Options) error {
 	if err := j.db.QueryRow(`SELECT value FROM meta WHERE key = 'code_secret'`).Scan(&secret); err != nil {
 		return damaged(fmt.Errorf("no code secret: %w", err))
 	}
+	var err error
 	j.secret, err = hex.DecodeString(secret)
 	if err != nil || len(j.secret) < 16 {
 		return damaged(errors.New("bad code secret"))
 	}
 	return nil
+}
+
+// quickCheck runs PRAGMA quick_check: a read of the whole file.
+func quickCheck(db interface {
+	Query(string, ...any) (*sql.Rows, error)
+}) error {
+	rows, err := db.Query("PRAGMA quick_check")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return err
+		}
+		if line != "ok" {
+			problems = append(problems, line)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		if len(problems) > 3 {
+			problems = append(problems[:3], "…")
+		}
+		return errors.New("quick_check: " + strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// CheckIntegrity reads the whole journal (quick_check) on a connection of
+// its own, so the lane keeps working meanwhile. The daemon runs it after
+// READY when Open skipped it; damage stops the daemon.
+func (j *Journal) CheckIntegrity(ctx context.Context) error {
+	db, err := sql.Open("sqlite", "file:"+j.path+"?mode=ro&_pragma=busy_timeout(5000)")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rows, err := conn.QueryContext(ctx, "PRAGMA quick_check")
+	if err != nil {
+		return j.damagedErr(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return j.damagedErr(err)
+		}
+		if line != "ok" {
+			return j.damagedErr(errors.New("quick_check: " + line))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return j.damagedErr(err)
+	}
+	return nil
+}
+
+func (j *Journal) damagedErr(err error) error {
+	return fmt.Errorf("%w: journal %s is damaged (%v): keep the file for recovery and restore it from a backup or ask support", ErrStorage, j.path, err)
 }
 
 // isBusy reports whether err is SQLite's SQLITE_BUSY or SQLITE_LOCKED
@@ -311,31 +342,39 @@ func isBusy(err error) bool {
 	return false
 }
 
-// migrations upgrade a journal from version i+1 to i+2, each in one
-// transaction with the version bump.
-var migrations = []string{
-	// 1 → 2: the order sequence (newest is decided by it, never by the
-	// wall clock), the register's transaction type, and refunds keyed by
-	// who asked for them.
-	`ALTER TABLE orders ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
-	 UPDATE orders SET seq = rowid;
-	 ALTER TABLE orders ADD COLUMN ecr_type TEXT NOT NULL DEFAULT '';
-	 DROP INDEX IF EXISTS orders_ref;
-	 CREATE INDEX orders_ref_seq ON orders(ecr_ref, seq);
-	 CREATE INDEX orders_seq ON orders(seq);
-	 ALTER TABLE refunds ADD COLUMN source TEXT NOT NULL DEFAULT '';
-	 ALTER TABLE refunds ADD COLUMN ecr_ref TEXT NOT NULL DEFAULT '';`,
-}
-
 func (j *Journal) migrate(from int) error {
 	for v := from; v < SchemaVersion; v++ {
+		if needsForeignKeysOff[v] {
+			// A table rebuild drops tables others refer to; the keys are
+			// checked once the new tables are in place, in the same
+			// transaction.
+			if _, err := j.db.Exec("PRAGMA foreign_keys = OFF"); err != nil {
+				return err
+			}
+		}
 		err := j.write(context.Background(), "migrate", func(tx *sql.Tx) error {
 			if _, err := tx.Exec(migrations[v-1]); err != nil {
 				return err
 			}
+			if needsForeignKeysOff[v] {
+				var table string
+				var rowid, parent, fkid sql.NullInt64
+				err := tx.QueryRow("PRAGMA foreign_key_check").Scan(&table, &rowid, &parent, &fkid)
+				if err == nil {
+					return fmt.Errorf("foreign key check failed in %s", table)
+				}
+				if !errors.Is(err, sql.ErrNoRows) {
+					return err
+				}
+			}
 			_, err := tx.Exec(`UPDATE meta SET value = ? WHERE key = 'schema_version'`, fmt.Sprint(v+1))
 			return err
 		})
+		if needsForeignKeysOff[v] {
+			if _, ferr := j.db.Exec("PRAGMA foreign_keys = ON"); ferr != nil && err == nil {
+				err = ferr
+			}
+		}
 		if err != nil {
 			return err
 		}
@@ -343,8 +382,21 @@ func (j *Journal) migrate(from int) error {
 	return nil
 }
 
-// Close closes the database.
-func (j *Journal) Close() error { return j.db.Close() }
+// Close closes the database; with TrackCleanStop it first marks the
+// journal as closed cleanly.
+func (j *Journal) Close() error {
+	var err error
+	if j.trackStop {
+		_, err = j.db.Exec(`UPDATE meta SET value = '1' WHERE key = 'clean_stop'`)
+	}
+	if j.st != nil {
+		j.st.close()
+	}
+	if cerr := j.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 // Path is the journal's file.
 func (j *Journal) Path() string { return j.path }
@@ -395,15 +447,3 @@ func isLogical(err error) bool {
 }
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
-
-func nextCounter(tx *sql.Tx, key string) (uint64, error) {
-	var n uint64
-	if err := tx.QueryRow(`SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?`, key).Scan(&n); err != nil {
-		return 0, err
-	}
-	n++
-	if _, err := tx.Exec(`UPDATE meta SET value = ? WHERE key = ?`, fmt.Sprint(n), key); err != nil {
-		return 0, err
-	}
-	return n, nil
-}

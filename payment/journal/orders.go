@@ -66,7 +66,8 @@ func scanOrder(s scanner) (Order, error) {
 	var state string
 	var created, updated int64
 	var notSent int
-	err := s.Scan(&o.MchOrderNo, &o.Seq, &o.TerminalID, &o.Amount, &o.Currency, &o.Channel, &o.CodeMasked, &o.CodeHash,
+	var hash sql.NullString
+	err := s.Scan(&o.MchOrderNo, &o.Seq, &o.TerminalID, &o.Amount, &o.Currency, &o.Channel, &o.CodeMasked, &hash,
 		&o.Source, &o.ECRRef, &o.POSNumber, &o.ECRType, &state, &o.PayOrderID, &o.Status, &o.Message, &notSent, &o.Refunded, &created, &updated)
 	if err != nil {
 		return o, err
@@ -75,51 +76,139 @@ func scanOrder(s scanner) (Order, error) {
 		return o, err
 	}
 	o.NotSent = notSent != 0
+	o.CodeHash = hash.String
 	o.CreatedAt = time.UnixMilli(created)
 	o.UpdatedAt = time.UnixMilli(updated)
 	return o, nil
 }
 
-// AddOrder commits a new order in state SUBMITTING, with its number built
-// by number from the journal's persisted counter, in one transaction. It
-// returns ErrCodeUsed when the code hash is already in the journal.
-func (j *Journal) AddOrder(ctx context.Context, n NewOrder, number func(counter uint64) string) (Order, error) {
-	now := j.now()
+// Armed is an order made when its amount is armed, before any code.
+type Armed struct {
+	TerminalID string
+	Amount     int64
+	Currency   string
+	Source     string
+	ECRRef     string
+	POSNumber  string
+	ECRType    string
+}
+
+// Code is a payment code's link to its order: what the journal keeps of
+// it (never the code itself).
+type Code struct {
+	Channel    string
+	CodeMasked string
+	CodeHash   string
+}
+
+// ArmOrder commits a new order in state ARMED, with its number built by
+// number from the next journal sequence, in one transaction: the order is
+// durable before a code is scanned, so a scan sends create_order at once.
+func (j *Journal) ArmOrder(ctx context.Context, a Armed, number func(seq uint64) string) (Order, error) {
 	var o Order
-	err := j.write(ctx, "add order", func(tx *sql.Tx) error {
-		var exists int
-		if err := tx.QueryRow(`SELECT COUNT(*) FROM orders WHERE code_hash = ?`, n.CodeHash).Scan(&exists); err != nil {
-			return err
-		}
-		if exists > 0 {
-			return ErrCodeUsed
-		}
-		counter, err := nextCounter(tx, "order_counter")
-		if err != nil {
-			return err
-		}
-		o = Order{
-			MchOrderNo: number(counter), Seq: counter, TerminalID: n.TerminalID, Amount: n.Amount, Currency: n.Currency,
-			Channel: n.Channel, CodeMasked: n.CodeMasked, CodeHash: n.CodeHash, Source: n.Source,
-			ECRRef: n.ECRRef, POSNumber: n.POSNumber, ECRType: n.ECRType, State: StateSubmitting, Status: -1,
-			CreatedAt: time.UnixMilli(ms(now)), UpdatedAt: time.UnixMilli(ms(now)),
-		}
-		if _, err := tx.Exec(`INSERT INTO orders(`+orderCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-			o.MchOrderNo, o.Seq, o.TerminalID, o.Amount, o.Currency, o.Channel, o.CodeMasked, o.CodeHash, o.Source,
-			o.ECRRef, o.POSNumber, o.ECRType, o.State.String(), "", -1, "", 0, 0, ms(now), ms(now)); err != nil {
-			return err
-		}
-		_, err = tx.Exec(`INSERT INTO transitions(mch_order_no, at, from_state, to_state, detail) VALUES (?,?,?,?,?)`,
-			o.MchOrderNo, ms(now), "", o.State.String(), fmt.Sprintf("%s %d %s %s", o.Channel, o.Amount, o.Currency, o.CodeMasked))
+	err := j.write(ctx, "arm order", func(tx *sql.Tx) error {
+		var err error
+		o, err = j.insertOrder(ctx, tx, NewOrder{TerminalID: a.TerminalID, Amount: a.Amount, Currency: a.Currency,
+			Source: a.Source, ECRRef: a.ECRRef, POSNumber: a.POSNumber, ECRType: a.ECRType}, StateArmed, number)
 		return err
 	})
 	return o, err
 }
 
+// AttachCode records the code's link to an armed order and moves it to
+// SUBMITTING, in one transaction. The engine calls it while create_order
+// is in flight. ErrCodeUsed means the code's hash is already in the
+// journal (another order took the code meanwhile).
+func (j *Journal) AttachCode(ctx context.Context, no string, c Code) (Order, error) {
+	var o Order
+	err := j.write(ctx, "attach code", func(tx *sql.Tx) error {
+		cur, err := scanOrder(tx.StmtContext(ctx, j.st.getOrder).QueryRowContext(ctx, no))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: %s", ErrNotFound, no)
+		}
+		if err != nil {
+			return err
+		}
+		if cur.State != StateArmed {
+			return fmt.Errorf("%w: %s is %s, not %s", ErrStateChanged, no, cur.State, StateArmed)
+		}
+		var used int
+		if err := tx.StmtContext(ctx, j.st.codeUsed).QueryRowContext(ctx, c.CodeHash).Scan(&used); err != nil {
+			return err
+		}
+		if used > 0 {
+			return ErrCodeUsed
+		}
+		now := ms(j.now())
+		if _, err := tx.StmtContext(ctx, j.st.attachCode).ExecContext(ctx, c.Channel, c.CodeMasked, c.CodeHash, StateSubmitting.String(), now, no); err != nil {
+			return err
+		}
+		o = cur
+		o.Channel, o.CodeMasked, o.CodeHash, o.State, o.UpdatedAt = c.Channel, c.CodeMasked, c.CodeHash, StateSubmitting, time.UnixMilli(now)
+		return j.logTransition(ctx, tx, o.Seq, now, StateArmed.String(), StateSubmitting.String(), -1,
+			fmt.Sprintf("%s %d %s %s", o.Channel, o.Amount, o.Currency, o.CodeMasked))
+	})
+	return o, err
+}
+
+// AddOrder commits a new order with its code in state SUBMITTING, in one
+// transaction (arming and attaching at once; tools and tests use it). It
+// returns ErrCodeUsed when the code hash is already in the journal.
+func (j *Journal) AddOrder(ctx context.Context, n NewOrder, number func(counter uint64) string) (Order, error) {
+	var o Order
+	err := j.write(ctx, "add order", func(tx *sql.Tx) error {
+		var used int
+		if err := tx.StmtContext(ctx, j.st.codeUsed).QueryRowContext(ctx, n.CodeHash).Scan(&used); err != nil {
+			return err
+		}
+		if used > 0 {
+			return ErrCodeUsed
+		}
+		var err error
+		o, err = j.insertOrder(ctx, tx, n, StateSubmitting, number)
+		return err
+	})
+	return o, err
+}
+
+// insertOrder writes a new order and its first transition.
+func (j *Journal) insertOrder(ctx context.Context, tx *sql.Tx, n NewOrder, state State, number func(uint64) string) (Order, error) {
+	var seq uint64
+	if err := tx.StmtContext(ctx, j.st.nextOrderSeq).QueryRowContext(ctx).Scan(&seq); err != nil {
+		return Order{}, err
+	}
+	now := ms(j.now())
+	o := Order{
+		MchOrderNo: number(seq), Seq: seq, TerminalID: n.TerminalID, Amount: n.Amount, Currency: n.Currency,
+		Channel: n.Channel, CodeMasked: n.CodeMasked, CodeHash: n.CodeHash, Source: n.Source,
+		ECRRef: n.ECRRef, POSNumber: n.POSNumber, ECRType: n.ECRType, State: state, Status: -1,
+		CreatedAt: time.UnixMilli(now), UpdatedAt: time.UnixMilli(now),
+	}
+	var hash any
+	if o.CodeHash != "" {
+		hash = o.CodeHash
+	}
+	if _, err := tx.StmtContext(ctx, j.st.insertOrder).ExecContext(ctx, o.Seq, o.MchOrderNo, o.TerminalID, o.Amount, o.Currency,
+		o.Channel, o.CodeMasked, hash, o.Source, o.ECRRef, o.POSNumber, o.ECRType, o.State.String(), now, now); err != nil {
+		return Order{}, err
+	}
+	detail := fmt.Sprintf("%d %s", o.Amount, o.Currency)
+	if o.Channel != "" {
+		detail = fmt.Sprintf("%s %d %s %s", o.Channel, o.Amount, o.Currency, o.CodeMasked)
+	}
+	return o, j.logTransition(ctx, tx, o.Seq, now, "", o.State.String(), -1, detail)
+}
+
+// logTransition appends one step to an order's history.
+func (j *Journal) logTransition(ctx context.Context, tx *sql.Tx, seq uint64, at int64, from, to string, status int, detail string) error {
+	_, err := tx.StmtContext(ctx, j.st.insertTransition).ExecContext(ctx, seq, seq, at, from, to, status, detail)
+	return err
+}
+
 // CodeUsed reports whether a code hash is already in the journal.
 func (j *Journal) CodeUsed(ctx context.Context, hash string) (bool, error) {
 	var n int
-	if err := j.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM orders WHERE code_hash = ?`, hash).Scan(&n); err != nil {
+	if err := j.st.codeUsed.QueryRowContext(ctx, hash).Scan(&n); err != nil {
 		return false, storage("code lookup", err)
 	}
 	return n > 0, nil
@@ -133,12 +222,11 @@ func (j *Journal) Transition(ctx context.Context, no string, from, to State, u U
 	if from != to && !CanMove(from, to) {
 		return Order{}, fmt.Errorf("%w: %s → %s", ErrInvalidTransition, from, to)
 	}
-	now := j.now()
 	var o Order
 	err := j.write(ctx, "transition", func(tx *sql.Tx) error {
-		cur, err := scanOrder(tx.QueryRow(`SELECT `+orderCols+` FROM orders WHERE mch_order_no = ?`, no))
+		cur, err := scanOrder(tx.StmtContext(ctx, j.st.getOrder).QueryRowContext(ctx, no))
 		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
+			return fmt.Errorf("%w: %s", ErrNotFound, no)
 		}
 		if err != nil {
 			return err
@@ -146,35 +234,39 @@ func (j *Journal) Transition(ctx context.Context, no string, from, to State, u U
 		if cur.State != from {
 			return fmt.Errorf("%w: %s is %s, not %s", ErrStateChanged, no, cur.State, from)
 		}
-		o = cur
-		o.State = to
-		if u.PayOrderID != "" {
-			o.PayOrderID = u.PayOrderID
-		}
-		if u.Status >= 0 {
-			o.Status = u.Status
-		}
-		o.Message = u.Message
-		o.NotSent = o.NotSent || u.NotSent
-		o.UpdatedAt = time.UnixMilli(ms(now))
+		now := ms(j.now())
+		o = Apply(cur, to, u)
+		o.UpdatedAt = time.UnixMilli(now)
 		notSent := 0
 		if o.NotSent {
 			notSent = 1
 		}
-		if _, err := tx.Exec(`UPDATE orders SET state=?, pay_order_id=?, status=?, message=?, not_sent=?, updated_at=? WHERE mch_order_no=?`,
-			to.String(), o.PayOrderID, o.Status, o.Message, notSent, ms(now), no); err != nil {
+		if _, err := tx.StmtContext(ctx, j.st.updateOrder).ExecContext(ctx, to.String(), o.PayOrderID, o.Status, o.Message, notSent, now, no); err != nil {
 			return err
 		}
-		_, err = tx.Exec(`INSERT INTO transitions(mch_order_no, at, from_state, to_state, status, detail) VALUES (?,?,?,?,?,?)`,
-			no, ms(now), from.String(), to.String(), o.Status, u.Message)
-		return err
+		return j.logTransition(ctx, tx, o.Seq, now, from.String(), to.String(), o.Status, u.Message)
 	})
 	return o, err
 }
 
+// Apply is order o after a move to state to with update u, as Transition
+// records it; the engine uses it to announce a result before its commit.
+func Apply(o Order, to State, u Update) Order {
+	o.State = to
+	if u.PayOrderID != "" {
+		o.PayOrderID = u.PayOrderID
+	}
+	if u.Status >= 0 {
+		o.Status = u.Status
+	}
+	o.Message = u.Message
+	o.NotSent = o.NotSent || u.NotSent
+	return o
+}
+
 // Get returns one order.
 func (j *Journal) Get(ctx context.Context, no string) (Order, error) {
-	o, err := scanOrder(j.db.QueryRowContext(ctx, `SELECT `+orderCols+` FROM orders WHERE mch_order_no = ?`, no))
+	o, err := scanOrder(j.st.getOrder.QueryRowContext(ctx, no))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, fmt.Errorf("%w: %s", ErrNotFound, no)
 	}
@@ -186,7 +278,10 @@ func (j *Journal) Get(ctx context.Context, no string) (Order, error) {
 
 // Find returns the order with this mchOrderNo or payOrderId.
 func (j *Journal) Find(ctx context.Context, id string) (Order, error) {
-	o, err := scanOrder(j.db.QueryRowContext(ctx, `SELECT `+orderCols+` FROM orders WHERE mch_order_no = ? OR (pay_order_id = ? AND pay_order_id <> '') LIMIT 1`, id, id))
+	o, err := scanOrder(j.st.getOrder.QueryRowContext(ctx, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		o, err = scanOrder(j.st.getOrderByPay.QueryRowContext(ctx, id))
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
@@ -259,14 +354,14 @@ func (j *Journal) queryOrders(ctx context.Context, q string, args ...any) ([]Ord
 // POLLING, UNCONFIRMED) and late payments not yet fully refunded.
 func (j *Journal) OpenOrders(ctx context.Context) ([]Order, error) {
 	return j.queryOrders(ctx, `SELECT `+orderCols+` FROM orders
-		WHERE state IN ('SUBMITTING','POLLING','UNCONFIRMED') OR (state = 'LATE_PAID' AND refunded < amount)
+		WHERE state IN ('ARMED','SUBMITTING','POLLING','UNCONFIRMED') OR (state = 'LATE_PAID' AND refunded < amount)
 		ORDER BY seq`)
 }
 
 // LastByRef returns the newest order with this ECR reference. Newest is
 // the highest journal sequence: a clock that jumped cannot reorder sales.
 func (j *Journal) LastByRef(ctx context.Context, ref string) (Order, error) {
-	o, err := scanOrder(j.db.QueryRowContext(ctx, `SELECT `+orderCols+` FROM orders WHERE ecr_ref = ? ORDER BY seq DESC LIMIT 1`, ref))
+	o, err := scanOrder(j.st.lastByRef.QueryRowContext(ctx, ref))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, fmt.Errorf("%w: reference %q", ErrNotFound, ref)
 	}
@@ -278,7 +373,7 @@ func (j *Journal) LastByRef(ctx context.Context, ref string) (Order, error) {
 
 // LastPaid returns the newest paid order, by journal sequence.
 func (j *Journal) LastPaid(ctx context.Context) (Order, error) {
-	o, err := scanOrder(j.db.QueryRowContext(ctx, `SELECT `+orderCols+` FROM orders WHERE state = 'PAID' ORDER BY seq DESC LIMIT 1`))
+	o, err := scanOrder(j.st.lastPaid.QueryRowContext(ctx))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, fmt.Errorf("%w: no paid order", ErrNotFound)
 	}
@@ -299,7 +394,8 @@ type TransitionRecord struct {
 
 // History returns an order's transitions, oldest first.
 func (j *Journal) History(ctx context.Context, no string) ([]TransitionRecord, error) {
-	rows, err := j.db.QueryContext(ctx, `SELECT at, from_state, to_state, status, detail FROM transitions WHERE mch_order_no = ? ORDER BY id`, no)
+	rows, err := j.db.QueryContext(ctx, `SELECT t.at, t.from_state, t.to_state, t.status, t.detail FROM transitions t
+		JOIN orders o ON o.seq = t.order_seq WHERE o.mch_order_no = ? ORDER BY t.n`, no)
 	if err != nil {
 		return nil, storage("history", err)
 	}
@@ -341,6 +437,9 @@ func (j *Journal) DailyTotals(ctx context.Context, from, to time.Time, loc *time
 	}
 	sums := map[key]*Total{}
 	for _, o := range orders {
+		if o.State == StateArmed || o.State == StateCancelled {
+			continue // an amount that never became a payment
+		}
 		k := key{o.CreatedAt.In(loc).Format("2006-01-02"), o.Channel, o.Currency, o.State}
 		t := sums[k]
 		if t == nil {

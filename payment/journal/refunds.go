@@ -36,17 +36,30 @@ const (
 	RefundAuto       = "auto"
 )
 
+const refundCols = `SELECT mch_refund_no, mch_order_no, amount, state, message, source, ecr_ref, created_at, updated_at FROM refunds`
+
+func scanRefund(s scanner) (Refund, error) {
+	var r Refund
+	var state string
+	var c, u int64
+	if err := s.Scan(&r.MchRefundNo, &r.MchOrderNo, &r.Amount, &state, &r.Message, &r.Source, &r.ECRRef, &c, &u); err != nil {
+		return Refund{}, err
+	}
+	r.State, r.CreatedAt, r.UpdatedAt = RefundState(state), time.UnixMilli(c), time.UnixMilli(u)
+	return r, nil
+}
+
 // AddRefund commits a refund in state SENT before refund_order goes out.
 // Refunds still SENT or UNKNOWN count against the refundable amount, so an
 // uncertain refund can never be doubled by a second one.
 func (j *Journal) AddRefund(ctx context.Context, n NewRefund, number func(counter uint64) string) (Refund, error) {
-	now := j.now()
 	orderNo, amount := n.OrderNo, n.Amount
 	var r Refund
 	err := j.write(ctx, "add refund", func(tx *sql.Tx) error {
 		var state string
 		var paid int64
-		err := tx.QueryRow(`SELECT state, amount FROM orders WHERE mch_order_no = ?`, orderNo).Scan(&state, &paid)
+		var orderSeq uint64
+		err := tx.StmtContext(ctx, j.st.orderForRefund).QueryRowContext(ctx, orderNo).Scan(&orderSeq, &state, &paid)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: %s", ErrNotFound, orderNo)
 		}
@@ -57,8 +70,7 @@ func (j *Journal) AddRefund(ctx context.Context, n NewRefund, number func(counte
 			return fmt.Errorf("%w: %s is %s", ErrNotRefundable, orderNo, state)
 		}
 		var committed int64
-		if err := tx.QueryRow(`SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE mch_order_no = ? AND state <> ?`,
-			orderNo, string(RefundFailed)).Scan(&committed); err != nil {
+		if err := tx.StmtContext(ctx, j.st.committedRefunds).QueryRowContext(ctx, orderNo).Scan(&committed); err != nil {
 			return err
 		}
 		// Compared as amount > paid-committed: committed+amount could
@@ -66,19 +78,17 @@ func (j *Journal) AddRefund(ctx context.Context, n NewRefund, number func(counte
 		if amount <= 0 || amount > paid-committed {
 			return fmt.Errorf("%w: %d requested, %d refundable", ErrRefundTooLarge, amount, paid-committed)
 		}
-		counter, err := nextCounter(tx, "refund_counter")
-		if err != nil {
+		var seq uint64
+		if err := tx.StmtContext(ctx, j.st.nextRefundSeq).QueryRowContext(ctx).Scan(&seq); err != nil {
 			return err
 		}
-		r = Refund{MchRefundNo: number(counter), MchOrderNo: orderNo, Amount: amount, State: RefundSent,
-			Source: n.Source, ECRRef: n.ECRRef, CreatedAt: time.UnixMilli(ms(now)), UpdatedAt: time.UnixMilli(ms(now))}
-		if _, err := tx.Exec(`INSERT INTO refunds(mch_refund_no, mch_order_no, amount, state, source, ecr_ref, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)`,
-			r.MchRefundNo, orderNo, amount, string(r.State), r.Source, r.ECRRef, ms(now), ms(now)); err != nil {
+		now := ms(j.now())
+		r = Refund{MchRefundNo: number(seq), MchOrderNo: orderNo, Amount: amount, State: RefundSent,
+			Source: n.Source, ECRRef: n.ECRRef, CreatedAt: time.UnixMilli(now), UpdatedAt: time.UnixMilli(now)}
+		if _, err := tx.StmtContext(ctx, j.st.insertRefund).ExecContext(ctx, seq, r.MchRefundNo, orderNo, amount, string(r.State), r.Source, r.ECRRef, now, now); err != nil {
 			return err
 		}
-		_, err = tx.Exec(`INSERT INTO transitions(mch_order_no, at, from_state, to_state, detail) VALUES (?,?,?,?,?)`,
-			orderNo, ms(now), state, state, fmt.Sprintf("refund %s of %d sent", r.MchRefundNo, amount))
-		return err
+		return j.logTransition(ctx, tx, orderSeq, now, state, state, -1, fmt.Sprintf("refund %s of %d sent", r.MchRefundNo, amount))
 	})
 	return r, err
 }
@@ -102,13 +112,11 @@ func (j *Journal) SettleRefund(ctx context.Context, refundNo string, done bool, 
 }
 
 func (j *Journal) finishRefund(ctx context.Context, refundNo string, state RefundState, msg string, onlyUnknown bool) (Refund, error) {
-	now := j.now()
 	var r Refund
 	err := j.write(ctx, "finish refund", func(tx *sql.Tx) error {
 		var cur string
 		var created int64
-		err := tx.QueryRow(`SELECT mch_order_no, amount, state, source, ecr_ref, created_at FROM refunds WHERE mch_refund_no = ?`, refundNo).
-			Scan(&r.MchOrderNo, &r.Amount, &cur, &r.Source, &r.ECRRef, &created)
+		err := tx.StmtContext(ctx, j.st.getRefund).QueryRowContext(ctx, refundNo).Scan(&r.MchOrderNo, &r.Amount, &cur, &r.Source, &r.ECRRef, &created)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: refund %s", ErrNotFound, refundNo)
 		}
@@ -118,9 +126,10 @@ func (j *Journal) finishRefund(ctx context.Context, refundNo string, state Refun
 		if cur != string(RefundSent) && cur != string(RefundUnknown) || onlyUnknown && cur != string(RefundUnknown) {
 			return fmt.Errorf("%w: refund %s is %s", ErrStateChanged, refundNo, cur)
 		}
+		now := ms(j.now())
 		r.MchRefundNo, r.State, r.Message = refundNo, state, msg
-		r.CreatedAt, r.UpdatedAt = time.UnixMilli(created), time.UnixMilli(ms(now))
-		if _, err := tx.Exec(`UPDATE refunds SET state=?, message=?, updated_at=? WHERE mch_refund_no=?`, string(state), msg, ms(now), refundNo); err != nil {
+		r.CreatedAt, r.UpdatedAt = time.UnixMilli(created), time.UnixMilli(now)
+		if _, err := tx.StmtContext(ctx, j.st.finishRefund).ExecContext(ctx, string(state), msg, now, refundNo); err != nil {
 			return err
 		}
 		// The order's update time moves with every refund outcome, so
@@ -129,13 +138,16 @@ func (j *Journal) finishRefund(ctx context.Context, refundNo string, state Refun
 		if state == RefundDone {
 			done = r.Amount
 		}
-		if _, err := tx.Exec(`UPDATE orders SET refunded = refunded + ?, updated_at = ? WHERE mch_order_no = ?`, done, ms(now), r.MchOrderNo); err != nil {
+		if _, err := tx.StmtContext(ctx, j.st.refundOrderUpdate).ExecContext(ctx, done, now, r.MchOrderNo); err != nil {
 			return err
 		}
-		_, err = tx.Exec(`INSERT INTO transitions(mch_order_no, at, from_state, to_state, detail)
-			SELECT mch_order_no, ?, state, state, ? FROM orders WHERE mch_order_no = ?`,
-			ms(now), fmt.Sprintf("refund %s %s %s", refundNo, state, msg), r.MchOrderNo)
-		return err
+		var orderSeq uint64
+		var ostate string
+		var paid int64
+		if err := tx.StmtContext(ctx, j.st.orderForRefund).QueryRowContext(ctx, r.MchOrderNo).Scan(&orderSeq, &ostate, &paid); err != nil {
+			return err
+		}
+		return j.logTransition(ctx, tx, orderSeq, now, ostate, ostate, -1, fmt.Sprintf("refund %s %s %s", refundNo, state, msg))
 	})
 	return r, err
 }
@@ -143,29 +155,43 @@ func (j *Journal) finishRefund(ctx context.Context, refundNo string, state Refun
 // Refunds lists an order's refunds, oldest first; an empty orderNo lists
 // every refund.
 func (j *Journal) Refunds(ctx context.Context, orderNo string) ([]Refund, error) {
-	q := `SELECT mch_refund_no, mch_order_no, amount, state, message, source, ecr_ref, created_at, updated_at FROM refunds`
+	q := refundCols
 	var args []any
 	if orderNo != "" {
 		q += ` WHERE mch_order_no = ?`
 		args = append(args, orderNo)
 	}
-	rows, err := j.db.QueryContext(ctx, q+` ORDER BY rowid`, args...)
+	rows, err := j.db.QueryContext(ctx, q+` ORDER BY seq`, args...)
 	if err != nil {
 		return nil, storage("list refunds", err)
 	}
+	return collectRefunds(rows)
+}
+
+// OpenRefunds lists refunds still SENT or UNKNOWN, oldest first (a start
+// reads these, not every refund ever made).
+func (j *Journal) OpenRefunds(ctx context.Context) ([]Refund, error) {
+	rows, err := j.st.openRefunds.QueryContext(ctx)
+	if err != nil {
+		return nil, storage("open refunds", err)
+	}
+	return collectRefunds(rows)
+}
+
+func collectRefunds(rows *sql.Rows) ([]Refund, error) {
 	defer rows.Close()
 	var out []Refund
 	for rows.Next() {
-		var r Refund
-		var state string
-		var c, u int64
-		if err := rows.Scan(&r.MchRefundNo, &r.MchOrderNo, &r.Amount, &state, &r.Message, &r.Source, &r.ECRRef, &c, &u); err != nil {
+		r, err := scanRefund(rows)
+		if err != nil {
 			return nil, storage("list refunds", err)
 		}
-		r.State, r.CreatedAt, r.UpdatedAt = RefundState(state), time.UnixMilli(c), time.UnixMilli(u)
 		out = append(out, r)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, storage("list refunds", err)
+	}
+	return out, nil
 }
 
 // ECRRefund returns the newest refund the register asked for on this
@@ -173,19 +199,13 @@ func (j *Journal) Refunds(ctx context.Context, orderNo string) ([]Refund, error)
 // retrying a refund whose answer it missed is answered from the journal
 // and the refund is never sent twice.
 func (j *Journal) ECRRefund(ctx context.Context, orderNo string, amount int64) (Refund, error) {
-	var r Refund
-	var state string
-	var c, u int64
-	err := j.db.QueryRowContext(ctx, `SELECT mch_refund_no, mch_order_no, amount, state, message, source, ecr_ref, created_at, updated_at
-		FROM refunds WHERE mch_order_no = ? AND amount = ? AND source = ? ORDER BY rowid DESC LIMIT 1`, orderNo, amount, RefundByECR).
-		Scan(&r.MchRefundNo, &r.MchOrderNo, &r.Amount, &state, &r.Message, &r.Source, &r.ECRRef, &c, &u)
+	r, err := scanRefund(j.st.ecrRefund.QueryRowContext(ctx, orderNo, amount))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Refund{}, fmt.Errorf("%w: no register refund of %d on %s", ErrNotFound, amount, orderNo)
 	}
 	if err != nil {
 		return Refund{}, storage("register refund lookup", err)
 	}
-	r.State, r.CreatedAt, r.UpdatedAt = RefundState(state), time.UnixMilli(c), time.UnixMilli(u)
 	return r, nil
 }
 
@@ -195,18 +215,12 @@ func (j *Journal) ECRRefund(ctx context.Context, orderNo string, amount int64) (
 // can only be recognised this way: after another sale it would otherwise
 // refund that one.
 func (j *Journal) RecentECRRefund(ctx context.Context, ref string, amount int64, since time.Time) (Refund, error) {
-	var r Refund
-	var state string
-	var c, u int64
-	err := j.db.QueryRowContext(ctx, `SELECT mch_refund_no, mch_order_no, amount, state, message, source, ecr_ref, created_at, updated_at
-		FROM refunds WHERE source = ? AND ecr_ref = ? AND amount = ? AND created_at >= ? ORDER BY rowid DESC LIMIT 1`, RefundByECR, ref, amount, ms(since)).
-		Scan(&r.MchRefundNo, &r.MchOrderNo, &r.Amount, &state, &r.Message, &r.Source, &r.ECRRef, &c, &u)
+	r, err := scanRefund(j.st.recentECRRefund.QueryRowContext(ctx, ref, amount, ms(since)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Refund{}, fmt.Errorf("%w: no recent register refund of %d for %q", ErrNotFound, amount, ref)
 	}
 	if err != nil {
 		return Refund{}, storage("register refund lookup", err)
 	}
-	r.State, r.CreatedAt, r.UpdatedAt = RefundState(state), time.UnixMilli(c), time.UnixMilli(u)
 	return r, nil
 }

@@ -7,6 +7,14 @@ import "fmt"
 type State int
 
 const (
+	// StateArmed: the amount is armed and the order on disk, waiting for
+	// the customer's code. Once a code is scanned create_order goes out at
+	// once and the code is attached while it is in flight, so an armed
+	// order may have been sent: open.
+	StateArmed State = 7
+	// StateCancelled: an armed amount dropped before any code (cancelled
+	// or timed out): never sent. Final.
+	StateCancelled State = 8
 	// StateSubmitting: the order is on disk and create_order is being sent
 	// (or may have been sent). Open.
 	StateSubmitting State = 1
@@ -28,6 +36,8 @@ const (
 )
 
 var stateNames = map[State]string{
+	StateArmed:       "ARMED",
+	StateCancelled:   "CANCELLED",
 	StateSubmitting:  "SUBMITTING",
 	StatePolling:     "POLLING",
 	StatePaid:        "PAID",
@@ -55,15 +65,19 @@ func ParseState(name string) (State, error) {
 
 // Open reports whether the order's outcome is not settled yet.
 func (s State) Open() bool {
-	return s == StateSubmitting || s == StatePolling || s == StateUnconfirmed
+	return s == StateArmed || s == StateSubmitting || s == StatePolling || s == StateUnconfirmed
 }
 
 // transitions lists every allowed move. Final states only move on when the
 // gateway later proves an order paid that the lane did not record paid.
 var transitions = map[State][]State{
+	// An armed order gets its code (AttachCode), is dropped before any
+	// code, or, found open after a restart, goes to the reconciler
+	// (it may have been sent).
+	StateArmed:       {StateSubmitting, StateCancelled, StateUnconfirmed},
 	StateSubmitting:  {StatePolling, StatePaid, StateDeclined, StateUnconfirmed},
 	StatePolling:     {StatePaid, StateDeclined, StateUnconfirmed},
-	StateUnconfirmed: {StateLatePaid, StateDeclined},
+	StateUnconfirmed: {StateLatePaid, StateDeclined, StateCancelled},
 	// A declined order the gateway later shows paid (it was declined as
 	// never received, say) must still be refunded.
 	StateDeclined: {StateLatePaid},

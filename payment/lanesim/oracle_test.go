@@ -82,7 +82,7 @@ func (w *world) check() {
 		case unverifiable(o.Amount):
 			// Every reply is badly signed: it must stay open for the
 			// operator, never approved and never declined.
-			if o.State != journal.StateUnconfirmed && !(o.State == journal.StateDeclined && !paidThere) {
+			if o.State != journal.StateUnconfirmed && !((o.State == journal.StateDeclined || o.State == journal.StateCancelled) && !paidThere) {
 				bad("order %s, whose replies never verify, is %s", o.MchOrderNo, o.State)
 			}
 		case paidThere && !paidHere:
