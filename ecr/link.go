@@ -86,12 +86,13 @@ type Link struct {
 
 	mu        sync.Mutex
 	pending   map[uint64]*pendingRequest // A010 requests waiting for their sale's result
-	delivered map[string]time.Time       // mchOrderNo → when the register took its final result (monotonic)
+	delivered *recent                    // sales whose final result the register took
 	// seen holds when each register sale's result was made in this run
-	// (monotonic), so a re-ask's age does not depend on a wall clock that
-	// may have jumped since. Orders from before a restart fall back to the
-	// journal's wall-clock time.
-	seen map[string]time.Time
+	// (monotonic), or when the register last asked about it, so a re-ask's
+	// age does not depend on a wall clock that may have jumped since.
+	// Orders from before a restart fall back to the journal's wall-clock
+	// time.
+	seen *recent
 }
 
 type pendingRequest struct {
@@ -120,7 +121,7 @@ func NewLink(cfg Config, term Terminal) *Link {
 		now = time.Now
 	}
 	return &Link{cfg: cfg, term: term, log: cfg.Logger, now: now, born: time.Now(),
-		pending: map[uint64]*pendingRequest{}, delivered: map[string]time.Time{}, seen: map[string]time.Time{}}
+		pending: map[uint64]*pendingRequest{}, delivered: newRecent(cfg.KeepResults), seen: newRecent(cfg.KeepResults)}
 }
 
 // exchangeLimit bounds one exchange in either direction: every ENQ and
@@ -184,10 +185,9 @@ func (l *Link) Result(r payment.SaleResult) error {
 		delete(l.pending, r.Request.Ticket)
 	}
 	if r.MchOrderNo != "" {
-		if _, known := l.seen[r.MchOrderNo]; !known {
-			l.seen[r.MchOrderNo] = time.Now()
+		if _, known := l.seen.get(r.MchOrderNo); !known {
+			l.seen.touch(r.MchOrderNo)
 		}
-		l.pruneSeen()
 	}
 	l.mu.Unlock()
 	if ok {
@@ -466,7 +466,7 @@ func (s *session) handle(ctx context.Context, req Request) error {
 				// A register still asking keeps the result answerable: the
 				// window runs from its latest question.
 				l.mu.Lock()
-				l.seen[last.MchOrderNo] = time.Now()
+				l.seen.touch(last.MchOrderNo)
 				l.mu.Unlock()
 				return s.answer(ctx, "again", req, last)
 			case reaskConflict:
@@ -516,7 +516,7 @@ func (l *Link) reask(req Request, currency string, last payment.SaleResult) reas
 		return reaskNewSale
 	}
 	l.mu.Lock()
-	made, known := l.seen[last.MchOrderNo]
+	made, known := l.seen.get(last.MchOrderNo)
 	l.mu.Unlock()
 	// The sale's age on the monotonic clock when it was made in this run;
 	// else from the journal's wall-clock time, where an order stamped in
@@ -538,32 +538,12 @@ func (l *Link) reask(req Request, currency string, last payment.SaleResult) reas
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.pruneDelivered()
-	if _, taken := l.delivered[last.MchOrderNo]; taken {
+	if _, taken := l.delivered.get(last.MchOrderNo); taken {
 		// The register took this sale's final result already: the same
 		// request again is a new sale (a register whose references repeat).
 		return reaskNewSale
 	}
 	return reaskAnswer
-}
-
-// pruneDelivered forgets deliveries older than the window. Called with mu.
-func (l *Link) pruneDelivered() {
-	for no, at := range l.delivered {
-		if time.Since(at) > l.cfg.KeepResults {
-			delete(l.delivered, no)
-		}
-	}
-}
-
-// pruneSeen forgets results older than the window, which the journal's
-// time then judges just as well. Called with mu.
-func (l *Link) pruneSeen() {
-	for no, at := range l.seen {
-		if time.Since(at) > l.cfg.KeepResults {
-			delete(l.seen, no)
-		}
-	}
 }
 
 // deliverPending sends the result of one of this session's requests.
@@ -586,7 +566,7 @@ func (s *session) answer(ctx context.Context, kind string, req Request, r paymen
 	// names the sale too, but says nothing about the sale's result.
 	if delivered && r.Final && r.MchOrderNo != "" && (kind == "sale" || kind == "again") {
 		s.l.mu.Lock()
-		s.l.delivered[r.MchOrderNo] = time.Now()
+		s.l.delivered.touch(r.MchOrderNo)
 		s.l.mu.Unlock()
 	}
 	if !delivered && r.MchOrderNo != "" {

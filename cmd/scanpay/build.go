@@ -70,7 +70,10 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (_ *daem
 
 // openJournal opens the order journal, timing commits when m is set.
 func (d *daemon) openJournal(m *metrics) error {
-	opts := journal.Options{}
+	// The daemon skips the full integrity read after a clean stop (READY
+	// must not wait on a read of the whole file) and runs it in the
+	// background instead (integrityRunner).
+	opts := journal.Options{TrackCleanStop: true}
 	if m != nil {
 		opts.OnCommit = m.journalCommit
 	}

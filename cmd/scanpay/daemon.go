@@ -58,8 +58,15 @@ func (d *daemon) close() {
 
 // run runs the terminal and every runner until ctx ends (nil) or the
 // terminal stops on a journal failure or a fatal runner fails (error).
-func (d *daemon) run(ctx context.Context, extra ...runner) error {
-	defer d.close()
+func (d *daemon) run(ctx context.Context, extra ...runner) (err error) {
+	defer func() {
+		if err != nil && d.jr != nil {
+			// A storage failure or damage: the next start reads the whole
+			// journal before it takes a sale.
+			d.jr.KeepUnclean()
+		}
+		d.close()
+	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	termErr := make(chan error, 1)
@@ -82,7 +89,6 @@ func (d *daemon) run(ctx context.Context, extra ...runner) error {
 			}
 		}()
 	}
-	var err error
 	select {
 	case <-ctx.Done():
 		err = <-termErr
@@ -150,7 +156,7 @@ func (c *CLI) runDaemon(ctx context.Context, cfg config.Config, key string, log 
 	if d.link != nil {
 		checks = append(checks, d.link.Health)
 	}
-	extra = append(extra, systemdRunner(d.term, log.Named("systemd"), checks...))
+	extra = append(extra, systemdRunner(d.term, log.Named("systemd"), checks...), integrityRunner(d, log.Named("journal")))
 	err = d.run(ctx, extra...)
 	var fe *payment.FatalError
 	switch {
@@ -165,4 +171,30 @@ func (c *CLI) runDaemon(ctx context.Context, cfg config.Config, key string, log 
 	}
 	log.Info("scanpay stopped")
 	return exitOK
+}
+
+// integrityRunner reads the whole journal in the background once the lane
+// is ready, when the start skipped that read (after a clean stop). Damage
+// stops the daemon, and the next start refuses the journal with the
+// damage message.
+func integrityRunner(d *daemon, log *zap.Logger) runner {
+	return runner{name: "integrity", fatal: true, run: func(ctx context.Context) error {
+		if d.jr.CheckedAtOpen {
+			return nil
+		}
+		select {
+		case <-d.term.Ready():
+		case <-ctx.Done():
+			return nil
+		}
+		start := time.Now()
+		if err := d.jr.CheckIntegrity(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		log.Info("journal integrity checked", zap.Duration("took", time.Since(start)))
+		return nil
+	}}
 }

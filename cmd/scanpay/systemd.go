@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"os"
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
@@ -35,8 +37,16 @@ func systemdRunner(t lane, log *zap.Logger, checks ...healthCheck) runner {
 		case <-ctx.Done():
 			return nil
 		}
+		// One socket for the whole run: go-systemd's SdNotify dials a new
+		// one for every message, and the watchdog sends one every few
+		// seconds for the life of the lane.
+		nt, err := openNotifier()
+		if err != nil {
+			log.Warn("sd_notify socket unusable; systemd will not hear from scanpay", zap.Error(err))
+		}
+		defer nt.close()
 		notify := func(state string) {
-			if _, err := sddaemon.SdNotify(false, state); err != nil {
+			if err := nt.send(state); err != nil {
 				log.Warn("sd_notify failed", zap.Error(err))
 			}
 		}
@@ -91,4 +101,37 @@ func systemdRunner(t lane, log *zap.Logger, checks ...healthCheck) runner {
 			}
 		}
 	}}
+}
+
+// notifier is one datagram socket to $NOTIFY_SOCKET, opened once. Without
+// NOTIFY_SOCKET (not under systemd) it does nothing.
+type notifier struct{ conn *net.UnixConn }
+
+func openNotifier() (*notifier, error) {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return &notifier{}, nil
+	}
+	if addr[0] == '@' {
+		addr = "\x00" + addr[1:] // an abstract socket
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		return &notifier{}, err
+	}
+	return &notifier{conn: conn}, nil
+}
+
+func (n *notifier) send(state string) error {
+	if n == nil || n.conn == nil {
+		return nil
+	}
+	_, err := n.conn.Write([]byte(state))
+	return err
+}
+
+func (n *notifier) close() {
+	if n != nil && n.conn != nil {
+		n.conn.Close()
+	}
 }

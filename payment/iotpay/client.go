@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -54,7 +55,17 @@ type Client struct {
 	http *http.Client
 	base *url.URL
 	now  func() time.Time
+
+	// The local address that routes to the gateway, worked out once and
+	// again when it may have changed (after a transport error, or when it
+	// is older than ipTTL), not with a socket per order.
+	ipMu sync.Mutex
+	ip   string
+	ipAt time.Time
 }
+
+// ipTTL is how long a worked-out client IP is trusted without a failure.
+const ipTTL = time.Minute
 
 // New checks cfg and builds a client.
 func New(cfg Config) (*Client, error) {
@@ -272,6 +283,7 @@ func (c *Client) call(ctx context.Context, op, path string, f fields) Result {
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
+		c.forgetIP() // the route may have changed with the network
 		return transportFailure(op, err, c.now)
 	}
 	defer resp.Body.Close()
@@ -303,9 +315,24 @@ func (c *Client) clientIP() string {
 	if c.cfg.ClientIP != "" {
 		return c.cfg.ClientIP
 	}
-	// A UDP "connection" sends nothing; it only asks the kernel which local
-	// address routes to the gateway.
-	host := c.base.Hostname()
+	c.ipMu.Lock()
+	defer c.ipMu.Unlock()
+	if c.ip != "" && time.Since(c.ipAt) < ipTTL {
+		return c.ip
+	}
+	c.ip, c.ipAt = routeIP(c.base.Hostname()), time.Now()
+	return c.ip
+}
+
+func (c *Client) forgetIP() {
+	c.ipMu.Lock()
+	c.ip = ""
+	c.ipMu.Unlock()
+}
+
+// routeIP asks the kernel which local address routes to host: a UDP
+// "connection" sends nothing.
+func routeIP(host string) string {
 	conn, err := net.Dial("udp", net.JoinHostPort(host, "443"))
 	if err != nil {
 		return "127.0.0.1"

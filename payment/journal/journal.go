@@ -67,6 +67,7 @@ type Journal struct {
 	onCommit  func(time.Duration)
 	st        *statements
 	trackStop bool
+	unclean   atomic.Bool // Close must not mark the journal clean
 	// CheckedAtOpen reports whether Open read the whole file (quick_check);
 	// false after a clean stop with TrackCleanStop.
 	CheckedAtOpen bool
@@ -323,7 +324,12 @@ func (j *Journal) CheckIntegrity(ctx context.Context) error {
 	return nil
 }
 
+// KeepUnclean makes Close leave the clean-stop mark unset, so the next
+// Open reads the whole file: after a storage failure, or damage found.
+func (j *Journal) KeepUnclean() { j.unclean.Store(true) }
+
 func (j *Journal) damagedErr(err error) error {
+	j.KeepUnclean()
 	return fmt.Errorf("%w: journal %s is damaged (%v): keep the file for recovery and restore it from a backup or ask support", ErrStorage, j.path, err)
 }
 
@@ -386,7 +392,7 @@ func (j *Journal) migrate(from int) error {
 // journal as closed cleanly.
 func (j *Journal) Close() error {
 	var err error
-	if j.trackStop {
+	if j.trackStop && !j.unclean.Load() {
 		_, err = j.db.Exec(`UPDATE meta SET value = '1' WHERE key = 'clean_stop'`)
 	}
 	if j.st != nil {
