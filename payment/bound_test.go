@@ -471,3 +471,54 @@ func TestTypingOverLimit(t *testing.T) {
 		t.Fatalf("over-limit sale: %v", err)
 	}
 }
+
+// slowCommit holds the lane's commit of a final state until released.
+type slowCommit struct {
+	payment.Journal
+	hold    chan struct{}
+	holding chan struct{}
+}
+
+func (s *slowCommit) Transition(ctx context.Context, no string, from, to journal.State, u journal.Update) (journal.Order, error) {
+	if !to.Open() {
+		close(s.holding)
+		<-s.hold
+	}
+	return s.Journal.Transition(ctx, no, from, to, u)
+}
+
+// The result goes out before its commit; a register that refunds (or asks
+// again) the instant it hears "approved" waits for that commit instead of
+// being refused because the order still reads SUBMITTING.
+func TestRefundRightAfterApprovalWaitsForCommit(t *testing.T) {
+	sc := &slowCommit{hold: make(chan struct{}), holding: make(chan struct{})}
+	var release sync.Once
+	h := newHarness(t, withJournal(func(j payment.Journal) payment.Journal { sc.Journal = j; return sc }))
+	t.Cleanup(func() { release.Do(func() { close(sc.hold) }) }) // runs before the harness stops
+	r := h.sale(1000, h.code())
+	if r.Outcome != payment.OutcomeApproved {
+		t.Fatalf("sale %+v", r)
+	}
+	<-sc.holding // the result is out, its commit not yet made
+	ctx := context.Background()
+	refund := make(chan payment.SaleResult, 1)
+	go func() {
+		refund <- h.term.RefundForECR(ctx, payment.ECRRefund{Ref: "REF1000", Amount: 1000, Currency: "CAD"})
+	}()
+	last := make(chan payment.SaleResult, 1)
+	go func() { res, _ := h.term.LastResult(ctx, "REF1000"); last <- res }()
+	select {
+	case res := <-refund:
+		t.Fatalf("refund answered before the sale was on disk: %+v", res)
+	case res := <-last:
+		t.Fatalf("re-ask answered before the sale was on disk: %+v", res)
+	case <-time.After(50 * time.Millisecond):
+	}
+	release.Do(func() { close(sc.hold) })
+	if res := <-refund; res.Outcome != payment.OutcomeApproved || res.MchOrderNo != r.MchOrderNo {
+		t.Fatalf("refund %+v", res)
+	}
+	if res := <-last; res.Outcome != payment.OutcomeApproved || !res.Final {
+		t.Fatalf("re-ask %+v", res)
+	}
+}

@@ -576,8 +576,10 @@ func (l *lane) finish(to journal.State, u journal.Update) error {
 	u.NotSent = u.NotSent || s.notSent
 	from := s.order.State
 	settled := journal.Apply(s.order, to, u)
+	committed := l.t.beginSettle()
 	l.announce(settled)
 	o, err := l.t.jr.Transition(l.ctx, settled.MchOrderNo, from, to, u)
+	committed()
 	switch {
 	case errors.Is(err, journal.ErrStateChanged):
 		// Another process (an operator's query) settled it meanwhile, with

@@ -152,6 +152,41 @@ type Terminal struct {
 	running atomic.Bool
 	clockOK atomic.Bool // the clock was seen synchronised in this run
 	workers sync.WaitGroup
+
+	// settling is closed once the outcome the lane last announced is on
+	// disk. Results go out before their commit (the fast path), so a
+	// register that refunds or re-asks the instant it hears "approved"
+	// waits here for that commit instead of reading the order still open.
+	settling struct {
+		mu sync.Mutex
+		ch chan struct{}
+	}
+}
+
+// beginSettle marks an announced outcome not yet on disk; the lane calls
+// the returned function once its commit returned (whatever it returned).
+func (t *Terminal) beginSettle() func() {
+	ch := make(chan struct{})
+	t.settling.mu.Lock()
+	t.settling.ch = ch
+	t.settling.mu.Unlock()
+	return func() { close(ch) }
+}
+
+// awaitSettled waits until the last announced outcome is on disk.
+func (t *Terminal) awaitSettled(ctx context.Context) error {
+	t.settling.mu.Lock()
+	ch := t.settling.ch
+	t.settling.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // New builds a terminal; Run starts it.
@@ -291,6 +326,9 @@ func (t *Terminal) Ping(ctx context.Context) (State, error) {
 // its mchOrderNo or payOrderId, journaled before it is sent, and shows the
 // outcome on the display.
 func (t *Terminal) Refund(ctx context.Context, req RefundRequest) (journal.Refund, error) {
+	if err := t.awaitSettled(ctx); err != nil {
+		return journal.Refund{}, err
+	}
 	r, err := t.refs.Refund(ctx, req)
 	if isStorage(err) {
 		t.stopFatal(err)
@@ -329,6 +367,9 @@ func (t *Terminal) RefundForECR(ctx context.Context, req ECRRefund) SaleResult {
 		res.Message = why
 		log.Info("register refund refused", zap.String("why", why), zap.Error(err))
 		return res
+	}
+	if err := t.awaitSettled(ctx); err != nil {
+		return refuse("terminal busy", err)
 	}
 	// The same (reference, amount) again is the register retrying a refund
 	// whose answer it missed, whatever happened since (another sale under
@@ -423,6 +464,9 @@ func cashierError(err error) string {
 // with an ECR reference, from the journal, so the ECR can ask for it again
 // after any restart. The caller decides whether it answers a request.
 func (t *Terminal) LastResult(ctx context.Context, ref string) (SaleResult, error) {
+	if err := t.awaitSettled(ctx); err != nil {
+		return SaleResult{}, err
+	}
 	o, err := t.jr.LastByRef(ctx, ref)
 	if errors.Is(err, journal.ErrNotFound) {
 		return SaleResult{}, ErrNoOrder
