@@ -211,7 +211,9 @@ type session struct {
 	l       *Link
 	conn    Conn
 	idle    time.Duration // 0: never idles out
-	bytes   chan byte
+	chunks  chan []byte   // what the reader got, a read at a time
+	pending []byte        // received, not yet consumed
+	timer   *time.Timer   // reused by next
 	rerr    chan error
 	quit    chan struct{} // closed when the session ends: releases the reader
 	results chan payment.SaleResult
@@ -223,17 +225,23 @@ var errTimeout = errors.New("no answer in time")
 // next returns the next byte from the register within the timeout and
 // before the exchange's deadline.
 func (s *session) next(ctx context.Context, timeout time.Duration) (byte, error) {
+	if len(s.pending) > 0 {
+		b := s.pending[0]
+		s.pending = s.pending[1:]
+		return b, nil
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))
 	}
-	t := time.NewTimer(max(timeout, 0))
-	defer t.Stop()
+	s.timer.Reset(max(timeout, 0))
+	defer s.timer.Stop()
 	select {
-	case b := <-s.bytes:
-		return b, nil
+	case chunk := <-s.chunks:
+		s.pending = chunk[1:]
+		return chunk[0], nil
 	case err := <-s.rerr:
 		return 0, err
-	case <-t.C:
+	case <-s.timer.C:
 		return 0, errTimeout
 	case <-ctx.Done():
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -259,18 +267,19 @@ func (l *Link) Serve(ctx context.Context, conn Conn) error {
 
 // serve runs one session. idle > 0 drops a register silent that long.
 func (l *Link) serve(ctx context.Context, conn Conn, idle time.Duration) error {
-	s := &session{l: l, conn: conn, idle: idle, bytes: make(chan byte, 256), rerr: make(chan error, 1),
+	s := &session{l: l, conn: conn, idle: idle, chunks: make(chan []byte, 16), rerr: make(chan error, 1), timer: stoppedTimer(),
 		quit: make(chan struct{}), results: make(chan payment.SaleResult, 8), reqs: map[uint64]Request{}}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		buf := make([]byte, 128)
+		buf := make([]byte, 256)
 		for {
 			n, err := conn.Read(buf)
-			for _, b := range buf[:n] {
+			if n > 0 {
+				// One hand-off per read, not per byte.
 				select {
-				case s.bytes <- b:
+				case s.chunks <- append([]byte(nil), buf[:n]...):
 				case <-s.quit:
 					// The session ended with bytes unread (a register that
 					// reset mid-frame): drop them, never block the teardown.
@@ -312,12 +321,17 @@ func (l *Link) serve(ctx context.Context, conn Conn, idle time.Duration) error {
 			return fmt.Errorf("ECR link: %w", err)
 		case <-idleT.C:
 			return errors.New("ECR register idle: connection dropped")
-		case b := <-s.bytes:
-			if b == ENQ {
-				if err := s.receive(ctx); err != nil {
-					return err
-				}
-			} // anything else between exchanges is noise
+		case chunk := <-s.chunks:
+			s.pending = append(s.pending, chunk...)
+			for len(s.pending) > 0 {
+				b := s.pending[0]
+				s.pending = s.pending[1:]
+				if b == ENQ {
+					if err := s.receive(ctx); err != nil {
+						return err
+					}
+				} // anything else between exchanges is noise
+			}
 			resetIdle()
 		case r := <-s.results:
 			if err := s.deliverPending(ctx, r); err != nil {
