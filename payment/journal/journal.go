@@ -130,9 +130,9 @@ func dsn(path string, opts Options) string {
 		"_pragma=busy_timeout(5000)",
 		"_pragma=foreign_keys(1)",
 		"_pragma=synchronous(FULL)",
-		// A bounded page cache (2 MiB): the journal's hot pages are few,
+		// A bounded page cache (512 KiB): the journal's hot pages are few,
 		// and the lane's memory budget is small.
-		"_pragma=cache_size(-2048)",
+		"_pragma=cache_size(-512)",
 		"_txlock=immediate",
 	}
 	if opts.ReadOnly {
