@@ -191,6 +191,7 @@ type benchResult struct {
 	cpuPerSale, switchPerSale float64
 	fsyncPerSale              float64
 	rss                       []int64 // KiB, every 1000 sales
+	memory                    string  // what the last RSS is made of
 }
 
 // fsyncCounter counts fsync-family system calls of a process with strace.
@@ -261,8 +262,17 @@ func TestBenchE2E(t *testing.T) {
 	for _, kib := range lane.rss {
 		rss = append(rss, fmt.Sprintf("%.1f", float64(kib)/1024))
 	}
-	fmt.Fprintf(w, "RSS (MiB) every 1000 sales: %s\n", strings.Join(rss, " "))
+	fmt.Fprintf(w, "RSS (MiB) every 1000 sales: %s (last: %s)\n", strings.Join(rss, " "), lane.memory)
 	fmt.Fprintf(w, "READY with %d orders: %s warm, %s with the page cache dropped\n", big, ms(warm), ms(cold))
+}
+
+// benchLogLevel is the lane's log level: info, as shipped, unless
+// SCANPAY_BENCH_LOG says otherwise.
+func benchLogLevel() string {
+	if l := os.Getenv("SCANPAY_BENCH_LOG"); l != "" {
+		return l
+	}
+	return "info"
 }
 
 func benchEnv(name string, def int) int {
@@ -302,6 +312,7 @@ func benchLane(t *testing.T, dir string, sales, rssSales int) benchResult {
 	display := serialtest.NewPort(t, ldir, "display")
 	screen := watchScreen(display.Master())
 	reg := &ecrtest.Register{Conn: ecrDev.Master(), Timeout: 3 * time.Second}
+	metricsAddr := freePort(t)
 	cfg := writeConfig(t, ldir, fmt.Sprintf(`
 [terminal]
 id = "BENCH"
@@ -326,9 +337,11 @@ driver = "escpos"
 device = "DIR/display"
 [journal]
 path = "DIR/journal.db"
+[metrics]
+listen = %q
 [log]
-level = "info"
-`, srv.URL), 0o600)
+level = %q
+`, srv.URL, metricsAddr, benchLogLevel()), 0o600)
 	proc := exec.Command(binary, "run", "--config", cfg)
 	var logs bytes.Buffer
 	proc.Stderr, proc.Stdout = &logs, &logs
@@ -388,6 +401,48 @@ level = "info"
 		done++
 		if done%1000 == 0 {
 			res.rss = append(res.rss, readProc(pid).rssKiB)
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		var parts []string
+		for _, line := range strings.Split(string(b), "\n") {
+			for _, k := range []string{"RssAnon:", "RssFile:", "Threads:"} {
+				if strings.HasPrefix(line, k) {
+					parts = append(parts, strings.Join(strings.Fields(line), " "))
+				}
+			}
+		}
+		res.memory = strings.Join(parts, ", ")
+	}
+	if os.Getenv("SCANPAY_BENCH_SMAPS") != "" {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+		var name, rng string
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 5 && strings.Contains(f[0], "-") {
+				rng, name = f[0], ""
+				if len(f) >= 6 {
+					name = f[5]
+				}
+			}
+			if len(f) == 3 && f[0] == "Rss:" {
+				if kb, _ := strconv.Atoi(f[1]); kb >= 256 {
+					fmt.Printf("smaps: %6d kB %s %s\n", kb, rng, name)
+				}
+			}
+		}
+	}
+	// The Go heap's share, from the daemon's own metrics.
+	if resp, err := http.Get("http://" + metricsAddr + "/metrics"); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(b), "\n") {
+			for _, k := range []string{"go_memstats_heap_inuse_bytes ", "go_memstats_stack_inuse_bytes ", "go_memstats_sys_bytes "} {
+				if strings.HasPrefix(line, k) {
+					v, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+					res.memory += fmt.Sprintf(", %s%.1f MiB", strings.TrimPrefix(strings.TrimSuffix(k, "_bytes "), "go_memstats_"), v/(1<<20))
+				}
+			}
 		}
 	}
 	return res
