@@ -304,6 +304,13 @@ func (w *world) take(r *request, wait time.Duration) {
 func (w *world) customer() bool {
 	ctx := context.Background()
 	term := w.lane.term
+	if w.rng.IntN(20) == 0 {
+		// The power goes while the amount is armed: its order is on disk,
+		// no code yet.
+		time.Sleep(time.Duration(w.rng.IntN(5000)) * time.Millisecond)
+		w.crash()
+		return true
+	}
 	switch n := w.rng.IntN(20); {
 	case n == 0:
 		time.Sleep(3 * time.Minute) // walks away: the amount times out
@@ -315,6 +322,15 @@ func (w *world) customer() bool {
 	}
 	settle()
 	code := w.newCode()
+	if w.rng.IntN(20) == 0 && term.State() == payment.StateAwaitingCode {
+		// The disk fails while create_order flies, before the code's link
+		// is written: the lane stops (as the daemon exits), systemd starts
+		// it again, and recovery asks the gateway.
+		w.failAttach.Store(true)
+		term.Scan(ctx, payment.Code{Text: code, Source: "sim"})
+		w.restartAfterFailure()
+		return true
+	}
 	term.Scan(ctx, payment.Code{Text: code, Source: "sim"})
 	if w.rng.IntN(20) == 0 {
 		term.Scan(ctx, payment.Code{Text: code, Source: "sim"}) // scanned twice

@@ -92,18 +92,19 @@ type world struct {
 	log     *zap.Logger
 	verbose bool
 
-	ctx      context.Context // ends with the run
-	lane     *laneRun
-	crashes  int
-	steps    int
-	codeSeq  int
-	codes    []string // every payment code scanned, for the leak checks
-	frames   []string // every result payload the register received
-	requests []*request
-	screens  *screens
-	saleNo   int
-	refSeq   int
-	clockOK  atomic.Bool
+	ctx        context.Context // ends with the run
+	failAttach atomic.Bool     // the next code attach fails as a dying disk would
+	lane       *laneRun
+	crashes    int
+	steps      int
+	codeSeq    int
+	codes      []string // every payment code scanned, for the leak checks
+	frames     []string // every result payload the register received
+	requests   []*request
+	screens    *screens
+	saleNo     int
+	refSeq     int
+	clockOK    atomic.Bool
 }
 
 // laneRun is one life of the lane, from start to stop or crash.
@@ -231,7 +232,7 @@ func (w *world) gatewayFault(endpoint string, _ map[string]string) iotpaysim.Fau
 // crash, and connects the register.
 func (w *world) start() {
 	t := w.t
-	jr, err := journal.Open(filepath.Join(w.dir, "journal.db"), journal.Options{Now: w.wall})
+	jr, err := journal.Open(filepath.Join(w.dir, "journal.db"), journal.Options{Now: w.wall, TrackCleanStop: true})
 	if err != nil {
 		t.Fatalf("seed %d: journal: %v", w.seed, err)
 	}
@@ -242,7 +243,7 @@ func (w *world) start() {
 	cfg.RefundLate = true
 	var link *ecr.Link
 	results := resultSink{&link}
-	term, err := payment.New(cfg, payment.Deps{Gateway: client, Journal: jr, Wallets: wallets, Screen: w.screens, Beeper: w.screens,
+	term, err := payment.New(cfg, payment.Deps{Gateway: client, Journal: &dyingJournal{Journal: jr, w: w}, Wallets: wallets, Screen: w.screens, Beeper: w.screens,
 		Results: results, Logger: w.log.Named("lane"), Now: w.wall, ClockSynced: func() (bool, error) { return w.clockOK.Load(), nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -279,6 +280,38 @@ func (w *world) connect() *registerEnd {
 	}
 	lr.reg = newRegisterEnd(c)
 	return lr.reg
+}
+
+// dyingJournal fails a code's attach once when the world asks, as an fsync
+// error would.
+type dyingJournal struct {
+	*journal.Journal
+	w *world
+}
+
+func (d *dyingJournal) AttachCode(ctx context.Context, no string, c journal.Code) (journal.Order, error) {
+	if d.w.failAttach.CompareAndSwap(true, false) {
+		return journal.Order{}, fmt.Errorf("%w: fsync: input/output error", journal.ErrStorage)
+	}
+	return d.Journal.AttachCode(ctx, no, c)
+}
+
+// restartAfterFailure waits for the lane to stop on its storage failure
+// (as the daemon exits non-zero) and starts it again, as systemd would.
+func (w *world) restartAfterFailure() {
+	lr := w.lane
+	select {
+	case <-lr.term.Done():
+	case <-time.After(time.Minute):
+		w.t.Fatalf("seed %d: the lane did not stop on a storage failure", w.seed)
+	}
+	w.lane = nil
+	var fe *payment.FatalError
+	if err := lr.shutdown(); !errors.As(err, &fe) {
+		w.t.Fatalf("seed %d: a storage failure ended the lane with %v, want a fatal error", w.seed, err)
+	}
+	w.crashes++
+	w.start()
 }
 
 // resultSink hands the engine's results to the link built after it.
