@@ -44,6 +44,7 @@ Commands:
   orders        list orders (--open: unsettled and late payments)
   query ORDER   ask IOTPay about an order and update the journal
   refund ORDER  refund a paid order (all of it, or --amount CENTS)
+  hq            head office: lane events into PostgreSQL, fleet reports ("scanpay hq help")
   version       print the version
 
 Every command takes --config PATH (default /etc/scanpay/scanpay.toml).
@@ -76,6 +77,8 @@ func (c *CLI) Run(ctx context.Context, args []string) int {
 		return c.query(ctx, rest)
 	case "refund":
 		return c.refund(ctx, rest)
+	case "hq":
+		return c.hq(ctx, rest)
 	case "version", "--version":
 		fmt.Fprintf(c.Stdout, "scanpay %s (%s, %s/%s)\n", c.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
@@ -158,6 +161,7 @@ func (c *CLI) checkConfig(args []string) int {
 	for _, w := range cfg.Warnings() {
 		fmt.Fprintf(c.Stderr, "scanpay: warning: %s\n", w)
 	}
+	problems += c.checkFleet(cfg)
 	fmt.Fprintf(c.Stdout, "# effective configuration of %s\n", *path)
 	enc := toml.NewEncoder(c.Stdout)
 	enc.Indent = ""
