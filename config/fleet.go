@@ -119,6 +119,7 @@ type HQNATS struct {
 	Durable       string   `toml:"durable"`
 	SubjectPrefix string   `toml:"subject_prefix"`
 	Batch         int      `toml:"batch"`
+	AckWait       Duration `toml:"ack_wait"`
 }
 
 // Embedded is the NATS server head office can run itself.
@@ -147,7 +148,7 @@ type HQReport struct {
 func DefaultHQ() HQ {
 	return HQ{
 		NATS: HQNATS{Stream: "SCANPAY", ManageStream: true, Replicas: 1, MaxAge: Duration{30 * 24 * time.Hour},
-			Durable: "hq", SubjectPrefix: "scanpay", Batch: 256},
+			Durable: "hq", SubjectPrefix: "scanpay", Batch: 256, AckWait: Duration{30 * time.Second}},
 		Postgres: Postgres{URL: "postgres:///scanpay?host=/var/run/postgresql"},
 		Lanes:    HQLanes{SilentAfter: Duration{3 * time.Minute}},
 		Log:      Log{Level: "info", Format: "json"},
@@ -219,6 +220,9 @@ func (c *HQ) Validate() error {
 	}
 	if n.MaxAge.Duration < time.Hour {
 		bad("nats.max_age", "%s must be at least 1h (how long the stream keeps events for a head office that is down)", n.MaxAge.Duration)
+	}
+	if n.AckWait.Duration < time.Second || n.AckWait.Duration > 10*time.Minute {
+		bad("nats.ack_wait", "%s must be between 1s and 10m", n.AckWait.Duration)
 	}
 	if n.Batch < 1 || n.Batch > 4096 {
 		bad("nats.batch", "%d must be 1–4096", n.Batch)

@@ -167,13 +167,17 @@ func (h *HQ) ensure(ctx context.Context, js jetstream.JetStream) (jetstream.Cons
 // consume runs the durable consumer until ctx ends or the subscription
 // fails.
 func (h *HQ) consume(ctx context.Context, js jetstream.JetStream) error {
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// A short deadline: while the cluster elects its leaders a request can
+	// go unanswered; asking again is quicker than waiting long.
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	cons, err := h.ensure(cctx, js)
 	cancel()
 	if err != nil {
 		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(h.cfg.Batch * 2))
+	// Short pull expiry and heartbeats: when the consumer's leader moves
+	// (a node died), pulling resumes within seconds instead of half a minute.
+	it, err := cons.Messages(jetstream.PullMaxMessages(h.cfg.Batch*2), jetstream.PullExpiry(3*time.Second), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return err
 	}
@@ -250,6 +254,8 @@ func (h *HQ) apply(ctx context.Context, good []jetstream.Msg, evs []event.Event)
 		return false
 	}
 	now := time.Now()
+	h.log.Debug("events written", zap.Int("events", len(evs)), zap.Int("new", fresh), zap.Duration("took", now.Sub(start)),
+		zap.Duration("lag", now.Sub(evs[0].At)))
 	for _, msg := range good {
 		// After the commit: a lost ack only means a redelivery, which the
 		// store ignores.

@@ -101,7 +101,7 @@ func (d *daemon) setupFleet(o overrides) error {
 		obs = o.observer.fleet()
 	}
 	devices := d.devices
-	pub, err := fleet.New(fleet.Config{Lane: d.cfg.Terminal.ID, Link: fleetLink(f), Prefix: f.SubjectPrefix, Stream: f.Stream,
+	fc := fleet.Config{Lane: d.cfg.Terminal.ID, Link: fleetLink(f), Prefix: f.SubjectPrefix, Stream: f.Stream,
 		Heartbeat: f.Heartbeat.Duration, Version: o.version, Observer: obs, Logger: d.log.Named("fleet"),
 		Status: func() fleet.Status {
 			st := fleet.Status{State: d.term.State().String()}
@@ -109,7 +109,11 @@ func (d *daemon) setupFleet(o overrides) error {
 				st.Devices = devices.snapshot()
 			}
 			return st
-		}}, out)
+		}}
+	if o.fleetTune != nil {
+		o.fleetTune(&fc)
+	}
+	pub, err := fleet.New(fc, out)
 	if err != nil {
 		d.log.Error("fleet link not started: fix [fleet] (scanpay check-config); events wait in the journal", zap.Error(err))
 		return nil

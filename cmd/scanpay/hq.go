@@ -112,7 +112,7 @@ func (c *CLI) hqRun(ctx context.Context, args []string) int {
 	n := cfg.NATS
 	hcfg := hq.Config{Link: fleet.Link{Servers: n.Servers, Credentials: n.Credentials, CAFile: n.CAFile, CertFile: n.CertFile, KeyFile: n.KeyFile},
 		Prefix: n.SubjectPrefix, Stream: n.Stream, ManageStream: n.ManageStream, Replicas: n.Replicas, MaxAge: n.MaxAge.Duration,
-		Durable: n.Durable, Batch: n.Batch, SilentAfter: cfg.Lanes.SilentAfter.Duration, Logger: log.Named("hq")}
+		Durable: n.Durable, Batch: n.Batch, AckWait: n.AckWait.Duration, SilentAfter: cfg.Lanes.SilentAfter.Duration, Logger: log.Named("hq")}
 	if e := cfg.Embedded; e != nil {
 		emb, err := hq.StartEmbedded(hq.EmbeddedConfig{ConfigFile: e.ConfigFile, Listen: e.Listen, StoreDir: e.StoreDir})
 		if err != nil {
