@@ -5,8 +5,10 @@ package journal
 // (fleet/event) into the outbox table, in the same transaction, so a sale
 // pays no extra fsync and no event can be lost or invented by a crash. The
 // lane's publisher reads the outbox through its own connection and deletes
-// what JetStream has acknowledged. The backlog is bounded: past
-// fleet_max_backlog unsent events the oldest are dropped and counted.
+// what JetStream has acknowledged, keeping the newest row (marked sent) so
+// the sequence, MAX(seq) + 1, never restarts; that spares each sale a
+// counter update. The backlog is bounded: past fleet_max_backlog unsent
+// events the oldest are dropped and counted.
 
 import (
 	"context"
@@ -27,10 +29,11 @@ const outboxSchema = `
 CREATE TABLE IF NOT EXISTS outbox (
 	seq   INTEGER PRIMARY KEY,
 	at    INTEGER NOT NULL,
-	event BLOB NOT NULL
+	event BLOB NOT NULL,
+	sent  INTEGER NOT NULL DEFAULT 0
 );
 INSERT OR IGNORE INTO meta(key, value) VALUES
-	('outbox_seq', '0'), ('fleet_lane', ''), ('fleet_max_backlog', '100000'), ('outbox_dropped', '0');
+	('fleet_lane', ''), ('fleet_max_backlog', '100000'), ('outbox_dropped', '0');
 `
 
 // fleetSetting is the outbox's switch as the journal's meta table has it,
@@ -227,7 +230,7 @@ func (o *Outbox) Close() error { return o.db.Close() }
 
 // Pending returns up to limit unsent events after seq, oldest first.
 func (o *Outbox) Pending(ctx context.Context, after uint64, limit int) ([]Pending, error) {
-	rows, err := o.db.QueryContext(ctx, `SELECT seq, at, event FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	rows, err := o.db.QueryContext(ctx, `SELECT seq, at, event FROM outbox WHERE seq > ? AND sent = 0 ORDER BY seq LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("outbox pending: %w", err)
 	}
@@ -248,9 +251,21 @@ func (o *Outbox) Pending(ctx context.Context, after uint64, limit int) ([]Pendin
 	return out, nil
 }
 
-// Ack deletes every event up to seq: JetStream has them.
+// Ack marks every event up to seq sent (JetStream has them) and deletes
+// them, except the newest row, which keeps the sequence going.
 func (o *Outbox) Ack(ctx context.Context, seq uint64) error {
-	if _, err := o.db.ExecContext(ctx, `DELETE FROM outbox WHERE seq <= ?`, seq); err != nil {
+	tx, err := o.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("outbox ack %d: %w", seq, err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`UPDATE outbox SET sent = 1 WHERE seq <= ? AND sent = 0`, seq); err != nil {
+		return fmt.Errorf("outbox ack %d: %w", seq, err)
+	}
+	if _, err := tx.Exec(`DELETE FROM outbox WHERE seq <= ? AND seq < (SELECT MAX(seq) FROM outbox)`, seq); err != nil {
+		return fmt.Errorf("outbox ack %d: %w", seq, err)
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("outbox ack %d: %w", seq, err)
 	}
 	return nil
@@ -260,9 +275,9 @@ func (o *Outbox) Ack(ctx context.Context, seq uint64) error {
 func (o *Outbox) Stats(ctx context.Context) (OutboxStats, error) {
 	var s OutboxStats
 	var oldest sql.NullInt64
-	err := o.db.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM outbox), (SELECT MIN(at) FROM outbox),
+	err := o.db.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM outbox WHERE sent = 0), (SELECT MIN(at) FROM outbox WHERE sent = 0),
 		(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'outbox_dropped'),
-		(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'outbox_seq'),
+		(SELECT COALESCE(MAX(seq), 0) FROM outbox),
 		(SELECT value FROM meta WHERE key = 'fleet_lane')`).Scan(&s.Backlog, &oldest, &s.Dropped, &s.LastSeq, &s.Lane)
 	if err != nil {
 		return s, fmt.Errorf("outbox stats: %w", err)
