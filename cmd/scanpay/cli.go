@@ -39,6 +39,7 @@ Usage: scanpay COMMAND [flags]
 Commands:
   run           run the daemon (systemd starts it)
   demo          a checkout lane against the built-in gateway simulator
+  demo-fleet    three lanes, head office's NATS and PostgreSQL, the fleet report
   check-config  validate the config and print it, secrets redacted
   report        totals per day, channel and outcome
   orders        list orders (--open: unsettled and late payments)
@@ -67,6 +68,8 @@ func (c *CLI) Run(ctx context.Context, args []string) int {
 		return c.run(ctx, rest)
 	case "demo":
 		return c.demo(ctx, rest)
+	case "demo-fleet":
+		return c.demoFleet(ctx, rest)
 	case "check-config":
 		return c.checkConfig(rest)
 	case "report":
