@@ -42,8 +42,8 @@ test: vet ## vet, then every test with the race detector (fuzz seeds included)
 FLEET_LANES ?= 20
 FLEET_SALES ?= 500
 test-fleet: ## the fleet scenario at full size (20 lanes × 500 sales) against real JetStream and PostgreSQL
-	SCANPAY_FLEET_LANES=$(FLEET_LANES) SCANPAY_FLEET_SALES=$(FLEET_SALES) $(GO) test -count=1 -timeout 20m -run '^TestFleetScenario$$' -v ./cmd/scanpay \
-	  | grep -E 'fleet scenario|sales |head office|done:|PASS|FAIL|ok|panic|Error|error' | grep -v 'logger.go'
+	@set -o pipefail; SCANPAY_FLEET_LANES=$(FLEET_LANES) SCANPAY_FLEET_SALES=$(FLEET_SALES) \
+	  $(GO) test -count=1 -timeout 20m -run '^TestFleetScenario$$' -v ./cmd/scanpay 2>&1 | grep -v 'logger.go:'
 
 bench-fleet: ## fleet figures: events/s into PostgreSQL, lane-to-HQ lag, the outbox's cost per sale
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./payment/journal

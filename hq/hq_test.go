@@ -157,7 +157,7 @@ type lane struct {
 	pub *fleet.Publisher
 }
 
-func newLane(t *testing.T, id string, servers []string, pubCfg func(*fleet.Config)) *lane {
+func newLane(t testing.TB, id string, servers []string, pubCfg func(*fleet.Config)) *lane {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "journal.db")
 	l := &lane{id: id}
@@ -192,7 +192,7 @@ func newLane(t *testing.T, id string, servers []string, pubCfg func(*fleet.Confi
 
 // sell writes a paid sale and a refund straight into the journal, as the
 // engine would.
-func (l *lane) sell(t *testing.T, i int) {
+func (l *lane) sell(t testing.TB, i int) {
 	t.Helper()
 	ctx := context.Background()
 	o, err := l.jr.AddOrder(ctx, journal.NewOrder{TerminalID: l.id, Amount: int64(100 + i), Currency: "CAD", Channel: "WX_MICROPAY",
