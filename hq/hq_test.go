@@ -413,3 +413,42 @@ func value(c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// PostgreSQL failing: nothing is acknowledged, the events stay in the
+// stream, and once it is back they are all written, once.
+func TestDatabaseOutage(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.Options{})
+	srv := fleettest.Start(t, 1, nil)
+	store, dsn := openStore(t, pg)
+	metrics := hq.NewMetrics("test")
+	runHQ(t, hq.Config{Link: fleet.Link{Servers: srv.URLs()}, ManageStream: true, AckWait: 2 * time.Second, Metrics: metrics, Logger: zap.NewNop()}, store)
+	l := newLane(t, "L1", srv.URLs(), nil)
+	run(t, l.pub.Run)
+	ctx := context.Background()
+	l.sell(t, 1)
+	eventually(t, "first sale at head office", 20*time.Second, func() bool { return compare(t, store, l) })
+
+	conn, err := openPG(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `ALTER TABLE orders RENAME TO orders_away`); err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; i <= 10; i++ {
+		l.sell(t, i)
+	}
+	eventually(t, "database errors counted", 20*time.Second, func() bool { return value(metrics.DBErrors()) > 0 })
+	if n, _ := store.EventCount(ctx, "L1"); n != 2 {
+		t.Fatalf("%d events stored while the database failed", n)
+	}
+	if _, err := conn.Exec(ctx, `ALTER TABLE orders_away RENAME TO orders`); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "head office caught up", 30*time.Second, func() bool { return compare(t, store, l) })
+	st, _ := l.out.Stats(ctx)
+	if n, _ := store.EventCount(ctx, "L1"); n != int64(st.LastSeq) {
+		t.Fatalf("%d events stored, the lane wrote %d", n, st.LastSeq)
+	}
+}

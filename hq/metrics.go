@@ -115,3 +115,6 @@ func (m *Metrics) Events(result string) prometheus.Counter { return m.events.Wit
 func (m *Metrics) Rejected(reason string) prometheus.Counter {
 	return m.rejected.WithLabelValues(reason)
 }
+
+// DBErrors counts batches PostgreSQL did not take.
+func (m *Metrics) DBErrors() prometheus.Counter { return m.dbErrors }
