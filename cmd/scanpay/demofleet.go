@@ -180,7 +180,7 @@ func (c *CLI) demoFleet(ctx context.Context, args []string) int {
 					}
 				}
 				if n == 1 {
-					t.RefundForECR(runCtx, ref, amount/2)
+					t.RefundForECR(runCtx, payment.ECRRefund{Ref: ref, Amount: amount / 2})
 				}
 				time.Sleep(150 * time.Millisecond)
 			}
