@@ -135,6 +135,7 @@ func (c *CLI) demoFleet(ctx context.Context, args []string) int {
 		cfg := config.Default()
 		cfg.Terminal.ID = fmt.Sprintf("SHOP1_L%d", i)
 		cfg.Terminal.ResultTime = config.Duration{Duration: 10 * time.Millisecond}
+		cfg.Terminal.RequireClockSync = false
 		cfg.Gateway.URL, cfg.Gateway.MchID, cfg.Gateway.JobNo = "http://"+ln.Addr().String(), "10000576", "demo"
 		cfg.Gateway.PollInterval = config.Duration{Duration: 100 * time.Millisecond}
 		cfg.Gateway.PollAttempts = 5
@@ -180,7 +181,7 @@ func (c *CLI) demoFleet(ctx context.Context, args []string) int {
 					}
 				}
 				if n == 1 {
-					t.RefundForECR(runCtx, payment.ECRRefund{Ref: ref, Amount: amount / 2})
+					t.RefundForECR(runCtx, payment.ECRRefund{Ref: ref, Amount: amount / 2, Currency: "CAD"})
 				}
 				time.Sleep(150 * time.Millisecond)
 			}

@@ -225,6 +225,7 @@ level = %q
 			log = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).With(zap.String("lane", l.id))
 		}
 		d, err := build(cfg, "TESTKEY1234567890", log, overrides{noScanner: true, results: []payment.ResultSink{l.results}, version: "test",
+			clockSynced: func() (bool, error) { return true, nil },
 			fleetTune: func(c *fleet.Config) {
 				c.Poll, c.RetryMin, c.RetryMax, c.AckWait = 200*time.Millisecond, 50*time.Millisecond, time.Second, 3*time.Second
 				c.Link.ReconnectMin, c.Link.ReconnectMax = 50*time.Millisecond, time.Second
@@ -531,7 +532,7 @@ func (l *fleetLaneT) sell(ctx context.Context, lane, n int, r *rand.Rand, sold, 
 			}
 		}
 		if res.Outcome == payment.OutcomeApproved && r.IntN(100) < 10 {
-			if rr := t.RefundForECR(ctx, payment.ECRRefund{Ref: ref, Amount: amount / 2}); rr.Outcome != payment.OutcomeApproved {
+			if rr := t.RefundForECR(ctx, payment.ECRRefund{Ref: ref, Amount: amount / 2, Currency: "CAD"}); rr.Outcome != payment.OutcomeApproved {
 				return fmt.Errorf("refund of %s: %v %s", ref, rr.Outcome, rr.Message)
 			}
 		}
