@@ -64,7 +64,7 @@ var migrations = []string{
 		PRIMARY KEY (lane, mch_order_no)
 	);
 	CREATE INDEX orders_created ON orders (created_at);
-	CREATE INDEX orders_open ON orders (state) WHERE state IN ('SUBMITTING', 'POLLING', 'UNCONFIRMED', 'LATE_PAID');
+	CREATE INDEX orders_open ON orders (state) WHERE state IN ('ARMED', 'SUBMITTING', 'POLLING', 'UNCONFIRMED', 'LATE_PAID');
 	CREATE TABLE refunds (
 		lane          text NOT NULL,
 		mch_refund_no text NOT NULL,
@@ -263,11 +263,12 @@ type Total struct {
 }
 
 // Totals sums orders created in [from, to) per day (in time zone tz, an
-// IANA name), lane, channel, outcome and currency.
+// IANA name), lane, channel, outcome and currency. Like a lane's report it
+// leaves out amounts that never became a payment (ARMED, CANCELLED).
 func (s *Store) Totals(ctx context.Context, from, to time.Time, tz string) ([]Total, error) {
 	rows, err := s.pool.Query(ctx, `SELECT to_char(created_at AT TIME ZONE $3, 'YYYY-MM-DD'), lane, channel, state, currency,
 			COUNT(*), SUM(amount)::bigint, SUM(refunded)::bigint
-		FROM orders WHERE created_at >= $1 AND created_at < $2
+		FROM orders WHERE created_at >= $1 AND created_at < $2 AND state NOT IN ('ARMED', 'CANCELLED')
 		GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5`, from, to, tz)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: report: %w", err)
@@ -304,7 +305,7 @@ type OpenItem struct {
 func (s *Store) Open(ctx context.Context) ([]OpenItem, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT lane, state, mch_order_no, '', amount, refunded, currency, channel, pay_order_id, created_at, message FROM orders
-		WHERE state IN ('SUBMITTING', 'POLLING', 'UNCONFIRMED') OR (state = 'LATE_PAID' AND refunded < amount)
+		WHERE state IN ('ARMED', 'SUBMITTING', 'POLLING', 'UNCONFIRMED') OR (state = 'LATE_PAID' AND refunded < amount)
 		UNION ALL
 		SELECT r.lane, 'REFUND_' || r.state, r.mch_order_no, r.mch_refund_no, r.amount, 0, o.currency, o.channel, o.pay_order_id,
 			r.created_at, r.message

@@ -165,21 +165,21 @@ func TestOutboxBounded(t *testing.T) {
 	}
 }
 
-// A journal written by the previous scanpay (schema 2) gains the outbox.
+// A journal written by the previous scanpay (schema 3) gains the outbox.
 func TestMigrateToOutbox(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "journal.db")
 	db, err := sql.Open("sqlite", "file:"+path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(schema + `INSERT INTO meta(key, value) VALUES ('schema_version', '2'), ('order_counter', '0'),
-		('refund_counter', '0'), ('code_secret', '00112233445566778899aabbccddeeff');`); err != nil {
+	if _, err := db.Exec(schema + `INSERT INTO meta(key, value) VALUES ('schema_version', '3'),
+		('code_secret', '00112233445566778899aabbccddeeff'), ('clean_stop', '1');`); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
 	if ro, err := Open(path, Options{ReadOnly: true}); err == nil {
 		ro.Close()
-		t.Fatal("a read-only open cannot migrate, yet it accepted schema 2")
+		t.Fatal("a read-only open cannot migrate, yet it accepted schema 3")
 	}
 	if _, err := OpenOutbox(path); err == nil {
 		t.Fatal("outbox opened before the migration")
