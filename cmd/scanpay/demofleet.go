@@ -22,6 +22,7 @@ import (
 	"github.com/scanpay/scanpay/hq/pglocal"
 	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/payment/iotpaysim"
+	"github.com/scanpay/scanpay/payment/journal"
 )
 
 // demoFleet runs three lanes against the simulator, an embedded NATS with
@@ -175,12 +176,16 @@ func (c *CLI) demoFleet(ctx context.Context, args []string) int {
 					time.Sleep(20 * time.Millisecond)
 				}
 				t.Scan(runCtx, payment.Code{Text: fmt.Sprintf("13%04d%012d", i, n), Source: "demo", At: time.Now()})
-				for r := range l.results {
-					if r.Request.ECRRef == ref {
+				var res payment.SaleResult
+				for res = range l.results {
+					if res.Request.ECRRef == ref {
 						break
 					}
 				}
-				if n == 1 {
+				if n == 1 && res.Outcome == payment.OutcomeApproved {
+					// The result can come before its commit: refund once
+					// the journal has the sale paid.
+					waitPaid(runCtx, l.d.jr, res.MchOrderNo)
 					t.RefundForECR(runCtx, payment.ECRRefund{Ref: ref, Amount: amount / 2, Currency: "CAD"})
 				}
 				time.Sleep(150 * time.Millisecond)
@@ -231,4 +236,23 @@ Every order and refund went from the lane's journal (same transaction as the
 sale) through JetStream into PostgreSQL. Stop NATS or PostgreSQL and the lanes
 go on selling; their events wait in the journal and arrive when it is back.`))
 	return code
+}
+
+// waitPaid waits until the journal has the order paid.
+func waitPaid(ctx context.Context, jr *journal.Journal, no string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		o, err := jr.Get(ctx, no)
+		if err == nil && (o.State == journal.StatePaid || o.State == journal.StateLatePaid) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("order %s approved but not paid in the journal: %v %v", no, o.State, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
 }

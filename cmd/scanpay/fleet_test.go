@@ -532,6 +532,11 @@ func (l *fleetLaneT) sell(ctx context.Context, lane, n int, r *rand.Rand, sold, 
 			}
 		}
 		if res.Outcome == payment.OutcomeApproved && r.IntN(100) < 10 {
+			// A result may be announced before its commit (main's fast
+			// path): refund once the journal has the sale paid.
+			if err := waitPaid(ctx, l.d.jr, res.MchOrderNo); err != nil {
+				return err
+			}
 			if rr := t.RefundForECR(ctx, payment.ECRRefund{Ref: ref, Amount: amount / 2, Currency: "CAD"}); rr.Outcome != payment.OutcomeApproved {
 				return fmt.Errorf("refund of %s: %v %s", ref, rr.Outcome, rr.Message)
 			}

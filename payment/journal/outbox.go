@@ -41,9 +41,16 @@ INSERT OR IGNORE INTO meta(key, value) VALUES
 type fleetSetting struct {
 	lane       string
 	maxBacklog uint64
+	st         *outboxStmts
 }
 
-// loadFleet reads the switch at Open.
+// outboxStmts are emit's statements, prepared once (a sale's transactions
+// run them three times).
+type outboxStmts struct {
+	nextSeq, insert, refund *sql.Stmt
+}
+
+// loadFleet reads the switch and prepares the outbox's statements at Open.
 func (j *Journal) loadFleet() error {
 	var lane, max sql.NullString
 	err := j.db.QueryRow(`SELECT (SELECT value FROM meta WHERE key = 'fleet_lane'), (SELECT value FROM meta WHERE key = 'fleet_max_backlog')`).Scan(&lane, &max)
@@ -51,7 +58,20 @@ func (j *Journal) loadFleet() error {
 		return fmt.Errorf("fleet setting: %w", err)
 	}
 	n, _ := strconv.ParseUint(max.String, 10, 64)
-	j.fleet.Store(&fleetSetting{lane: lane.String, maxBacklog: n})
+	st := &outboxStmts{}
+	for _, p := range []struct {
+		dst **sql.Stmt
+		q   string
+	}{
+		{&st.nextSeq, `SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox`},
+		{&st.insert, `INSERT INTO outbox(seq, at, event) VALUES (?,?,?)`},
+		{&st.refund, `SELECT mch_refund_no, amount, state, message, created_at, updated_at FROM refunds WHERE mch_refund_no = ?`},
+	} {
+		if *p.dst, err = j.db.Prepare(p.q); err != nil {
+			return fmt.Errorf("fleet statements: %w", err)
+		}
+	}
+	j.fleet.Store(&fleetSetting{lane: lane.String, maxBacklog: n, st: st})
 	return nil
 }
 
@@ -71,8 +91,7 @@ func (j *Journal) emit(ctx context.Context, tx *sql.Tx, kind, no, refundNo strin
 	if refundNo != "" {
 		var r event.Refund
 		var c, u int64
-		err := tx.QueryRowContext(ctx, `SELECT mch_refund_no, amount, state, message, created_at, updated_at FROM refunds WHERE mch_refund_no = ?`, refundNo).
-			Scan(&r.MchRefundNo, &r.Amount, &r.State, &r.Message, &c, &u)
+		err := tx.StmtContext(ctx, f.st.refund).QueryRowContext(ctx, refundNo).Scan(&r.MchRefundNo, &r.Amount, &r.State, &r.Message, &c, &u)
 		if err != nil {
 			return fmt.Errorf("outbox: read refund %s: %w", refundNo, err)
 		}
@@ -80,14 +99,14 @@ func (j *Journal) emit(ctx context.Context, tx *sql.Tx, kind, no, refundNo strin
 		r.CreatedAt, r.UpdatedAt = time.UnixMilli(c).UTC(), time.UnixMilli(u).UTC()
 		ev.Refund = &r
 	}
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox`).Scan(&ev.Seq); err != nil {
+	if err := tx.StmtContext(ctx, f.st.nextSeq).QueryRowContext(ctx).Scan(&ev.Seq); err != nil {
 		return err
 	}
 	data, err := json.Marshal(ev)
 	if err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(seq, at, event) VALUES (?,?,?)`, ev.Seq, ms(ev.At), data); err != nil {
+	if _, err := tx.StmtContext(ctx, f.st.insert).ExecContext(ctx, ev.Seq, ms(ev.At), data); err != nil {
 		return err
 	}
 	if f.maxBacklog > 0 && ev.Seq > f.maxBacklog {
@@ -136,7 +155,7 @@ func (j *Journal) SetFleet(ctx context.Context, lane string, maxBacklog int) err
 	}
 	old := j.fleet.Load()
 	// The snapshot below is emitted under the new setting.
-	j.fleet.Store(&fleetSetting{lane: lane, maxBacklog: uint64(maxBacklog)})
+	j.fleet.Store(&fleetSetting{lane: lane, maxBacklog: uint64(maxBacklog), st: old.st})
 	err := j.write(ctx, "set fleet", func(tx *sql.Tx) error {
 		var was string
 		if err := tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'fleet_lane'`).Scan(&was); err != nil {
