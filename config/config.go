@@ -53,6 +53,7 @@ type Config struct {
 	Journal  Journal  `toml:"journal"`
 	Metrics  *Metrics `toml:"metrics"`
 	Log      Log      `toml:"log"`
+	Fleet    *Fleet   `toml:"fleet"`
 }
 
 // Terminal is the lane.
@@ -339,6 +340,9 @@ func (c *Config) fillOptionalDefaults() {
 	}
 	if c.Beeper != nil && c.Beeper.Driver == "" {
 		c.Beeper.Driver = BeeperNone
+	}
+	if c.Fleet != nil {
+		c.Fleet.fillDefaults()
 	}
 }
 

@@ -227,6 +227,9 @@ func (c *Config) Validate() error {
 			bad("metrics.listen", "%q is not host:port like 127.0.0.1:9464", m.Listen)
 		}
 	}
+	if c.Fleet != nil {
+		c.Fleet.validate(bad)
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -40,6 +40,7 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (_ *daem
 	if o.observer != nil {
 		devObs, payObs = o.observer, o.observer
 	}
+	devObs = d.fleetDevices(devObs)
 	if err = d.openJournal(o.observer); err != nil {
 		return nil, err
 	}
@@ -64,6 +65,9 @@ func build(cfg config.Config, key string, log *zap.Logger, o overrides) (_ *daem
 		return nil, err
 	}
 	lt.t = d.term
+	if err = d.setupFleet(o); err != nil {
+		return nil, err
+	}
 	d.buildInputs(o, devObs)
 	return d, nil
 }
@@ -77,6 +81,7 @@ func (d *daemon) openJournal(m *metrics) error {
 	if m != nil {
 		opts.OnCommit = m.journalCommit
 	}
+	opts.OnCommit = d.fleetCommit(opts.OnCommit)
 	jr, err := journal.Open(d.cfg.Journal.Path, opts)
 	if err != nil {
 		return err

@@ -39,11 +39,13 @@ Usage: scanpay COMMAND [flags]
 Commands:
   run           run the daemon (systemd starts it)
   demo          a checkout lane against the built-in gateway simulator
+  demo-fleet    three lanes, head office's NATS and PostgreSQL, the fleet report
   check-config  validate the config and print it, secrets redacted
   report        totals per day, channel and outcome
   orders        list orders (--open: unsettled and late payments)
   query ORDER   ask IOTPay about an order and update the journal
   refund ORDER  refund a paid order (all of it, or --amount CENTS)
+  hq            head office: lane events into PostgreSQL, fleet reports ("scanpay hq help")
   version       print the version
 
 Every command takes --config PATH (default /etc/scanpay/scanpay.toml).
@@ -66,6 +68,8 @@ func (c *CLI) Run(ctx context.Context, args []string) int {
 		return c.run(ctx, rest)
 	case "demo":
 		return c.demo(ctx, rest)
+	case "demo-fleet":
+		return c.demoFleet(ctx, rest)
 	case "check-config":
 		return c.checkConfig(rest)
 	case "report":
@@ -76,6 +80,8 @@ func (c *CLI) Run(ctx context.Context, args []string) int {
 		return c.query(ctx, rest)
 	case "refund":
 		return c.refund(ctx, rest)
+	case "hq":
+		return c.hq(ctx, rest)
 	case "version", "--version":
 		fmt.Fprintf(c.Stdout, "scanpay %s (%s, %s/%s)\n", c.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
@@ -158,6 +164,7 @@ func (c *CLI) checkConfig(args []string) int {
 	for _, w := range cfg.Warnings() {
 		fmt.Fprintf(c.Stderr, "scanpay: warning: %s\n", w)
 	}
+	problems += c.checkFleet(cfg)
 	fmt.Fprintf(c.Stdout, "# effective configuration of %s\n", *path)
 	enc := toml.NewEncoder(c.Stdout)
 	enc.Indent = ""

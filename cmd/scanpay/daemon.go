@@ -14,6 +14,7 @@ import (
 
 	"github.com/scanpay/scanpay/config"
 	"github.com/scanpay/scanpay/ecr"
+	"github.com/scanpay/scanpay/fleet"
 	"github.com/scanpay/scanpay/payment"
 	"github.com/scanpay/scanpay/payment/iotpay"
 	"github.com/scanpay/scanpay/payment/journal"
@@ -30,6 +31,8 @@ type daemon struct {
 	link    *ecr.Link
 	runners []runner
 	closers []func()
+	fleet   *fleetLane    // nil when [fleet] is off
+	devices *deviceStatus // device states for the fleet heartbeat
 }
 
 type runner struct {
@@ -50,6 +53,8 @@ type overrides struct {
 	consoleOut io.Writer            // where the console display draws
 	// clockSynced replaces the system clock check (tests).
 	clockSynced func() (bool, error)
+	version     string              // for the fleet heartbeat
+	fleetTune   func(*fleet.Config) // tests shorten the fleet link's timers
 }
 
 func (d *daemon) close() {
@@ -134,7 +139,7 @@ func (c *CLI) run(ctx context.Context, args []string) int {
 	for _, w := range cfg.Warnings() {
 		log.Warn("config warning", zap.String("warning", w))
 	}
-	return c.runDaemon(ctx, cfg, key, log, overrides{consoleOut: c.Stdout})
+	return c.runDaemon(ctx, cfg, key, log, overrides{consoleOut: c.Stdout, version: c.Version})
 }
 
 // runDaemon builds and runs the daemon, with metrics and systemd

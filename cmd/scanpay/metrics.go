@@ -43,6 +43,7 @@ type metrics struct {
 
 	mu      sync.Mutex
 	wasDown map[string]bool
+	fleetM  *fleetMetrics
 }
 
 func newMetrics(version string) *metrics {

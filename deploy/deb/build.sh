@@ -22,6 +22,9 @@ for target in amd64:amd64: arm64:arm64: armhf:arm:6; do
       -ldflags "-s -w -X main.version=$version" -o "$dest" "./cmd/$cmd")
   done
   install -m 0644 "$root/systemd/scanpay.service" "$stage/lib/systemd/system/scanpay.service"
+  install -m 0644 "$root/systemd/scanpay-hq.service" "$stage/lib/systemd/system/scanpay-hq.service"
+  install -m 0644 "$root/systemd/scanpay-hq.sysusers" "$stage/usr/lib/sysusers.d/scanpay-hq.conf"
+  install -m 0644 "$root/deploy/hq.toml" "$stage/etc/scanpay/hq.toml"
   install -m 0644 "$root/systemd/scanpay.sysusers" "$stage/usr/lib/sysusers.d/scanpay.conf"
   install -m 0644 "$root/systemd/scanpay.tmpfiles" "$stage/usr/lib/tmpfiles.d/scanpay.conf"
   install -m 0644 "$root/deploy/udev/70-scanpay.rules" "$stage/lib/udev/rules.d/70-scanpay.rules"
@@ -45,9 +48,11 @@ Description: payment terminal for WeChat Pay, Alipay and UnionPay codes
  cash register (Concert protocol), a barcode scanner reads the customer's
  payment code, and the IOTPay order is followed to its final status, shown
  on a customer display and reported to the register. Every order is
- journaled before it is sent.
+ journaled before it is sent. The same package carries head office
+ (scanpay hq, scanpay-hq.service, not enabled): every lane's orders and
+ health through NATS JetStream into PostgreSQL.
 CONTROL
-  echo "/etc/scanpay/scanpay.toml" > "$stage/DEBIAN/conffiles"
+  printf '/etc/scanpay/scanpay.toml\n/etc/scanpay/hq.toml\n' > "$stage/DEBIAN/conffiles"
   install -m 0755 "$here/postinst" "$here/prerm" "$here/postrm" "$stage/DEBIAN/"
   deb="$out/scanpay_${version}_${debarch}.deb"
   dpkg-deb --root-owner-group --build -Zxz "$stage" "$deb" >/dev/null

@@ -12,11 +12,13 @@ for deb in "$dist"/scanpay_*.deb; do
   dpkg-deb --info "$deb" | sed -n '/Package:/,/Description:/p'
   contents=$(dpkg-deb --contents "$deb")
   for f in ./usr/bin/scanpay ./lib/systemd/system/scanpay.service ./usr/lib/sysusers.d/scanpay.conf \
-           ./usr/lib/tmpfiles.d/scanpay.conf ./lib/udev/rules.d/70-scanpay.rules ./etc/scanpay/scanpay.toml; do
+           ./usr/lib/tmpfiles.d/scanpay.conf ./lib/udev/rules.d/70-scanpay.rules ./etc/scanpay/scanpay.toml \
+           ./lib/systemd/system/scanpay-hq.service ./usr/lib/sysusers.d/scanpay-hq.conf ./etc/scanpay/hq.toml; do
     grep -q " $f\$" <<<"$contents" || fail "$deb lacks $f"
   done
   [ "$(dpkg-deb --field "$deb" Package)" = scanpay ] || fail "package name"
   dpkg-deb --info "$deb" conffiles | grep -qx /etc/scanpay/scanpay.toml || fail "config is not a conffile"
+  dpkg-deb --info "$deb" conffiles | grep -qx /etc/scanpay/hq.toml || fail "hq config is not a conffile"
 done
 
 amd=$(ls "$dist"/scanpay_*_amd64.deb)
@@ -35,6 +37,10 @@ echo 'id = "EDITED"' >> "$root/etc/scanpay/scanpay.toml"
 install_deb "$amd"
 grep -q 'id = "EDITED"' "$root/etc/scanpay/scanpay.toml" || fail "reinstalling overwrote an edited config"
 "$root/usr/bin/scanpay" version
+# The installed head-office example is valid as shipped up to its database.
+# (A bad --format is refused only after the config parsed.)
+out=$("$root/usr/bin/scanpay" hq report --config "$root/etc/scanpay/hq.toml" --format xml 2>&1 || true)
+grep -q 'format "xml"' <<<"$out" || fail "hq.toml as installed does not parse: $out"
 echo "scratch-root install: layout, conffile and kept edit OK"
 
 # The arm binaries start under qemu-user.

@@ -66,6 +66,7 @@ type Journal struct {
 	commits   atomic.Int64
 	onCommit  func(time.Duration)
 	st        *statements
+	fleet     atomic.Pointer[fleetSetting] // the outbox's switch (outbox.go)
 	trackStop bool
 	unclean   atomic.Bool // Close must not mark the journal clean
 	// CheckedAtOpen reports whether Open read the whole file (quick_check);
@@ -112,6 +113,11 @@ func Open(path string, opts Options) (*Journal, error) {
 		return nil, err
 	}
 	if j.st, err = prepare(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	if err := j.loadFleet(); err != nil {
+		j.st.close()
 		db.Close()
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
@@ -165,7 +171,7 @@ func create(path string) error {
 		db.Close()
 		return fmt.Errorf("create journal: %w", err)
 	}
-	stmts := schema + fmt.Sprintf(`INSERT INTO meta(key, value) VALUES
+	stmts := schema + outboxSchema + fmt.Sprintf(`INSERT INTO meta(key, value) VALUES
 		('schema_version', '%d'), ('code_secret', '%s'), ('clean_stop', '1');`,
 		SchemaVersion, hex.EncodeToString(secret))
 	_, err = db.Exec(stmts)

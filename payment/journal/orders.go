@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/scanpay/scanpay/fleet/event"
 )
 
 // Order is one journaled order.
@@ -145,8 +147,11 @@ func (j *Journal) AttachCode(ctx context.Context, no string, c Code) (Order, err
 		}
 		o = cur
 		o.Channel, o.CodeMasked, o.CodeHash, o.State, o.UpdatedAt = c.Channel, c.CodeMasked, c.CodeHash, StateSubmitting, time.UnixMilli(now)
-		return j.logTransition(ctx, tx, o.Seq, now, StateArmed.String(), StateSubmitting.String(), -1,
-			fmt.Sprintf("%s %d %s %s", o.Channel, o.Amount, o.Currency, o.CodeMasked))
+		if err := j.logTransition(ctx, tx, o.Seq, now, StateArmed.String(), StateSubmitting.String(), -1,
+			fmt.Sprintf("%s %d %s %s", o.Channel, o.Amount, o.Currency, o.CodeMasked)); err != nil {
+			return err
+		}
+		return j.emit(ctx, tx, event.KindOrder, no, "")
 	})
 	return o, err
 }
@@ -196,7 +201,10 @@ func (j *Journal) insertOrder(ctx context.Context, tx *sql.Tx, n NewOrder, state
 	if o.Channel != "" {
 		detail = fmt.Sprintf("%s %d %s %s", o.Channel, o.Amount, o.Currency, o.CodeMasked)
 	}
-	return o, j.logTransition(ctx, tx, o.Seq, now, "", o.State.String(), -1, detail)
+	if err := j.logTransition(ctx, tx, o.Seq, now, "", o.State.String(), -1, detail); err != nil {
+		return Order{}, err
+	}
+	return o, j.emit(ctx, tx, event.KindOrder, o.MchOrderNo, "")
 }
 
 // logTransition appends one step to an order's history.
@@ -244,7 +252,10 @@ func (j *Journal) Transition(ctx context.Context, no string, from, to State, u U
 		if _, err := tx.StmtContext(ctx, j.st.updateOrder).ExecContext(ctx, to.String(), o.PayOrderID, o.Status, o.Message, notSent, now, no); err != nil {
 			return err
 		}
-		return j.logTransition(ctx, tx, o.Seq, now, from.String(), to.String(), o.Status, u.Message)
+		if err := j.logTransition(ctx, tx, o.Seq, now, from.String(), to.String(), o.Status, u.Message); err != nil {
+			return err
+		}
+		return j.emit(ctx, tx, event.KindOrder, no, "")
 	})
 	return o, err
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/scanpay/scanpay/fleet/event"
 )
 
 // Refund is one refund of an order.
@@ -88,7 +90,10 @@ func (j *Journal) AddRefund(ctx context.Context, n NewRefund, number func(counte
 		if _, err := tx.StmtContext(ctx, j.st.insertRefund).ExecContext(ctx, seq, r.MchRefundNo, orderNo, amount, string(r.State), r.Source, r.ECRRef, now, now); err != nil {
 			return err
 		}
-		return j.logTransition(ctx, tx, orderSeq, now, state, state, -1, fmt.Sprintf("refund %s of %d sent", r.MchRefundNo, amount))
+		if err := j.logTransition(ctx, tx, orderSeq, now, state, state, -1, fmt.Sprintf("refund %s of %d sent", r.MchRefundNo, amount)); err != nil {
+			return err
+		}
+		return j.emit(ctx, tx, event.KindRefund, orderNo, r.MchRefundNo)
 	})
 	return r, err
 }
@@ -147,7 +152,10 @@ func (j *Journal) finishRefund(ctx context.Context, refundNo string, state Refun
 		if err := tx.StmtContext(ctx, j.st.orderForRefund).QueryRowContext(ctx, r.MchOrderNo).Scan(&orderSeq, &ostate, &paid); err != nil {
 			return err
 		}
-		return j.logTransition(ctx, tx, orderSeq, now, ostate, ostate, -1, fmt.Sprintf("refund %s %s %s", refundNo, state, msg))
+		if err := j.logTransition(ctx, tx, orderSeq, now, ostate, ostate, -1, fmt.Sprintf("refund %s %s %s", refundNo, state, msg)); err != nil {
+			return err
+		}
+		return j.emit(ctx, tx, event.KindRefund, r.MchOrderNo, refundNo)
 	})
 	return r, err
 }

@@ -2,7 +2,7 @@ package journal
 
 // SchemaVersion is the schema this code writes. Older journals are
 // migrated forward at Open (see migrations); a newer one is refused.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // schema is a new journal's, built to write few pages per sale: orders
 // and refunds are keyed by their sequence (the row id, so no counter row
@@ -124,6 +124,8 @@ var migrations = []string{
 	 CREATE INDEX refunds_ecr ON refunds(ecr_ref, amount) WHERE source = 'ecr';
 	 CREATE INDEX refunds_open ON refunds(state) WHERE state IN ('SENT','UNKNOWN');
 	 DELETE FROM meta WHERE key IN ('order_counter', 'refund_counter');`,
+	// 3 → 4: the fleet outbox (outbox.go).
+	outboxSchema,
 }
 
 // needsForeignKeysOff lists migrations that rebuild tables: foreign keys
