@@ -22,13 +22,18 @@ demo: ## run the demo: a lane against the built-in gateway simulator (no hardwar
 demo-fleet: ## three lanes, head office's embedded NATS JetStream and PostgreSQL (if installed), the fleet report
 	$(GO) run ./cmd/scanpay demo-fleet
 
-build: ## build the commands into bin/
+# The lane's scanpay is built with -tags nohq (no NATS server, no
+# PostgreSQL client: half the binary a checkout Pi pages in); scanpay-hq is
+# the same program with head office in.
+build: ## build the commands into bin/ (scanpay for lanes, scanpay-hq for head office)
 	@mkdir -p $(BIN)
-	@for c in $(CMDS); do [ -d cmd/$$c ] || continue; \
-	  CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$c ./cmd/$$c || exit 1; done
+	@for c in $(CMDS); do [ -d cmd/$$c ] || continue; tags=; [ $$c = scanpay ] && tags=nohq; \
+	  CGO_ENABLED=0 $(GO) build -trimpath -tags "$$tags" -ldflags '$(LDFLAGS)' -o $(BIN)/$$c ./cmd/$$c || exit 1; done
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/scanpay-hq ./cmd/scanpay
 
-vet: ## go vet and a gofmt check
+vet: ## go vet (the lane's nohq build too) and a gofmt check
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags nohq ./cmd/scanpay
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
@@ -57,8 +62,9 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 cross: ## cross-build every command for linux/amd64, arm64, arm v7 and v6 (CGO off)
 	@set -e; for target in amd64: arm64: arm:7 arm:6; do \
 	  arch=$${target%%:*}; arm=$${target##*:}; dir=$(BIN)/linux-$$arch$${arm:+v$$arm}; mkdir -p $$dir; \
-	  for c in $(CMDS); do [ -d cmd/$$c ] || continue; \
-	    CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$dir/$$c ./cmd/$$c; done; \
+	  for c in $(CMDS); do [ -d cmd/$$c ] || continue; tags=; [ $$c = scanpay ] && tags=nohq; \
+	    CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -tags "$$tags" -ldflags '$(LDFLAGS)' -o $$dir/$$c ./cmd/$$c; done; \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$dir/scanpay-hq ./cmd/scanpay; \
 	  echo "built $$dir"; done
 
 ARM_PKGS ?= ./device/... ./scanner/... ./keypad/... ./payment/iotpay/...

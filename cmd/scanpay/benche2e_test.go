@@ -143,6 +143,8 @@ type procStats struct {
 	cpu      time.Duration
 	switches int64
 	rssKiB   int64
+	anonKiB  int64 // RssAnon: the heap, stacks, SQLite's cache
+	fileKiB  int64 // RssFile: mostly the binary's code
 }
 
 func readProc(pid int) procStats {
@@ -165,8 +167,17 @@ func readProc(pid int) procStats {
 	}
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(line, "VmRSS:") {
-				st.rssKiB, _ = strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			switch f[0] {
+			case "VmRSS:":
+				st.rssKiB, _ = strconv.ParseInt(f[1], 10, 64)
+			case "RssAnon:":
+				st.anonKiB, _ = strconv.ParseInt(f[1], 10, 64)
+			case "RssFile:":
+				st.fileKiB, _ = strconv.ParseInt(f[1], 10, 64)
 			}
 		}
 	}
@@ -190,8 +201,8 @@ type benchResult struct {
 	scanWire, replyDisplay    []time.Duration
 	cpuPerSale, switchPerSale float64
 	fsyncPerSale              float64
-	rss                       []int64 // KiB, every 1000 sales
-	memory                    string  // what the last RSS is made of
+	rss                       []procStats // every 1000 sales
+	memory                    string      // what the last RSS is made of
 }
 
 // fsyncCounter counts fsync-family system calls of a process with strace.
@@ -259,10 +270,10 @@ func TestBenchE2E(t *testing.T) {
 	fmt.Fprintf(w, "%-28s | %-34s | %-34s\n", "context switches per sale", fmt.Sprintf("%.1f", lane.switchPerSale), fmt.Sprintf("%.1f", floor.switchPerSale))
 	fmt.Fprintf(w, "%-28s | %-34s | %-34s\n", "fsyncs per sale", fmt.Sprintf("%.2f", lane.fsyncPerSale), fmt.Sprintf("%.2f", floor.fsyncPerSale))
 	var rss []string
-	for _, kib := range lane.rss {
-		rss = append(rss, fmt.Sprintf("%.1f", float64(kib)/1024))
+	for _, st := range lane.rss {
+		rss = append(rss, fmt.Sprintf("%.1f (%.1f+%.1f)", float64(st.rssKiB)/1024, float64(st.anonKiB)/1024, float64(st.fileKiB)/1024))
 	}
-	fmt.Fprintf(w, "RSS (MiB) every 1000 sales: %s (last: %s)\n", strings.Join(rss, " "), lane.memory)
+	fmt.Fprintf(w, "RSS (MiB, anon+file) every 1000 sales: %s\n  last: %s\n", strings.Join(rss, " "), lane.memory)
 	fmt.Fprintf(w, "READY with %d orders: %s warm, %s with the page cache dropped\n", big, ms(warm), ms(cold))
 }
 
@@ -395,12 +406,12 @@ level = %q
 		done++
 	}
 	res.fsyncPerSale = float64(fc.stop()) / fsyncSales
-	res.rss = append(res.rss, readProc(pid).rssKiB)
+	res.rss = append(res.rss, readProc(pid))
 	for done < rssSales {
 		sale(done, false)
 		done++
 		if done%1000 == 0 {
-			res.rss = append(res.rss, readProc(pid).rssKiB)
+			res.rss = append(res.rss, readProc(pid))
 		}
 	}
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {

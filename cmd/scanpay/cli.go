@@ -45,7 +45,7 @@ Commands:
   orders        list orders (--open: unsettled and late payments)
   query ORDER   ask IOTPay about an order and update the journal
   refund ORDER  refund a paid order (all of it, or --amount CENTS)
-  hq            head office: lane events into PostgreSQL, fleet reports ("scanpay hq help")
+  hq            head office (the scanpay-hq build): lane events into PostgreSQL, fleet reports
   version       print the version
 
 Every command takes --config PATH (default /etc/scanpay/scanpay.toml).

@@ -30,13 +30,12 @@ func TestMain(m *testing.M) {
 		floorMain() // the benchmark's floor program (benche2e_test.go)
 		return
 	}
-	if os.Getenv("SCANPAY_E2E_BINARY") == "" {
-		if err := buildBinary(); err != nil {
-			panic(err)
-		}
-		defer os.RemoveAll(filepath.Dir(binary))
+	if err := buildBinary(); err != nil {
+		panic(err)
 	}
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/coreos/go-systemd/v22/daemon.SdNotify"))
+	// VerifyTestMain exits the process, so the built binaries go in its cleanup.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/coreos/go-systemd/v22/daemon.SdNotify"),
+		goleak.Cleanup(func(int) { os.RemoveAll(filepath.Dir(binary)) }))
 }
 
 func cli(env map[string]string) (*CLI, *bytes.Buffer, *bytes.Buffer) {
@@ -261,5 +260,29 @@ func TestRefundSendsDevice(t *testing.T) {
 	defer mu.Unlock()
 	if got, ok := device["refund_order"]; !ok || got != "scanpay" {
 		t.Fatalf("refund_order sent device %q (sent: %v)\n%s%s", got, ok, out.String(), errb.String())
+	}
+}
+
+// Installed as scanpay-hq, the program runs head office's commands without
+// the "hq" word; as scanpay, nothing is rewritten.
+func TestCommandArgsAsHQ(t *testing.T) {
+	cases := []struct {
+		name string
+		in   []string
+		want string
+	}{
+		{"scanpay", []string{"run", "--config", "x"}, "run --config x"},
+		{"scanpay-hq", []string{"run", "--config", "x"}, "hq run --config x"},
+		{"scanpay-hq", []string{"--config", "x"}, "hq --config x"},
+		{"scanpay-hq", nil, "hq"},
+		{"scanpay-hq", []string{"report", "--format", "csv"}, "hq report --format csv"},
+		{"scanpay-hq", []string{"hq", "lanes"}, "hq lanes"},
+		{"scanpay-hq", []string{"demo-fleet"}, "demo-fleet"},
+		{"scanpay-hq", []string{"version"}, "version"},
+	}
+	for _, c := range cases {
+		if got := strings.Join(commandArgs(c.name, c.in), " "); got != c.want {
+			t.Errorf("%s %q: %q, want %q", c.name, c.in, got, c.want)
+		}
 	}
 }

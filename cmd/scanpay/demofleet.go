@@ -1,3 +1,5 @@
+//go:build !nohq
+
 package main
 
 import (
@@ -220,16 +222,16 @@ func (c *CLI) demoFleet(ctx context.Context, args []string) int {
 		c.errorf("demo-fleet: %v", err)
 		return exitFailure
 	}
-	say("\n$ scanpay hq report")
+	say("\n$ scanpay-hq report")
 	c.Stdout = out
 	if code := c.hqReport(ctx, []string{"--config", path}); code != exitOK {
 		return code
 	}
-	say("\n$ scanpay hq lanes")
+	say("\n$ scanpay-hq lanes")
 	if code := c.hqLanes(ctx, []string{"--config", path}); code != exitOK {
 		return code
 	}
-	say("\n$ scanpay hq open")
+	say("\n$ scanpay-hq open")
 	code := c.hqOpen(ctx, []string{"--config", path})
 	say("\n%s", strings.TrimSpace(`
 Every order and refund went from the lane's journal (same transaction as the

@@ -22,19 +22,22 @@ import (
 	"github.com/scanpay/scanpay/payment/iotpaysim"
 )
 
-// binary is the scanpay binary the end-to-end tests run.
-var binary string
+// binary is the lane's scanpay as packaged (-tags nohq); hqBinary is head
+// office's build, installed as scanpay-hq. The end-to-end tests run them.
+var binary, hqBinary string
 
 func buildBinary() error {
 	dir, err := os.MkdirTemp("", "scanpay-e2e-")
 	if err != nil {
 		return err
 	}
-	binary = filepath.Join(dir, "scanpay")
-	cmd := exec.Command("go", "build", "-o", binary, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %v\n%s", err, out)
+	binary, hqBinary = filepath.Join(dir, "scanpay"), filepath.Join(dir, "scanpay-hq")
+	for _, b := range []struct{ out, tags string }{{binary, "nohq"}, {hqBinary, ""}} {
+		cmd := exec.Command("go", "build", "-tags", b.tags, "-o", b.out, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build: %v\n%s", err, out)
+		}
 	}
 	return nil
 }

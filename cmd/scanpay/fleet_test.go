@@ -1,3 +1,5 @@
+//go:build !nohq
+
 package main
 
 import (
@@ -51,7 +53,7 @@ func envInt(name string, def int) int {
 	return def
 }
 
-// hqProc is head office as a separate process: the scanpay binary.
+// hqProc is head office as a separate process: the scanpay-hq binary.
 type hqProc struct {
 	t      *testing.T
 	config string
@@ -63,7 +65,7 @@ type hqProc struct {
 func (h *hqProc) start() {
 	h.t.Helper()
 	h.logs = newSafeBuffer()
-	h.cmd = exec.Command(binary, "hq", "--config", h.config)
+	h.cmd = exec.Command(hqBinary, "run", "--config", h.config)
 	h.cmd.Stdout, h.cmd.Stderr = h.logs, h.logs
 	if err := h.cmd.Start(); err != nil {
 		h.t.Fatal(err)
@@ -456,7 +458,7 @@ level = %q
 		}
 		lanePaid, lanePaidAmount, laneRefunded = lanePaid+doc.PaidCount, lanePaidAmount+doc.PaidAmount, laneRefunded+doc.Refunded
 	}
-	out, err := exec.Command(binary, "hq", "report", "--config", hqConfig, "--format", "json", "--from", day(-1), "--to", day(1)).Output()
+	out, err := exec.Command(hqBinary, "report", "--config", hqConfig, "--format", "json", "--from", day(-1), "--to", day(1)).Output()
 	if err != nil {
 		t.Fatalf("hq report: %v", err)
 	}

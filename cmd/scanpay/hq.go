@@ -1,3 +1,5 @@
+//go:build !nohq
+
 package main
 
 import (
@@ -23,9 +25,9 @@ import (
 	"github.com/scanpay/scanpay/hq"
 )
 
-const hqUsage = `scanpay hq — head office: every lane's orders and health in PostgreSQL
+const hqUsage = `scanpay-hq — head office: every lane's orders and health in PostgreSQL
 
-Usage: scanpay hq [COMMAND] [flags]
+Usage: scanpay-hq [COMMAND] [flags]   (or: scanpay hq COMMAND, in the scanpay-hq build)
 
 Commands:
   run      consume lane events into PostgreSQL (the default; systemd runs it)

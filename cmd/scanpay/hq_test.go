@@ -1,3 +1,5 @@
+//go:build !nohq
+
 package main
 
 import (

@@ -15,11 +15,16 @@ for target in amd64:amd64: arm64:arm64: armhf:arm:6; do
   install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/usr/lib/scanpay" "$stage/lib/systemd/system" \
     "$stage/usr/lib/sysusers.d" "$stage/usr/lib/tmpfiles.d" "$stage/lib/udev/rules.d" "$stage/etc/scanpay" \
     "$stage/usr/share/doc/scanpay"
-  for cmd in scanpay fakeecr fakescanner; do
-    dest="$stage/usr/lib/scanpay/$cmd"
-    [ "$cmd" = scanpay ] && dest="$stage/usr/bin/scanpay"
-    (cd "$root" && CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm go build -trimpath \
-      -ldflags "-s -w -X main.version=$version" -o "$dest" "./cmd/$cmd")
+  # scanpay is the lane's build (-tags nohq: no NATS server or PostgreSQL
+  # client in the binary a checkout Pi runs); scanpay-hq is head office's.
+  for cmd in scanpay scanpay-hq fakeecr fakescanner; do
+    dest="$stage/usr/lib/scanpay/$cmd" src="./cmd/$cmd" tags=
+    case $cmd in
+      scanpay) dest="$stage/usr/bin/scanpay" tags=nohq ;;
+      scanpay-hq) dest="$stage/usr/bin/scanpay-hq" src=./cmd/scanpay ;;
+    esac
+    (cd "$root" && CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm go build -trimpath -tags "$tags" \
+      -ldflags "-s -w -X main.version=$version" -o "$dest" "$src")
   done
   install -m 0644 "$root/systemd/scanpay.service" "$stage/lib/systemd/system/scanpay.service"
   install -m 0644 "$root/systemd/scanpay-hq.service" "$stage/lib/systemd/system/scanpay-hq.service"
@@ -49,7 +54,7 @@ Description: payment terminal for WeChat Pay, Alipay and UnionPay codes
  payment code, and the IOTPay order is followed to its final status, shown
  on a customer display and reported to the register. Every order is
  journaled before it is sent. The same package carries head office
- (scanpay hq, scanpay-hq.service, not enabled): every lane's orders and
+ (scanpay-hq, scanpay-hq.service, not enabled): every lane's orders and
  health through NATS JetStream into PostgreSQL.
 CONTROL
   printf '/etc/scanpay/scanpay.toml\n/etc/scanpay/hq.toml\n' > "$stage/DEBIAN/conffiles"

@@ -11,7 +11,7 @@ for deb in "$dist"/scanpay_*.deb; do
   echo "== $(basename "$deb")"
   dpkg-deb --info "$deb" | sed -n '/Package:/,/Description:/p'
   contents=$(dpkg-deb --contents "$deb")
-  for f in ./usr/bin/scanpay ./lib/systemd/system/scanpay.service ./usr/lib/sysusers.d/scanpay.conf \
+  for f in ./usr/bin/scanpay ./usr/bin/scanpay-hq ./lib/systemd/system/scanpay.service ./usr/lib/sysusers.d/scanpay.conf \
            ./usr/lib/tmpfiles.d/scanpay.conf ./lib/udev/rules.d/70-scanpay.rules ./etc/scanpay/scanpay.toml \
            ./lib/systemd/system/scanpay-hq.service ./usr/lib/sysusers.d/scanpay-hq.conf ./etc/scanpay/hq.toml; do
     grep -q " $f\$" <<<"$contents" || fail "$deb lacks $f"
@@ -39,8 +39,10 @@ grep -q 'id = "EDITED"' "$root/etc/scanpay/scanpay.toml" || fail "reinstalling o
 "$root/usr/bin/scanpay" version
 # The installed head-office example is valid as shipped up to its database.
 # (A bad --format is refused only after the config parsed.)
-out=$("$root/usr/bin/scanpay" hq report --config "$root/etc/scanpay/hq.toml" --format xml 2>&1 || true)
+out=$("$root/usr/bin/scanpay-hq" report --config "$root/etc/scanpay/hq.toml" --format xml 2>&1 || true)
 grep -q 'format "xml"' <<<"$out" || fail "hq.toml as installed does not parse: $out"
+# The lane's binary is the lean build: head office is not in it.
+"$root/usr/bin/scanpay" hq report 2>&1 | grep -q 'scanpay-hq' || fail "the lane's scanpay carries head office"
 echo "scratch-root install: layout, conffile and kept edit OK"
 
 # The arm binaries start under qemu-user.
