@@ -495,12 +495,19 @@ func TestRefundRightAfterApprovalWaitsForCommit(t *testing.T) {
 	var release sync.Once
 	h := newHarness(t, withJournal(func(j payment.Journal) payment.Journal { sc.Journal = j; return sc }))
 	t.Cleanup(func() { release.Do(func() { close(sc.hold) }) }) // runs before the harness stops
-	r := h.sale(1000, h.code())
+	ctx := context.Background()
+	h.ready()
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 1000, Source: payment.SourceECR, ECRRef: "REF1000"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.term.Scan(ctx, payment.Code{Text: h.code(), Source: "test", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	r := h.resultNow()
 	if r.Outcome != payment.OutcomeApproved {
 		t.Fatalf("sale %+v", r)
 	}
 	<-sc.holding // the result is out, its commit not yet made
-	ctx := context.Background()
 	refund := make(chan payment.SaleResult, 1)
 	go func() {
 		refund <- h.term.RefundForECR(ctx, payment.ECRRefund{Ref: "REF1000", Amount: 1000, Currency: "CAD"})

@@ -237,7 +237,20 @@ func (h *harness) sale(amount int64, code string) payment.SaleResult {
 	return h.result()
 }
 
+// result waits for the next result and for its commit: results go out
+// before their commit, and tests read the journal next.
 func (h *harness) result() payment.SaleResult {
+	h.t.Helper()
+	r := h.resultNow()
+	// LastResult answers only once the last announced outcome is on disk.
+	if _, err := h.term.LastResult(context.Background(), "\x00none"); err != nil && !errors.Is(err, payment.ErrNoOrder) {
+		h.t.Fatalf("waiting for the commit: %v", err)
+	}
+	return r
+}
+
+// resultNow is the next result as it goes out, before its commit.
+func (h *harness) resultNow() payment.SaleResult {
 	h.t.Helper()
 	select {
 	case r := <-h.rec.resCh:
