@@ -26,6 +26,9 @@ type Terminal interface {
 	RefundForECR(ctx context.Context, req payment.ECRRefund) payment.SaleResult
 	// LastResult is the journaled result of the newest sale with ref.
 	LastResult(ctx context.Context, ref string) (payment.SaleResult, error)
+	// MarkTaken notes, across restarts, that the register took the final
+	// result of a sale.
+	MarkTaken(ctx context.Context, mchOrderNo string)
 	State() payment.State
 }
 
@@ -95,6 +98,9 @@ type Link struct {
 	seen *recent
 }
 
+// recentMax bounds what the link remembers of recent sales (see recent).
+const recentMax = 1024
+
 type pendingRequest struct {
 	results chan payment.SaleResult // the session that asked
 }
@@ -121,7 +127,7 @@ func NewLink(cfg Config, term Terminal) *Link {
 		now = time.Now
 	}
 	return &Link{cfg: cfg, term: term, log: cfg.Logger, now: now, born: time.Now(),
-		pending: map[uint64]*pendingRequest{}, delivered: newRecent(cfg.KeepResults), seen: newRecent(cfg.KeepResults)}
+		pending: map[uint64]*pendingRequest{}, delivered: newRecent(cfg.KeepResults, recentMax), seen: newRecent(cfg.KeepResults, recentMax)}
 }
 
 // exchangeLimit bounds one exchange in either direction: every ENQ and
@@ -552,7 +558,7 @@ func (l *Link) reask(req Request, currency string, last payment.SaleResult) reas
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, taken := l.delivered.get(last.MchOrderNo); taken {
+	if _, taken := l.delivered.get(last.MchOrderNo); taken || last.Taken {
 		// The register took this sale's final result already: the same
 		// request again is a new sale (a register whose references repeat).
 		return reaskNewSale
@@ -582,6 +588,9 @@ func (s *session) answer(ctx context.Context, kind string, req Request, r paymen
 		s.l.mu.Lock()
 		s.l.delivered.touch(r.MchOrderNo)
 		s.l.mu.Unlock()
+		// Before the next request is read: a restart cannot then answer
+		// a register whose references repeat with this sale's result.
+		s.l.term.MarkTaken(context.WithoutCancel(ctx), r.MchOrderNo)
 	}
 	if !delivered && r.MchOrderNo != "" {
 		s.l.log.Warn("ECR did not take the result; it stays answerable for a matching request", zap.String("ref", req.Ref()),

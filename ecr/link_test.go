@@ -67,6 +67,17 @@ func (s *stubTerm) RefundForECR(_ context.Context, req payment.ECRRefund) paymen
 	return r
 }
 
+func (s *stubTerm) MarkTaken(_ context.Context, no string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ref, r := range s.journal {
+		if r.MchOrderNo == no {
+			r.Taken = true
+			s.journal[ref] = r
+		}
+	}
+}
+
 func (s *stubTerm) LastResult(_ context.Context, ref string) (payment.SaleResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -873,4 +884,61 @@ func TestHealthReportsAWedgedLink(t *testing.T) {
 			t.Fatalf("still unhealthy after it recovered: %v", err)
 		}
 	})
+}
+
+// The register took a sale's final result: the link notes it in the
+// journal, so after a restart (a new link, nothing in memory) the same
+// reference and amount again is a new sale, never that sale's answer — a
+// register whose references repeat must not hear "approved" for a sale it
+// never charged.
+func TestTakenResultSurvivesRestart(t *testing.T) {
+	now := time.Now()
+	paid := payment.SaleResult{Request: payment.SaleRequest{Amount: 2865, Currency: "CAD", POSNumber: "01", ECRType: "0", ECRRef: "INV7", Source: payment.SourceECR},
+		Outcome: payment.OutcomeApproved, Final: true, At: now, MchOrderNo: "T01-7", Channel: "WX_MICROPAY", PayOrderID: "AM7"}
+	r := newRig(t, ecr.Config{}, port8N1)
+	r.term.mu.Lock()
+	r.term.journal = map[string]payment.SaleResult{"INV7": paid}
+	r.term.mu.Unlock()
+	if err := r.reg.Send(req(2865, false, false, "INV7")); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != ecr.StatusApproved {
+		t.Fatalf("%+v %v", res, err)
+	}
+	var taken bool
+	for deadline := time.Now().Add(3 * time.Second); !taken && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		r.term.mu.Lock()
+		taken = r.term.journal["INV7"].Taken
+		r.term.mu.Unlock()
+	}
+	if !taken {
+		t.Fatal("the link did not note that the register took the result")
+	}
+
+	// A restart: a new link, the journal as it was left.
+	r2 := newRig(t, ecr.Config{}, port8N1)
+	r2.term.mu.Lock()
+	r2.term.journal = map[string]payment.SaleResult{"INV7": {Request: paid.Request, Outcome: paid.Outcome, Final: true, At: now,
+		MchOrderNo: paid.MchOrderNo, Channel: paid.Channel, PayOrderID: paid.PayOrderID, Taken: true}}
+	r2.term.mu.Unlock()
+	if err := r2.reg.Send(req(2865, false, false, "INV7")); err != nil {
+		t.Fatal(err)
+	}
+	if s := r2.waitSale(); s.ECRRef != "INV7" || s.Amount != 2865 {
+		t.Fatalf("%+v", s)
+	}
+	// Not taken yet (the register missed it before the restart): answered.
+	r3 := newRig(t, ecr.Config{}, port8N1)
+	r3.term.mu.Lock()
+	r3.term.journal = map[string]payment.SaleResult{"INV7": paid}
+	r3.term.mu.Unlock()
+	if err := r3.reg.Send(req(2865, false, false, "INV7")); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := r3.reg.Receive(3*time.Second, false); err != nil || res.Status != ecr.StatusApproved {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if n, _ := r3.term.count(); n != 0 {
+		t.Fatal("a missed result asked again started a sale")
+	}
 }

@@ -477,12 +477,21 @@ func (t *Terminal) LastResult(ctx context.Context, ref string) (SaleResult, erro
 	return resultFromOrder(o), nil
 }
 
+// MarkTaken records that the register took the final result of order no
+// (see journal.MarkTaken: no fsync). A failure is logged, not fatal: the
+// link still remembers it for this run, and the sale is on disk already.
+func (t *Terminal) MarkTaken(ctx context.Context, no string) {
+	if err := t.jr.MarkTaken(ctx, no); err != nil {
+		t.log.Warn("could not note that the register took the result", zap.String("mchOrderNo", no), zap.Error(err))
+	}
+}
+
 func resultFromOrder(o journal.Order) SaleResult {
 	r := SaleResult{
 		Request: SaleRequest{Amount: o.Amount, Currency: o.Currency, Source: Source(o.Source), ECRRef: o.ECRRef,
 			POSNumber: o.POSNumber, ECRType: o.ECRType},
 		MchOrderNo: o.MchOrderNo, PayOrderID: o.PayOrderID, Channel: o.Channel, Message: o.Message,
-		Outcome: OutcomeUnknown, Final: !o.State.Open(), At: o.CreatedAt, Seq: o.Seq,
+		Outcome: OutcomeUnknown, Final: !o.State.Open(), At: o.CreatedAt, Seq: o.Seq, Taken: o.Taken,
 	}
 	switch o.State {
 	case journal.StatePaid:

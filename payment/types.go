@@ -142,6 +142,9 @@ type SaleResult struct {
 	At time.Time
 	// Seq is the order's journal sequence; zero when no order was created.
 	Seq uint64
+	// Taken: the register took this sale's final result (in this run or
+	// a previous one), so the same request again is a new sale.
+	Taken bool
 }
 
 // ScreenKind is what the customer display shows.
@@ -236,6 +239,7 @@ type Journal interface {
 	ECRRefund(ctx context.Context, orderNo string, amount int64) (journal.Refund, error)
 	RecentECRRefund(ctx context.Context, ref string, amount int64, since time.Time) (journal.Refund, error)
 	SettleRefund(ctx context.Context, refundNo string, done bool, msg string) (journal.Refund, error)
+	MarkTaken(ctx context.Context, no string) error
 	Secret() []byte
 }
 

@@ -29,6 +29,8 @@ func (a *autoTerm) LastResult(context.Context, string) (payment.SaleResult, erro
 	return payment.SaleResult{}, payment.ErrNoOrder
 }
 
+func (a *autoTerm) MarkTaken(context.Context, string) {}
+
 func TestSaleOverTCP(t *testing.T) {
 	term := &autoTerm{}
 	term.link = ecr.NewLink(ecr.Config{Currency: "CAD", Logger: zaptest.NewLogger(t)}, term)

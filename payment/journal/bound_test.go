@@ -188,3 +188,51 @@ func TestLockedJournalIsNotDamaged(t *testing.T) {
 		t.Fatalf("want a locked error, got: %v", err)
 	}
 }
+
+// MarkTaken is seen by every later read, from this process or another,
+// survives reopening, and names only existing orders.
+func TestMarkTaken(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal.db")
+	j, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := j.AddOrder(ctx, newOrder("h1", 100), num)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Taken {
+		t.Fatal("a new order is taken")
+	}
+	if err := j.MarkTaken(ctx, o.MchOrderNo); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.MarkTaken(ctx, "NOPE"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown order: %v", err)
+	}
+	if got, err := j.Get(ctx, o.MchOrderNo); err != nil || !got.Taken {
+		t.Fatalf("%+v %v", got, err)
+	}
+	// A later write on the main connection keeps the mark.
+	if _, err := j.Transition(ctx, o.MchOrderNo, o.State, StatePaid, Update{Status: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.MarkTaken(ctx, o.MchOrderNo); err == nil {
+		t.Fatal("MarkTaken after Close")
+	}
+	ro, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if got, err := ro.Get(ctx, o.MchOrderNo); err != nil || !got.Taken || got.State != StatePaid {
+		t.Fatalf("after reopening: %+v %v", got, err)
+	}
+	if err := ro.MarkTaken(ctx, o.MchOrderNo); err == nil {
+		t.Fatal("a read-only journal took a mark")
+	}
+}

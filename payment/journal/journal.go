@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,6 +70,14 @@ type Journal struct {
 	fleet     atomic.Pointer[fleetSetting] // the outbox's switch (outbox.go)
 	trackStop bool
 	unclean   atomic.Bool // Close must not mark the journal clean
+	readOnly  bool
+	// marks is a second connection with synchronous=NORMAL, opened on
+	// first use, for MarkTaken: a note that must not cost a sale an fsync.
+	marks struct {
+		once sync.Once
+		db   *sql.DB
+		err  error
+	}
 	// CheckedAtOpen reports whether Open read the whole file (quick_check);
 	// false after a clean stop with TrackCleanStop.
 	CheckedAtOpen bool
@@ -107,7 +116,7 @@ func Open(path string, opts Options) (*Journal, error) {
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
-	j := &Journal{db: db, path: path, now: now, onCommit: opts.OnCommit, trackStop: opts.TrackCleanStop && !opts.ReadOnly}
+	j := &Journal{db: db, path: path, now: now, onCommit: opts.OnCommit, trackStop: opts.TrackCleanStop && !opts.ReadOnly, readOnly: opts.ReadOnly}
 	if err := j.check(opts); err != nil {
 		db.Close()
 		return nil, err
@@ -171,7 +180,7 @@ func create(path string) error {
 		db.Close()
 		return fmt.Errorf("create journal: %w", err)
 	}
-	stmts := schema + outboxSchema + fmt.Sprintf(`INSERT INTO meta(key, value) VALUES
+	stmts := schema + outboxSchema + takenSchema + fmt.Sprintf(`INSERT INTO meta(key, value) VALUES
 		('schema_version', '%d'), ('code_secret', '%s'), ('clean_stop', '1');`,
 		SchemaVersion, hex.EncodeToString(secret))
 	_, err = db.Exec(stmts)
@@ -403,6 +412,12 @@ func (j *Journal) Close() error {
 	}
 	if j.st != nil {
 		j.st.close()
+	}
+	j.marks.once.Do(func() {}) // no mark connection opens after Close
+	if j.marks.db != nil {
+		if cerr := j.marks.db.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if cerr := j.db.Close(); err == nil {
 		err = cerr

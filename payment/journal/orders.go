@@ -32,8 +32,11 @@ type Order struct {
 	Message    string // last short, cashier-safe message
 	NotSent    bool   // create_order provably never left the machine
 	Refunded   int64  // cents refunded (accepted refunds)
-	CreatedAt  time.Time
-	UpdatedAt  time.Time
+	// Taken: the register took this sale's final result (MarkTaken), so
+	// the same request again is a new sale, never this one's answer.
+	Taken     bool
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // NewOrder is what AddOrder needs; the journal assigns the number and state.
@@ -59,7 +62,7 @@ type Update struct {
 }
 
 const orderCols = `mch_order_no, seq, terminal_id, amount, currency, channel, code_masked, code_hash, source,
-	ecr_ref, pos_number, ecr_type, state, pay_order_id, status, message, not_sent, refunded, created_at, updated_at`
+	ecr_ref, pos_number, ecr_type, state, pay_order_id, status, message, not_sent, refunded, created_at, updated_at, ecr_taken`
 
 type scanner interface{ Scan(...any) error }
 
@@ -67,10 +70,10 @@ func scanOrder(s scanner) (Order, error) {
 	var o Order
 	var state string
 	var created, updated int64
-	var notSent int
+	var notSent, taken int
 	var hash sql.NullString
 	err := s.Scan(&o.MchOrderNo, &o.Seq, &o.TerminalID, &o.Amount, &o.Currency, &o.Channel, &o.CodeMasked, &hash,
-		&o.Source, &o.ECRRef, &o.POSNumber, &o.ECRType, &state, &o.PayOrderID, &o.Status, &o.Message, &notSent, &o.Refunded, &created, &updated)
+		&o.Source, &o.ECRRef, &o.POSNumber, &o.ECRType, &state, &o.PayOrderID, &o.Status, &o.Message, &notSent, &o.Refunded, &created, &updated, &taken)
 	if err != nil {
 		return o, err
 	}
@@ -78,6 +81,7 @@ func scanOrder(s scanner) (Order, error) {
 		return o, err
 	}
 	o.NotSent = notSent != 0
+	o.Taken = taken != 0
 	o.CodeHash = hash.String
 	o.CreatedAt = time.UnixMilli(created)
 	o.UpdatedAt = time.UnixMilli(updated)
@@ -479,4 +483,36 @@ func (j *Journal) DailyTotals(ctx context.Context, from, to time.Time, loc *time
 		return x.Currency < y.Currency
 	})
 	return out, nil
+}
+
+// MarkTaken records that the register took the final result of order no,
+// so a later request with the same reference and amount is a new sale,
+// even after a restart. The write is not fsync'd (its own connection, with
+// synchronous=NORMAL): it survives the daemon's crash or restart at once,
+// and a power cut once the next commit (the next sale's) syncs the WAL.
+// Losing it costs only that guard; the sale itself is already on disk.
+func (j *Journal) MarkTaken(ctx context.Context, no string) error {
+	if j.readOnly {
+		return errors.New("journal opened read-only")
+	}
+	j.marks.once.Do(func() {
+		j.marks.db, j.marks.err = sql.Open("sqlite", dsn(j.path, Options{})+"&_pragma=synchronous(NORMAL)")
+		if j.marks.err == nil {
+			j.marks.db.SetMaxOpenConns(1)
+		}
+	})
+	if j.marks.err != nil {
+		return storage("mark taken", j.marks.err)
+	}
+	if j.marks.db == nil {
+		return errors.New("journal closed")
+	}
+	res, err := j.marks.db.ExecContext(ctx, `UPDATE orders SET ecr_taken = 1 WHERE mch_order_no = ?`, no)
+	if err != nil {
+		return storage("mark taken", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("%w: %s", ErrNotFound, no)
+	}
+	return nil
 }

@@ -2,7 +2,7 @@ package journal
 
 // SchemaVersion is the schema this code writes. Older journals are
 // migrated forward at Open (see migrations); a newer one is refused.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // schema is a new journal's, built to write few pages per sale: orders
 // and refunds are keyed by their sequence (the row id, so no counter row
@@ -67,6 +67,10 @@ CREATE INDEX refunds_ecr ON refunds(ecr_ref, amount) WHERE source = 'ecr';
 CREATE INDEX refunds_open ON refunds(state) WHERE state IN ('SENT','UNKNOWN');
 `
 
+// takenSchema marks orders whose final result the register took; new
+// journals are schema, outboxSchema and takenSchema, in that order.
+const takenSchema = `ALTER TABLE orders ADD COLUMN ecr_taken INTEGER NOT NULL DEFAULT 0;`
+
 // migrations upgrade a journal from version i+1 to i+2, each in one
 // transaction with the version bump.
 var migrations = []string{
@@ -126,6 +130,8 @@ var migrations = []string{
 	 DELETE FROM meta WHERE key IN ('order_counter', 'refund_counter');`,
 	// 3 → 4: the fleet outbox (outbox.go).
 	outboxSchema,
+	// 4 → 5: the register took the sale's final result (MarkTaken).
+	takenSchema,
 }
 
 // needsForeignKeysOff lists migrations that rebuild tables: foreign keys

@@ -79,6 +79,7 @@ func (w *world) run(steps int) {
 		{8, func() { w.newSale(true) }}, // blank reference
 		{8, w.reask},
 		{4, w.reuseReference},
+		{3, w.repeatTaken},
 		{8, w.keypadSale},
 		{8, w.newRefund},
 		{3, w.retryRefund},
@@ -172,6 +173,33 @@ func (w *world) reuseReference() {
 			return // that exact request exists: not a new one
 		}
 	}
+	w.requests = append(w.requests, r)
+	w.attempt(r)
+}
+
+// repeatTaken is a register whose references repeat: a sale it has the
+// final answer for, sent again as a new sale (same reference, amount, POS
+// and type). It must be a new sale — within the window, after a restart,
+// after a clock step — never the old sale's answer.
+func (w *world) repeatTaken() {
+	var done []*request
+	for _, r := range w.requests {
+		if !r.refund && r.req.Ref() != "" && r.final() {
+			done = append(done, r)
+		}
+	}
+	if len(done) == 0 {
+		w.newSale(false)
+		return
+	}
+	old := done[w.rng.IntN(len(done))]
+	for _, other := range w.requests {
+		if !other.refund && other.key() == old.key() && !other.final() {
+			return // that request is still waiting for its answer: a re-ask, not a repeat
+		}
+	}
+	r := &request{id: len(w.requests), req: old.req}
+	r.req.Immediate = false
 	w.requests = append(w.requests, r)
 	w.attempt(r)
 }
