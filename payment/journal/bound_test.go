@@ -214,6 +214,11 @@ func TestMarkTaken(t *testing.T) {
 	if got, err := j.Get(ctx, o.MchOrderNo); err != nil || !got.Taken {
 		t.Fatalf("%+v %v", got, err)
 	}
+	// The connection every sale commits on is back to fsync'ing.
+	var sync int
+	if err := j.db.QueryRow(`PRAGMA synchronous`).Scan(&sync); err != nil || sync != 2 {
+		t.Fatalf("synchronous = %d after MarkTaken (%v), want 2 (FULL)", sync, err)
+	}
 	// A later write on the main connection keeps the mark.
 	if _, err := j.Transition(ctx, o.MchOrderNo, o.State, StatePaid, Update{Status: 2}); err != nil {
 		t.Fatal(err)

@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,13 +70,6 @@ type Journal struct {
 	trackStop bool
 	unclean   atomic.Bool // Close must not mark the journal clean
 	readOnly  bool
-	// marks is a second connection with synchronous=NORMAL, opened on
-	// first use, for MarkTaken: a note that must not cost a sale an fsync.
-	marks struct {
-		once sync.Once
-		db   *sql.DB
-		err  error
-	}
 	// CheckedAtOpen reports whether Open read the whole file (quick_check);
 	// false after a clean stop with TrackCleanStop.
 	CheckedAtOpen bool
@@ -412,12 +404,6 @@ func (j *Journal) Close() error {
 	}
 	if j.st != nil {
 		j.st.close()
-	}
-	j.marks.once.Do(func() {}) // no mark connection opens after Close
-	if j.marks.db != nil {
-		if cerr := j.marks.db.Close(); err == nil {
-			err = cerr
-		}
 	}
 	if cerr := j.db.Close(); err == nil {
 		err = cerr

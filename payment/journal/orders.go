@@ -3,6 +3,7 @@ package journal
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"sort"
@@ -487,31 +488,48 @@ func (j *Journal) DailyTotals(ctx context.Context, from, to time.Time, loc *time
 
 // MarkTaken records that the register took the final result of order no,
 // so a later request with the same reference and amount is a new sale,
-// even after a restart. The write is not fsync'd (its own connection, with
-// synchronous=NORMAL): it survives the daemon's crash or restart at once,
-// and a power cut once the next commit (the next sale's) syncs the WAL.
-// Losing it costs only that guard; the sale itself is already on disk.
+// even after a restart. The write is not fsync'd (synchronous=NORMAL for
+// this one transaction): it survives the daemon's crash or restart at
+// once, and a power cut once the next commit (the next sale's) syncs the
+// WAL. Losing it costs only that guard; the sale is on disk already.
 func (j *Journal) MarkTaken(ctx context.Context, no string) error {
 	if j.readOnly {
 		return errors.New("journal opened read-only")
 	}
-	j.marks.once.Do(func() {
-		j.marks.db, j.marks.err = sql.Open("sqlite", dsn(j.path, Options{})+"&_pragma=synchronous(NORMAL)")
-		if j.marks.err == nil {
-			j.marks.db.SetMaxOpenConns(1)
-		}
-	})
-	if j.marks.err != nil {
-		return storage("mark taken", j.marks.err)
-	}
-	if j.marks.db == nil {
-		return errors.New("journal closed")
-	}
-	res, err := j.marks.db.ExecContext(ctx, `UPDATE orders SET ecr_taken = 1 WHERE mch_order_no = ?`, no)
+	// The journal's one connection, held so no other write runs while
+	// it is not synchronous=FULL.
+	conn, err := j.db.Conn(ctx)
 	if err != nil {
 		return storage("mark taken", err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+		return storage("mark taken", err)
+	}
+	var n int64
+	err = func() error {
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		res, err := tx.StmtContext(ctx, j.st.markTaken).ExecContext(ctx, no)
+		if err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		return tx.Commit()
+	}()
+	if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); rerr != nil {
+		// Never hand back a connection that would commit sales without
+		// fsync: drop it (the pool opens a new one with the DSN's FULL).
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		return storage("mark taken: restore synchronous", rerr)
+	}
+	if err != nil {
+		return storage("mark taken", err)
+	}
+	if n == 0 {
 		return fmt.Errorf("%w: %s", ErrNotFound, no)
 	}
 	return nil

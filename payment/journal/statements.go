@@ -13,7 +13,7 @@ type statements struct {
 	nextOrderSeq, insertOrder, getOrder, getOrderByPay, codeUsed, attachCode, updateOrder *sql.Stmt
 	insertTransition, lastByRef, lastPaid                                                 *sql.Stmt
 	nextRefundSeq, insertRefund, getRefund, finishRefund, refundOrderUpdate               *sql.Stmt
-	committedRefunds, orderForRefund, openRefunds, ecrRefund, recentECRRefund             *sql.Stmt
+	committedRefunds, orderForRefund, openRefunds, ecrRefund, recentECRRefund, markTaken  *sql.Stmt
 }
 
 func prepare(db *sql.DB) (*statements, error) {
@@ -50,6 +50,7 @@ func prepare(db *sql.DB) (*statements, error) {
 	s.openRefunds = p(refundCols + ` WHERE state IN ('SENT','UNKNOWN') ORDER BY seq`)
 	s.ecrRefund = p(refundCols + ` WHERE mch_order_no = ? AND amount = ? AND source = 'ecr' ORDER BY seq DESC LIMIT 1`)
 	s.recentECRRefund = p(refundCols + ` WHERE source = 'ecr' AND ecr_ref = ? AND amount = ? AND created_at >= ? ORDER BY seq DESC LIMIT 1`)
+	s.markTaken = p(`UPDATE orders SET ecr_taken = 1 WHERE mch_order_no = ?`)
 	if len(errs) > 0 {
 		s.close()
 		return nil, errors.Join(errs...)
