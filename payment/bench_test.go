@@ -23,10 +23,10 @@ func BenchmarkSale(b *testing.B) {
 		name string
 		gw   *fakeGateway
 	}{
-		{"paid_at_once", &fakeGateway{create: iotpay.Result{Outcome: iotpay.OutcomePaid, Status: 2, PayOrderID: "AM1"}}},
-		{"paid_after_one_query", &fakeGateway{create: pending(), query: func(int) iotpay.Result {
-			return iotpay.Result{Outcome: iotpay.OutcomePaid, Status: 2, PayOrderID: "AM1"}
-		}}},
+		// A paid create reply is confirmed by one signed query (rule 1).
+		{"paid_at_once", &fakeGateway{create: iotpay.Result{Outcome: iotpay.OutcomePaid, Status: 2, PayOrderID: "AM1", Amount: -1},
+			query: func(int) iotpay.Result { return paid(2865, 2) }}},
+		{"paid_after_one_query", &fakeGateway{create: pending(), query: func(int) iotpay.Result { return paid(2865, 2) }}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			jr, err := journal.Open(filepath.Join(b.TempDir(), "j.db"), journal.Options{})
@@ -43,7 +43,7 @@ func BenchmarkSale(b *testing.B) {
 			done := make(chan error)
 			go func() { done <- term.Run(ctx) }()
 			<-term.Ready()
-			before := jr.Commits()
+			before, syncedBefore := jr.Commits(), jr.SyncedCommits()
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
@@ -57,6 +57,7 @@ func BenchmarkSale(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(jr.Commits()-before)/float64(b.N), "commits/sale")
+			b.ReportMetric(float64(jr.SyncedCommits()-syncedBefore)/float64(b.N), "fsyncs/sale")
 			cancel()
 			<-done
 		})

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -64,6 +65,7 @@ type Journal struct {
 	now       func() time.Time
 	secret    []byte
 	commits   atomic.Int64
+	synced    atomic.Int64 // commits made with their own fsync
 	onCommit  func(time.Duration)
 	st        *statements
 	fleet     atomic.Pointer[fleetSetting] // the outbox's switch (outbox.go)
@@ -420,6 +422,9 @@ func (j *Journal) Secret() []byte { return append([]byte(nil), j.secret...) }
 // Commits counts transactions committed by this Journal value.
 func (j *Journal) Commits() int64 { return j.commits.Load() }
 
+// SyncedCommits counts those of them committed with their own fsync.
+func (j *Journal) SyncedCommits() int64 { return j.synced.Load() }
+
 // storage marks err as a storage failure and keeps it as the cause, so
 // the fatal error that stops the daemon says what the disk did.
 func storage(op string, err error) error {
@@ -432,6 +437,44 @@ func (j *Journal) write(ctx context.Context, op string, fn func(tx *sql.Tx) erro
 	if err != nil {
 		return storage(op, err)
 	}
+	return j.commit(op, tx, fn, true)
+}
+
+// writeUnsynced is write without the commit's fsync (synchronous=NORMAL
+// for this one transaction), for facts the next synced commit makes
+// durable in time: the WAL is appended in order, so the next commit's
+// fsync covers this one's frames too. A crash of the process loses
+// nothing; a power cut before the next commit loses this transaction.
+func (j *Journal) writeUnsynced(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
+	// The journal's one connection, held so that no other write commits
+	// while it is not synchronous=FULL.
+	conn, err := j.db.Conn(ctx)
+	if err != nil {
+		return storage(op, err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+		return storage(op, err)
+	}
+	werr := func() error {
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return storage(op, err)
+		}
+		return j.commit(op, tx, fn, false)
+	}()
+	if _, err := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); err != nil {
+		// Never hand back a connection that would commit sales without
+		// fsync: drop it (the pool opens a new one with the DSN's FULL).
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		return storage(op+": restore synchronous", err)
+	}
+	return werr
+}
+
+// commit runs fn in tx and commits it; synced says whether the commit
+// fsyncs (synchronous=FULL).
+func (j *Journal) commit(op string, tx *sql.Tx, fn func(tx *sql.Tx) error, synced bool) error {
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
 		if isLogical(err) {
@@ -447,6 +490,9 @@ func (j *Journal) write(ctx context.Context, op string, fn func(tx *sql.Tx) erro
 		j.onCommit(time.Since(start))
 	}
 	j.commits.Add(1)
+	if synced {
+		j.synced.Add(1)
+	}
 	return nil
 }
 

@@ -3,7 +3,6 @@ package journal
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"sort"
@@ -126,9 +125,16 @@ func (j *Journal) ArmOrder(ctx context.Context, a Armed, number func(seq uint64)
 // SUBMITTING, in one transaction. The engine calls it while create_order
 // is in flight. ErrCodeUsed means the code's hash is already in the
 // journal (another order took the code meanwhile).
+//
+// Its commit is not fsync'd (writeUnsynced): the sale's final commit, which
+// comes before its result is final on disk and before the next sale is
+// armed, syncs the WAL and this transaction with it. Until then a crash of
+// the process loses nothing, and a power cut leaves the order ARMED, which
+// recovery asks the gateway about like any order that may have been sent:
+// only the masked code and the wallet would be missing from its row.
 func (j *Journal) AttachCode(ctx context.Context, no string, c Code) (Order, error) {
 	var o Order
-	err := j.write(ctx, "attach code", func(tx *sql.Tx) error {
+	err := j.writeUnsynced(ctx, "attach code", func(tx *sql.Tx) error {
 		cur, err := scanOrder(tx.StmtContext(ctx, j.st.getOrder).QueryRowContext(ctx, no))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: %s", ErrNotFound, no)
@@ -488,49 +494,21 @@ func (j *Journal) DailyTotals(ctx context.Context, from, to time.Time, loc *time
 
 // MarkTaken records that the register took the final result of order no,
 // so a later request with the same reference and amount is a new sale,
-// even after a restart. The write is not fsync'd (synchronous=NORMAL for
-// this one transaction): it survives the daemon's crash or restart at
-// once, and a power cut once the next commit (the next sale's) syncs the
-// WAL. Losing it costs only that guard; the sale is on disk already.
+// even after a restart. It costs no fsync (writeUnsynced): it survives
+// the daemon's crash or restart at once, and a power cut once the next
+// sale's first commit syncs the WAL. Losing it costs only that guard.
 func (j *Journal) MarkTaken(ctx context.Context, no string) error {
 	if j.readOnly {
 		return errors.New("journal opened read-only")
 	}
-	// The journal's one connection, held so no other write runs while
-	// it is not synchronous=FULL.
-	conn, err := j.db.Conn(ctx)
-	if err != nil {
-		return storage("mark taken", err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
-		return storage("mark taken", err)
-	}
-	var n int64
-	err = func() error {
-		tx, err := conn.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		defer tx.Rollback()
+	return j.writeUnsynced(ctx, "mark taken", func(tx *sql.Tx) error {
 		res, err := tx.StmtContext(ctx, j.st.markTaken).ExecContext(ctx, no)
 		if err != nil {
 			return err
 		}
-		n, _ = res.RowsAffected()
-		return tx.Commit()
-	}()
-	if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); rerr != nil {
-		// Never hand back a connection that would commit sales without
-		// fsync: drop it (the pool opens a new one with the DSN's FULL).
-		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-		return storage("mark taken: restore synchronous", rerr)
-	}
-	if err != nil {
-		return storage("mark taken", err)
-	}
-	if n == 0 {
-		return fmt.Errorf("%w: %s", ErrNotFound, no)
-	}
-	return nil
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("%w: %s", ErrNotFound, no)
+		}
+		return nil
+	})
 }

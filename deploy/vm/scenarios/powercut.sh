@@ -1,8 +1,10 @@
-# Power cut during polling. Phase 1: a sale from the register (Concert over
-# TCP, immediate answer) and a uinput scanner; once the journal says
-# POLLING the host kills the VM. Phase 2, same disk: the journal opens
-# clean, the order is resumed and settled PAID as the gateway has it, and
-# the register asking again gets approved.
+# Power cut while the order is in flight. Phase 1: a sale from the register
+# (Concert over TCP, immediate answer) and a uinput scanner; once the
+# journal shows the code attached (SUBMITTING: committed without its own
+# fsync, so the cut may take it back to ARMED) the host kills the VM.
+# Phase 2, same disk: the journal opens, the order (ARMED or SUBMITTING)
+# is resumed and settled PAID as the gateway has it, and the register
+# asking again gets approved.
 set -e
 export HOME=/tmp
 . /lib.sh
@@ -42,7 +44,7 @@ if [ "$phase" = 1 ]; then
   [ "$rc" = 4 ]
   scan 134567890123456789
   for i in $(seq 1 40); do
-    if orders | grep -q '"state": "POLLING"'; then break; fi
+    if orders | grep -q '"state": "SUBMITTING"'; then break; fi
     sleep 0.25
   done
   orders | grep '"state"'
