@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -130,7 +132,10 @@ func newLogger(w io.Writer, asJSON bool) *zap.Logger {
 }
 
 // persisting saves the ledger after every request, durably (write, fsync,
-// rename), so the simulator outlives a power cut as a real gateway does.
+// rename, fsync of the folder), before the reply leaves, so the simulator
+// outlives a power cut as a real gateway does: nothing a client was told is
+// forgotten. A ledger it cannot save answers 503, which a client treats as
+// unknown.
 type persisting struct {
 	sim  *iotpaysim.Sim
 	path string
@@ -139,10 +144,36 @@ type persisting struct {
 }
 
 func (p persisting) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p.sim.ServeHTTP(w, r)
+	reply := &heldReply{header: w.Header()}
+	p.sim.ServeHTTP(reply, r)
 	if err := p.save(); err != nil {
 		p.log.Error("saving the ledger failed", zap.Error(err))
+		http.Error(w, "ledger not saved", http.StatusServiceUnavailable)
+		return
 	}
+	if reply.status == 0 {
+		reply.status = http.StatusOK
+	}
+	w.WriteHeader(reply.status)
+	w.Write(reply.body.Bytes())
+}
+
+// heldReply keeps a reply until the ledger is saved.
+type heldReply struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (h *heldReply) Header() http.Header { return h.header }
+func (h *heldReply) WriteHeader(code int) {
+	if h.status == 0 {
+		h.status = code
+	}
+}
+func (h *heldReply) Write(b []byte) (int, error) {
+	h.WriteHeader(http.StatusOK)
+	return h.body.Write(b)
 }
 
 func (p persisting) save() error {
@@ -169,5 +200,14 @@ func (p persisting) save() error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	// The rename is durable only once its folder is.
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
 }

@@ -119,6 +119,11 @@ func TestStateSurvivesRestart(t *testing.T) {
 	if r := c.CreateOrder(context.Background(), iotpay.CreateRequest{MchOrderNo: "P1", ChannelID: iotpay.ChannelWeChat, Currency: "CAD", Amount: 2865, IdentityCode: "134567890123456789"}); r.Outcome != iotpay.OutcomePaid {
 		t.Fatal(r)
 	}
+	// Saved before the reply left: the ledger has it the moment the client
+	// does, so a power cut right after the reply cannot lose it.
+	if data, err := os.ReadFile(statePath); err != nil || !strings.Contains(string(data), `"P1"`) {
+		t.Fatalf("ledger when the reply came: %s %v", data, err)
+	}
 	stop()
 	<-done
 	url, stop, done = start()
@@ -126,5 +131,29 @@ func TestStateSurvivesRestart(t *testing.T) {
 	c, _ = iotpay.New(iotpay.Config{BaseURL: url, MchID: "1", Key: "K", JobNo: "j", NotifyURL: "n", Subject: "s", Body: "b", ClientIP: "127.0.0.1", Timeout: 5 * time.Second})
 	if r := c.QueryOrder(context.Background(), iotpay.QueryRequest{MchOrderNo: "P1"}); r.Outcome != iotpay.OutcomePaid {
 		t.Fatalf("after restart: %+v", r)
+	}
+}
+
+func TestUnsavableLedgerAnswers503(t *testing.T) {
+	dir := t.TempDir()
+	keyPath := filepath.Join(dir, "key")
+	os.WriteFile(keyPath, []byte("K\n"), 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--mch-id", "1", "--key-file", keyPath, "--state", filepath.Join(dir, "gone", "ledger.json")}, pw, io.Discard)
+		pw.Close()
+	}()
+	defer func() { cancel(); <-done }()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, pr)
+	c, _ := iotpay.New(iotpay.Config{BaseURL: strings.Fields(line)[3], MchID: "1", Key: "K", JobNo: "j", NotifyURL: "n", Subject: "s", Body: "b", ClientIP: "127.0.0.1", Timeout: 5 * time.Second})
+	r := c.CreateOrder(context.Background(), iotpay.CreateRequest{MchOrderNo: "P1", ChannelID: iotpay.ChannelWeChat, Currency: "CAD", Amount: 2865, IdentityCode: "134567890123456789"})
+	if r.Outcome == iotpay.OutcomePaid {
+		t.Fatalf("paid reply from a simulator that could not save it: %+v", r)
 	}
 }
