@@ -85,7 +85,7 @@ func Decide(o journal.Order, op string, res iotpay.Result, f Facts) Decision {
 	switch res.Outcome {
 	case iotpay.OutcomePaid:
 		switch o.State {
-		case journal.StateSubmitting, journal.StatePolling:
+		case journal.StateArmed, journal.StateSubmitting, journal.StatePolling:
 			d.To, d.Update.Message = journal.StatePaid, ""
 		case journal.StateUnconfirmed:
 			d.To, d.Update.Message = journal.StateLatePaid, "paid after the sale gave up: refund it"

@@ -62,6 +62,12 @@ func TestDecide(t *testing.T) {
 		{"query not found long enough", journal.StateUnconfirmed, false, "query_order", notFound, Facts{NeverReached: true}, journal.StateDeclined, false, false, false},
 		{"query not found on paid → conflict", journal.StatePaid, false, "query_order", notFound, Facts{}, 0, false, false, true},
 		{"create lost, dial failed", journal.StateSubmitting, false, "create_order", notSent, Facts{}, journal.StatePolling, false, false, false},
+		// Recovered ARMED (sent, its code's commit lost): the gateway settles it.
+		{"recovered armed, query paid", journal.StateArmed, false, "query_order", paid, Facts{}, journal.StatePaid, false, false, false},
+		{"recovered armed, query paid other amount", journal.StateArmed, false, "query_order", with(paid, func(r *iotpay.Result) { r.Amount = 2866 }), Facts{}, 0, false, true, false},
+		{"recovered armed, query cancelled", journal.StateArmed, false, "query_order", cancelled, Facts{}, journal.StateDeclined, false, false, false},
+		{"recovered armed, query pending", journal.StateArmed, false, "query_order", pending, Facts{}, 0, false, false, false},
+		{"recovered armed, not found", journal.StateArmed, false, "query_order", notFound, Facts{}, 0, false, false, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -51,6 +51,12 @@ type sale struct {
 	notSent     bool          // create_order provably never left
 	createFail  *iotpay.Error // create_order said FAIL; a query confirms
 	recovered   bool
+	// armed: a recovered order still ARMED on disk. Most were never sent
+	// (the lane stopped while waiting for a code); one may have been, its
+	// code's commit lost to a power cut. One query tells: paid or declined
+	// settles it, pending means the gateway has it (followed as a sale),
+	// anything else hands it quietly to the reconciler.
+	armed bool
 }
 
 // Run recovers open orders, then runs the lane until ctx ends (nil) or the
@@ -92,21 +98,8 @@ func (t *Terminal) Run(ctx context.Context) error {
 	}
 	for _, o := range open {
 		switch o.State {
-		case journal.StateSubmitting, journal.StatePolling:
+		case journal.StateSubmitting, journal.StatePolling, journal.StateArmed:
 			l.recover = append(l.recover, o)
-		case journal.StateArmed:
-			// Armed when the process stopped: most never saw a code, but
-			// one may have been sent with its code not yet attached. The
-			// reconciler asks the gateway; nobody is shown anything.
-			moved, err := t.jr.Transition(ctx, o.MchOrderNo, journal.StateArmed, journal.StateUnconfirmed,
-				journal.Update{Status: -1, Message: "interrupted before its code was recorded"})
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return l.fatal(err)
-			}
-			t.rec.add(moved)
 		default:
 			t.rec.add(o)
 		}
@@ -468,6 +461,15 @@ func (l *lane) onReply(r gatewayReply) error {
 	if d.To != 0 {
 		return l.finish(d.To, d.Update)
 	}
+	if s.armed {
+		if res.Outcome != iotpay.OutcomePending || d.Mismatch != "" {
+			return l.handOverArmed()
+		}
+		// The gateway has it: it was sent. Follow it for what is left of
+		// its polling window.
+		s.armed = false
+		s.maxAttempts = max(s.maxAttempts, l.pollsLeft(s.order))
+	}
 	if res.Outcome == iotpay.OutcomePending && res.Status == iotpay.StatusPaying && d.Mismatch == "" {
 		l.show(Screen{Kind: ScreenConfirmOnPhone, Amount: s.order.Amount, Currency: s.order.Currency, Wallet: s.wallet})
 	}
@@ -561,6 +563,9 @@ func (l *lane) onSaleLimit() error {
 		return nil
 	}
 	l.t.log.Warn("sale reached its time limit", zap.String("mchOrderNo", s.order.MchOrderNo), zap.Int("queries", s.attempts))
+	if s.armed {
+		return l.handOverArmed()
+	}
 	return l.finish(journal.StateUnconfirmed, journal.Update{Status: -1, Message: "not confirmed in time"})
 }
 
@@ -640,24 +645,60 @@ func (l *lane) nextRecovery() error {
 	}
 	o := l.recover[0]
 	l.recover = l.recover[1:]
-	window := time.Duration(l.t.cfg.PollAttempts) * l.t.cfg.PollInterval
 	age := l.t.now().Sub(o.CreatedAt)
-	left := 1
-	if age >= 0 && age < window {
-		left = max(1, l.t.cfg.PollAttempts-int(age/l.t.cfg.PollInterval))
+	left := l.pollsLeft(o)
+	armed := o.State == journal.StateArmed
+	if armed {
+		left = 1 // one query tells whether it was ever sent
 	}
 	if l.state != StatePolling {
 		if err := l.move(StatePolling); err != nil {
 			return err
 		}
 	}
-	l.startSale(&sale{order: o, wallet: l.t.wal.Name(o.Channel), maxAttempts: left, recovered: true, notSent: o.NotSent, payOrderID: o.PayOrderID},
-		l.t.cfg.SaleLimit)
+	l.startSale(&sale{order: o, wallet: l.t.wal.Name(o.Channel), maxAttempts: left, recovered: true, notSent: o.NotSent, payOrderID: o.PayOrderID,
+		armed: armed}, l.t.cfg.SaleLimit)
 	l.t.log.Info("resuming order", zap.String("mchOrderNo", o.MchOrderNo), zap.Stringer("state", o.State),
 		zap.Duration("age", age), zap.Int("queries", left))
 	l.show(Screen{Kind: ScreenRecovering, Amount: o.Amount, Currency: o.Currency})
 	l.query()
 	return nil
+}
+
+// pollsLeft is how many queries a recovered order still gets: the rest of
+// its polling window, or one for an older order (or one whose age the
+// clock cannot tell).
+func (l *lane) pollsLeft(o journal.Order) int {
+	window := time.Duration(l.t.cfg.PollAttempts) * l.t.cfg.PollInterval
+	age := l.t.now().Sub(o.CreatedAt)
+	if age >= 0 && age < window {
+		return max(1, l.t.cfg.PollAttempts-int(age/l.t.cfg.PollInterval))
+	}
+	return 1
+}
+
+// handOverArmed gives a recovered ARMED order the gateway did not show as
+// sent to the reconciler, without a word to the customer or the register:
+// almost always it is an amount that never became a payment, and the
+// reconciler cancels it once the gateway has not known it for 10 minutes
+// (or finds it paid, LATE_PAID, and refunds it).
+func (l *lane) handOverArmed() error {
+	s := l.sale
+	l.stopLaneTimer()
+	l.saleT.Stop()
+	l.sale = nil
+	moved, err := l.t.jr.Transition(l.ctx, s.order.MchOrderNo, journal.StateArmed, journal.StateUnconfirmed,
+		journal.Update{Status: -1, Message: "interrupted before its code was recorded"})
+	switch {
+	case errors.Is(err, journal.ErrStateChanged):
+		l.t.log.Warn("order moved by another process", zap.String("mchOrderNo", s.order.MchOrderNo))
+	case err != nil:
+		return err
+	default:
+		l.t.rec.add(moved)
+	}
+	l.t.log.Info("armed order handed to the reconciler", zap.String("mchOrderNo", s.order.MchOrderNo))
+	return l.nextRecovery()
 }
 
 // toIdle frees the lane for the next sale, unless the clock is not

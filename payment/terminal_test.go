@@ -333,11 +333,16 @@ func TestStorageFailureWhileSendingRecovers(t *testing.T) {
 	h.wrapJ = nil
 	h.start()
 	h.ready()
-	// Paid at the gateway, never announced: a late payment, refunded.
-	h.eventually("the interrupted order refunded", func() bool {
-		o := h.order(no)
-		return o.State == journal.StateLatePaid && o.Refunded == 700
-	})
+	// Paid at the gateway: recovery's one query settles it PAID (the
+	// customer paid for this sale), and a register asking again hears
+	// "approved".
+	h.eventually("the interrupted order settled paid", func() bool { return h.order(no).State == journal.StatePaid })
+	if o := h.order(no); o.Refunded != 0 {
+		t.Fatalf("a paid sale was refunded: %+v", o)
+	}
+	if r, err := h.term.LastResult(ctx, "R8"); err != nil || r.Outcome != payment.OutcomeApproved || !r.Final {
+		t.Fatalf("asked again: %+v %v", r, err)
+	}
 	h.agree()
 }
 
@@ -506,3 +511,48 @@ type atomic_bool struct{ v atomic.Bool }
 
 func (a *atomic_bool) get() bool  { return a.v.Load() }
 func (a *atomic_bool) set(b bool) { a.v.Store(b) }
+
+// An order left ARMED that was never sent (the lane stopped while waiting
+// for a code) costs one query at start-up and is handed quietly to the
+// reconciler: no screen, no beep, no result for the register.
+func TestArmedNeverSentHandedOver(t *testing.T) {
+	h := newHarness(t)
+	h.ready()
+	ctx := context.Background()
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 900, Source: payment.SourceECR, ECRRef: "R9"}); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("awaiting a code", func() bool { return h.term.State() == payment.StateAwaitingCode })
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := journal.Open(h.jpath, journal.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, err := ro.OpenOrders(ctx)
+	ro.Close()
+	if err != nil || len(open) != 1 || open[0].State != journal.StateArmed {
+		t.Fatalf("open orders %+v %v", open, err)
+	}
+	no := open[0].MchOrderNo
+	h.start() // a new recorder
+	h.ready()
+	h.eventually("handed to the reconciler", func() bool { return h.order(no).State != journal.StateArmed })
+	if o := h.order(no); o.State != journal.StateUnconfirmed && o.State != journal.StateCancelled {
+		t.Fatalf("never-sent order %+v", o)
+	}
+	if got := h.sim.OrderRequests("query_order", no); got < 1 {
+		t.Fatal("recovery did not ask the gateway")
+	}
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	for _, s := range h.rec.screens {
+		if s.Kind == payment.ScreenApproved || s.Kind == payment.ScreenDeclined || s.Kind == payment.ScreenNotConfirmed {
+			t.Fatalf("a never-sent order was shown: %+v", s)
+		}
+	}
+	if len(h.rec.results) != 0 || len(h.rec.beeps) != 0 {
+		t.Fatalf("a never-sent order reached the register (%d results) or the beeper (%d)", len(h.rec.results), len(h.rec.beeps))
+	}
+}

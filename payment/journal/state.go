@@ -71,10 +71,11 @@ func (s State) Open() bool {
 // transitions lists every allowed move. Final states only move on when the
 // gateway later proves an order paid that the lane did not record paid.
 var transitions = map[State][]State{
-	// An armed order gets its code (AttachCode), is dropped before any
-	// code, or, found open after a restart, goes to the reconciler
-	// (it may have been sent).
-	StateArmed:       {StateSubmitting, StateCancelled, StateUnconfirmed},
+	// An armed order gets its code (AttachCode) or is dropped before any
+	// code. Found open after a restart it may have been sent (its code's
+	// commit lost): the gateway's answer settles it like a sent order's,
+	// or it goes to the reconciler.
+	StateArmed:       {StateSubmitting, StatePaid, StateDeclined, StateCancelled, StateUnconfirmed},
 	StateSubmitting:  {StatePolling, StatePaid, StateDeclined, StateUnconfirmed},
 	StatePolling:     {StatePaid, StateDeclined, StateUnconfirmed},
 	StateUnconfirmed: {StateLatePaid, StateDeclined, StateCancelled},

@@ -24,7 +24,12 @@ TOML
 start_daemon() {
   /scanpay/scanpay run --config /tmp/scanpay.toml > /tmp/daemon.out 2> /tmp/daemon.log &
   daemon=$!
-  sleep 2
+  # Under TCG a start takes seconds: wait for the lane (at most 30 s; a
+  # lane still recovering an order is checked by the scenario itself).
+  for _ in $(seq 1 60); do
+    grep -q "lane ready" /tmp/daemon.log 2>/dev/null && break
+    sleep 0.5
+  done
 }
 
 # scan CODE: a virtual HID scanner types CODE. The device appears after the
@@ -33,4 +38,4 @@ scan() {
   /scanpay/fakescanner --uinput --name "scanpay fake scanner" --settle 6s --hold 500ms "$1"
 }
 
-show_daemon_log() { echo "--- daemon log (last lines)"; tail -n 15 /tmp/daemon.log 2>/dev/null; }
+show_daemon_log() { echo "--- daemon log (last lines)"; tail -n 15 /tmp/daemon.log 2>/dev/null; tail -n 5 /tmp/daemon.out 2>/dev/null; }

@@ -1,7 +1,9 @@
 # Power cut while the order is in flight. Phase 1: a sale from the register
 # (Concert over TCP, immediate answer) and a uinput scanner; once the
 # journal shows the code attached (SUBMITTING: committed without its own
-# fsync, so the cut may take it back to ARMED) the host kills the VM.
+# fsync, so the cut may take it back to ARMED) and the gateway's ledger
+# holds the order (the customer is "entering a password"), the host kills
+# the VM.
 # Phase 2, same disk: the journal opens, the order (ARMED or SUBMITTING)
 # is resumed and settled PAID as the gateway has it, and the register
 # asking again gets approved.
@@ -44,7 +46,8 @@ if [ "$phase" = 1 ]; then
   [ "$rc" = 4 ]
   scan 134567890123456789
   for i in $(seq 1 40); do
-    if orders | grep -q '"state": "SUBMITTING"'; then break; fi
+    # The code attached on the lane's side, and the order on the gateway's.
+    if orders | grep -q '"state": "SUBMITTING"' && grep -q MchOrderNo /data/ledger.json 2>/dev/null; then break; fi
     sleep 0.25
   done
   orders | grep '"state"'

@@ -27,7 +27,11 @@ format = "console"
 TOML
 } > /tmp/scanpay.toml
 start_daemon
-sleep 1
+# The register link opens its port on its own; give it a moment under TCG.
+for _ in $(seq 1 40); do
+  stty -F /dev/ttyS1 -a 2>/dev/null | grep -q ' cs7' && break
+  sleep 0.5
+done
 echo "ttyS1 as scanpay set it: $(stty -F /dev/ttyS1 -a | tr '\n' ' ' | grep -o 'speed [0-9]* baud\|-*cs[78]\|-*parenb\|-*parodd' | tr '\n' ' ')"
 stty -F /dev/ttyS1 -a | grep -q ' cs7' 
 stty -F /dev/ttyS1 -a | grep -qw 'parenb'
