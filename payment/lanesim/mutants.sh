@@ -27,7 +27,7 @@ for patch in "$here"/mutants/*.patch; do
   out=$(SCANPAY_SIM_SEEDS=$seeds go test -count=1 -timeout 60m -run '^TestLaneSim$' -v ./payment/lanesim 2>&1 || true)
   took=$(( $(date +%s) - start ))
   # The first failure names its seed.
-  why=$(grep -E '(oracle|driver|world|lane|register)_test\.go:[0-9]+' <<<"$out" | head -1 | sed -E 's/^\s+//' | cut -c1-180)
+  why=$(grep -E '(oracle|driver|world|lane|register)_test\.go:[0-9]+' <<<"$out" | head -1 | sed -E 's/^\s+//' | cut -c1-180 || true)
   seed=$(grep -oE 'seed [0-9]+' <<<"$why" | head -1 | grep -oE '[0-9]+' || true)
   if [ -z "$seed" ] && grep -qE '^(--- FAIL|FAIL|panic)' <<<"$out"; then
     seed=$(grep -oE 'seed[0-9]+' <<<"$out" | head -1 | grep -oE '[0-9]+' || echo "?")
