@@ -57,13 +57,19 @@ func (r *registerEnd) dead() bool {
 // reset is a register that loses patience: it floods the line with noise
 // and drops the connection with bytes the terminal has not read.
 func (r *registerEnd) reset() {
-	noise := make([]byte, 600)
+	noise := make([]byte, 24)
 	for i := range noise {
 		noise[i] = byte('!' + i%90)
 	}
 	go func() {
+		// Line noise in many small pieces: the link's reader gets more
+		// reads than it buffers, and must still let the session end.
 		r.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		r.conn.Write(noise)
+		for range 50 {
+			if _, err := r.conn.Write(noise); err != nil {
+				return
+			}
+		}
 	}()
 	time.Sleep(200 * time.Millisecond)
 	r.close()
