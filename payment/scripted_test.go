@@ -3,6 +3,7 @@ package payment_test
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -222,6 +223,11 @@ func TestScriptedSale(t *testing.T) {
 		beeps := append([]payment.Beep(nil), rec.beeps...)
 		rec.mu.Unlock()
 		want := []string{"idle", "typing", "awaiting_code", "processing", "confirm_on_phone", "approved", "idle"}
+		if len(kinds) == len(want)-1 {
+			// Screens are latest-wins: "processing", followed at once by
+			// the create's "confirm on phone", may never reach the display.
+			want = slices.Delete(want, 3, 4)
+		}
 		if len(kinds) != len(want) {
 			t.Fatalf("screens %v, want %v", kinds, want)
 		}
