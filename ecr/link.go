@@ -26,9 +26,10 @@ type Terminal interface {
 	RefundForECR(ctx context.Context, req payment.ECRRefund) payment.SaleResult
 	// LastResult is the journaled result of the newest sale with ref.
 	LastResult(ctx context.Context, ref string) (payment.SaleResult, error)
-	// MarkTaken notes, across restarts, that the register took the final
-	// result of a sale.
-	MarkTaken(ctx context.Context, mchOrderNo string)
+	// Taken notes, across restarts, that the register took an answer that
+	// says what happened (a sale's or a refund's): the same request again
+	// is then a new one, not a retry.
+	Taken(ctx context.Context, r payment.SaleResult)
 	State() payment.State
 }
 
@@ -584,13 +585,18 @@ func (s *session) answer(ctx context.Context, kind string, req Request, r paymen
 	s.l.answered(kind, status)
 	// Only a sale's own final result counts as taken: a refund's answer
 	// names the sale too, but says nothing about the sale's result.
-	if delivered && r.Final && r.MchOrderNo != "" && (kind == "sale" || kind == "again") {
+	// Noted before the next request is read: a restart cannot then answer
+	// a register whose references repeat with this sale's result, or take
+	// a new refund for a retry of an old one.
+	switch {
+	case !delivered:
+	case r.Final && r.MchOrderNo != "" && (kind == "sale" || kind == "again"):
 		s.l.mu.Lock()
 		s.l.delivered.touch(r.MchOrderNo)
 		s.l.mu.Unlock()
-		// Before the next request is read: a restart cannot then answer
-		// a register whose references repeat with this sale's result.
-		s.l.term.MarkTaken(context.WithoutCancel(ctx), r.MchOrderNo)
+		s.l.term.Taken(context.WithoutCancel(ctx), r)
+	case kind == "refund" && r.RefundNo != "":
+		s.l.term.Taken(context.WithoutCancel(ctx), r)
 	}
 	if !delivered && r.MchOrderNo != "" {
 		s.l.log.Warn("ECR did not take the result; it stays answerable for a matching request", zap.String("ref", req.Ref()),

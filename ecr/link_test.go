@@ -43,6 +43,8 @@ type stubTerm struct {
 	journalErr error
 	seq        uint64
 	block      chan struct{} // RefundForECR waits for it, as for a slow gateway
+	// takenRefunds are the refunds whose answers the link noted taken.
+	takenRefunds []string
 }
 
 func (s *stubTerm) RequestSale(_ context.Context, r payment.SaleRequest) error {
@@ -67,11 +69,15 @@ func (s *stubTerm) RefundForECR(_ context.Context, req payment.ECRRefund) paymen
 	return r
 }
 
-func (s *stubTerm) MarkTaken(_ context.Context, no string) {
+func (s *stubTerm) Taken(_ context.Context, taken payment.SaleResult) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if taken.RefundNo != "" {
+		s.takenRefunds = append(s.takenRefunds, taken.RefundNo)
+		return
+	}
 	for ref, r := range s.journal {
-		if r.MchOrderNo == no {
+		if r.MchOrderNo == taken.MchOrderNo {
 			r.Taken = true
 			s.journal[ref] = r
 		}
@@ -570,7 +576,7 @@ func TestRefusedRequests(t *testing.T) {
 func TestRefundFromRegister(t *testing.T) {
 	r := newRig(t, ecr.Config{AllowRefunds: true}, port8N1)
 	r.term.mu.Lock()
-	r.term.refund = payment.SaleResult{Outcome: payment.OutcomeApproved, Channel: "WX_MICROPAY", PayOrderID: "AM5"}
+	r.term.refund = payment.SaleResult{Outcome: payment.OutcomeApproved, Final: true, Channel: "WX_MICROPAY", PayOrderID: "AM5", MchOrderNo: "T01-5", RefundNo: "T01R5"}
 	r.term.mu.Unlock()
 	rq := ecr.Request{POS: "01", Amount: 500, FullAnswer: true, Mode: '1', Type: ecr.TypeRefund, Currency: "124", Private: "0000012345"}
 	if err := r.reg.Send(rq); err != nil {
@@ -585,6 +591,16 @@ func TestRefundFromRegister(t *testing.T) {
 	want := payment.ECRRefund{Ref: "0000012345", Amount: 500, Currency: "CAD", POSNumber: "01"}
 	if len(r.term.refunds) != 1 || r.term.refunds[0] != want {
 		t.Fatalf("refunds %+v, want %+v", r.term.refunds, want)
+	}
+	// The refund's answer was taken: noted for the refund, never for the
+	// sale it names (the sale's own result may still be asked for).
+	if len(r.term.takenRefunds) != 1 || r.term.takenRefunds[0] != "T01R5" {
+		t.Fatalf("refunds noted taken: %v", r.term.takenRefunds)
+	}
+	for _, res := range r.term.journal {
+		if res.Taken {
+			t.Fatalf("a refund's answer marked its sale taken: %+v", res)
+		}
 	}
 }
 

@@ -529,3 +529,88 @@ func TestRefundRightAfterApprovalWaitsForCommit(t *testing.T) {
 		t.Fatalf("re-ask %+v", res)
 	}
 }
+
+// A refund the register took the answer of is never the answer to the
+// next request: two sales of the same amount, each refunded with a blank
+// reference (or a reused one), are two refunds. Until the register takes
+// an answer, the same request again is a retry; if the request now names
+// another sale, nothing is sent and the answer is "not verified".
+func TestRegisterRefundsOfTwoSales(t *testing.T) {
+	for _, ref := range []string{"", "INV9"} {
+		t.Run("ref="+ref, func(t *testing.T) {
+			h := newHarness(t, withConfig(func(c *payment.Config) { c.RefundWindow = 10 * time.Minute }))
+			ctx := context.Background()
+			sale := func() payment.SaleResult {
+				h.ready()
+				if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 2000, Source: payment.SourceECR, ECRRef: ref}); err != nil {
+					t.Fatal(err)
+				}
+				if err := h.term.Scan(ctx, payment.Code{Text: h.code(), Source: "test", At: time.Now()}); err != nil {
+					t.Fatal(err)
+				}
+				return h.result()
+			}
+			req := payment.ECRRefund{Ref: ref, Amount: 2000, Currency: "CAD"}
+			a := sale()
+			first := h.term.RefundForECR(ctx, req)
+			if first.Outcome != payment.OutcomeApproved || first.MchOrderNo != a.MchOrderNo || first.RefundNo == "" {
+				t.Fatalf("first refund %+v", first)
+			}
+			h.term.Taken(ctx, first) // the register took it
+			b := sale()
+			second := h.term.RefundForECR(ctx, req)
+			if second.Outcome != payment.OutcomeApproved || second.MchOrderNo != b.MchOrderNo || second.RefundNo == first.RefundNo {
+				t.Fatalf("second sale's refund answered %+v (first %+v)", second, first)
+			}
+			if n := len(h.sim.Refunds()); n != 2 {
+				t.Fatalf("%d refunds at the gateway, want 2", n)
+			}
+			if o := h.order(b.MchOrderNo); o.Refunded != 2000 {
+				t.Fatalf("second sale refunded %d", o.Refunded)
+			}
+			// The second answer was lost (not taken); a third sale, and the
+			// same request again: a retry of the second, or a new refund of
+			// the third? Not verified, nothing sent.
+			c := sale()
+			third := h.term.RefundForECR(ctx, req)
+			if third.Outcome != payment.OutcomeUnknown || third.MchOrderNo == c.MchOrderNo {
+				t.Fatalf("ambiguous refund answered %+v", third)
+			}
+			if n := len(h.sim.Refunds()); n != 2 {
+				t.Fatalf("an ambiguous refund reached the gateway (%d refunds)", n)
+			}
+			if o := h.order(c.MchOrderNo); o.Refunded != 0 {
+				t.Fatalf("third sale refunded %d", o.Refunded)
+			}
+		})
+	}
+}
+
+// A blank-reference refund whose answer was lost, retried after the clock
+// stepped a day ahead, is still that refund: answered from the journal,
+// never "refused" (it was made) and never sent again.
+func TestBlankRefundRetryAfterClockStep(t *testing.T) {
+	var offset atomic.Int64
+	h := newHarness(t, withConfig(func(c *payment.Config) { c.RefundWindow = 10 * time.Minute }),
+		withNow(func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }))
+	ctx := context.Background()
+	h.ready()
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 2000, Source: payment.SourceECR}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.term.Scan(ctx, payment.Code{Text: h.code(), Source: "test", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	h.result()
+	req := payment.ECRRefund{Amount: 2000, Currency: "CAD"}
+	if first := h.term.RefundForECR(ctx, req); first.Outcome != payment.OutcomeApproved {
+		t.Fatalf("first %+v", first)
+	}
+	offset.Store(int64(24 * time.Hour))
+	if again := h.term.RefundForECR(ctx, req); again.Outcome != payment.OutcomeApproved {
+		t.Fatalf("retry after a clock step answered %+v", again)
+	}
+	if n := len(h.sim.Refunds()); n != 1 {
+		t.Fatalf("%d refunds at the gateway", n)
+	}
+}

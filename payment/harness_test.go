@@ -108,6 +108,7 @@ type harness struct {
 	wrapJ    func(payment.Journal) payment.Journal
 	gw       payment.Gateway
 	obs      payment.Observer
+	now      func() time.Time // the terminal's wall clock; nil: time.Now
 	codeSeq  atomic.Int64
 	stopOnce sync.Once
 }
@@ -115,6 +116,8 @@ type harness struct {
 type option func(*harness)
 
 func withConfig(f func(*payment.Config)) option { return func(h *harness) { f(&h.cfg) } }
+
+func withNow(now func() time.Time) option { return func(h *harness) { h.now = now } }
 
 func withJournal(wrap func(payment.Journal) payment.Journal) option {
 	return func(h *harness) { h.wrapJ = wrap }
@@ -181,7 +184,7 @@ func (h *harness) start() {
 	seen, logs := observer.New(zap.InfoLevel)
 	h.logs = logs
 	h.term, err = payment.New(h.cfg, payment.Deps{Gateway: gw, Journal: jr, Wallets: wallets,
-		Screen: h.rec, Beeper: h.rec, Results: h.rec, Logger: zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), seen)), Observer: h.obs})
+		Screen: h.rec, Beeper: h.rec, Results: h.rec, Logger: zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), seen)), Observer: h.obs, Now: h.now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -153,6 +153,10 @@ type Terminal struct {
 	clockOK atomic.Bool // the clock was seen synchronised in this run
 	workers sync.WaitGroup
 
+	// blankRefunds remembers this run's blank-reference register refunds
+	// on the monotonic clock (see retryCandidate).
+	blankRefunds refundMemory
+
 	// settling is closed once the outcome the lane last announced is on
 	// disk. Results go out before their commit (the fast path), so a
 	// register that refunds or re-asks the instant it hears "approved"
@@ -161,6 +165,37 @@ type Terminal struct {
 		mu sync.Mutex
 		ch chan struct{}
 	}
+}
+
+// refundMemory holds when (monotonic) each of the newest refunds was made.
+type refundMemory struct {
+	mu    sync.Mutex
+	at    map[string]time.Time
+	order []string
+}
+
+const refundMemorySize = 64
+
+func (m *refundMemory) add(no string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.at == nil {
+		m.at = map[string]time.Time{}
+	}
+	m.at[no] = time.Now()
+	m.order = append(m.order, no)
+	if len(m.order) > refundMemorySize {
+		delete(m.at, m.order[0])
+		m.order = append(m.order[:0], m.order[1:]...)
+	}
+}
+
+// recent reports whether refund no was made in this run within window.
+func (m *refundMemory) recent(no string, window time.Duration) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	at, ok := m.at[no]
+	return ok && time.Since(at) <= window
 }
 
 // beginSettle marks an announced outcome not yet on disk; the lane calls
@@ -371,38 +406,50 @@ func (t *Terminal) RefundForECR(ctx context.Context, req ECRRefund) SaleResult {
 	if err := t.awaitSettled(ctx); err != nil {
 		return refuse("terminal busy", err)
 	}
-	// The same (reference, amount) again is the register retrying a refund
-	// whose answer it missed, whatever happened since (another sale under
-	// a reused reference, say). A blank reference names nothing, so only
-	// within the refund window.
-	since := time.Time{}
-	if req.Ref == "" {
-		since = t.now().Add(-t.cfg.RefundWindow)
+	// A refund with this reference and amount whose answer the register
+	// has not taken is what this request may be retrying.
+	prev, found, err := t.retryCandidate(ctx, req)
+	if err != nil {
+		return refuse("journal unavailable", err)
 	}
-	prev, perr := t.jr.RecentECRRefund(ctx, req.Ref, req.Amount, since)
-	switch {
-	case perr == nil:
+	answerPrev := func() SaleResult {
 		log.Info("register refund asked again: answering from the journal", zap.String("mchRefundNo", prev.MchRefundNo), zap.String("state", string(prev.State)))
 		res.MchOrderNo = prev.MchOrderNo
 		return refundResult(res, prev)
-	case !errors.Is(perr, journal.ErrNotFound):
-		return refuse("journal unavailable", perr)
 	}
+	// The sale the request names: the newest with its reference, or for a
+	// blank one the last paid sale, if recent.
 	var o journal.Order
-	var err error
 	if req.Ref != "" {
 		o, err = t.jr.LastByRef(ctx, req.Ref)
 	} else {
 		o, err = t.jr.LastPaid(ctx)
 		if err == nil && t.now().Sub(o.CreatedAt) > t.cfg.RefundWindow {
+			if found {
+				return answerPrev() // the register retrying after the clock moved on
+			}
 			return refuse("no recent sale: give the sale's reference", nil)
 		}
 	}
 	switch {
 	case errors.Is(err, journal.ErrNotFound):
+		if found {
+			return answerPrev()
+		}
 		return refuse("no sale to refund", err)
 	case err != nil:
 		return refuse("journal unavailable", err)
+	case found && prev.MchOrderNo == o.MchOrderNo:
+		return answerPrev()
+	case found:
+		// The request now names another sale than a refund whose answer
+		// the register never took: it may retry that one or ask a new
+		// refund of this one. Neither is safe to assume; nothing is sent.
+		log.Warn("register refund is ambiguous: an earlier refund with this reference and amount was never answered",
+			zap.String("earlier", prev.MchRefundNo), zap.String("earlierOrder", prev.MchOrderNo), zap.String("mchOrderNo", o.MchOrderNo))
+		res.MchOrderNo, res.RefundNo = prev.MchOrderNo, prev.MchRefundNo
+		res.Outcome, res.Message = OutcomeUnknown, "earlier refund not confirmed: check it"
+		return res
 	case o.State != journal.StatePaid && o.State != journal.StateLatePaid:
 		return refuse("sale is "+o.State.String()+": nothing to refund", nil)
 	case o.Currency != req.Currency:
@@ -411,29 +458,79 @@ func (t *Terminal) RefundForECR(ctx context.Context, req ECRRefund) SaleResult {
 		return refuse("sale belongs to another POS", nil)
 	}
 	res.MchOrderNo, res.PayOrderID, res.Channel, res.At, res.Seq = o.MchOrderNo, o.PayOrderID, o.Channel, o.CreatedAt, o.Seq
-	prev, err = t.jr.ECRRefund(ctx, o.MchOrderNo, req.Amount)
-	switch {
-	case err == nil:
-		// The register asking again: the journal answers, nothing is sent.
-		log.Info("register refund asked again: answering from the journal", zap.String("mchRefundNo", prev.MchRefundNo), zap.String("state", string(prev.State)))
-		return refundResult(res, prev)
-	case !errors.Is(err, journal.ErrNotFound):
-		return refuse("journal unavailable", err)
-	}
 	r, err := t.Refund(ctx, RefundRequest{ID: o.MchOrderNo, Amount: req.Amount, Source: journal.RefundByECR, ECRRef: req.Ref})
 	if r.MchRefundNo == "" {
 		// Nothing was journaled, so nothing was sent.
 		return refuse(cashierError(err), err)
 	}
+	if req.Ref == "" {
+		t.blankRefunds.add(r.MchRefundNo)
+	}
 	if err != nil {
 		// Sent, but its outcome could not be recorded: never "refused".
-		res.Outcome, res.Message = OutcomeUnknown, "refund not verified: check it"
+		res.Outcome, res.Message, res.RefundNo = OutcomeUnknown, "refund not verified: check it", r.MchRefundNo
 		return res
 	}
 	return refundResult(res, r)
 }
 
+// retryCandidate finds the register refund the request may be retrying:
+// the newest with its reference and amount whose answer the register has
+// not taken. A blank reference names no sale, so only a recent one counts:
+// made within RefundWindow by the wall clock, or by the monotonic clock in
+// this run (a retry after the clock stepped forward is still a retry).
+func (t *Terminal) retryCandidate(ctx context.Context, req ECRRefund) (journal.Refund, bool, error) {
+	since := time.Time{}
+	if req.Ref == "" {
+		since = t.now().Add(-t.cfg.RefundWindow)
+	}
+	prev, err := t.jr.RecentECRRefund(ctx, req.Ref, req.Amount, since)
+	if err == nil {
+		return prev, true, nil
+	}
+	if !errors.Is(err, journal.ErrNotFound) {
+		return journal.Refund{}, false, err
+	}
+	if req.Ref != "" {
+		return journal.Refund{}, false, nil
+	}
+	prev, err = t.jr.RecentECRRefund(ctx, "", req.Amount, time.Time{})
+	switch {
+	case errors.Is(err, journal.ErrNotFound):
+		return journal.Refund{}, false, nil
+	case err != nil:
+		return journal.Refund{}, false, err
+	}
+	return prev, t.blankRefunds.recent(prev.MchRefundNo, t.cfg.RefundWindow), nil
+}
+
+// Taken records that the register took r, so the same request again is a
+// new sale or refund, not a retry (in this run and after a restart). Only
+// an answer that says what happened counts: after "not verified" the
+// register may well ask again. A failure is logged: the answer is out.
+func (t *Terminal) Taken(ctx context.Context, r SaleResult) {
+	if r.Outcome == OutcomeUnknown || !r.Final {
+		return
+	}
+	var err error
+	switch {
+	case r.RefundNo != "":
+		err = t.jr.MarkRefundTaken(ctx, r.RefundNo)
+	case r.MchOrderNo != "":
+		err = t.jr.MarkTaken(ctx, r.MchOrderNo)
+	default:
+		return
+	}
+	if isStorage(err) {
+		t.stopFatal(err)
+	}
+	if err != nil {
+		t.log.Warn("could not note that the register took an answer", zap.String("mchOrderNo", r.MchOrderNo), zap.String("mchRefundNo", r.RefundNo), zap.Error(err))
+	}
+}
+
 func refundResult(res SaleResult, r journal.Refund) SaleResult {
+	res.RefundNo = r.MchRefundNo
 	switch r.State {
 	case journal.RefundDone:
 		res.Outcome, res.Message = OutcomeApproved, ""
@@ -475,15 +572,6 @@ func (t *Terminal) LastResult(ctx context.Context, ref string) (SaleResult, erro
 		return SaleResult{}, err
 	}
 	return resultFromOrder(o), nil
-}
-
-// MarkTaken records that the register took the final result of order no
-// (see journal.MarkTaken: no fsync). A failure is logged, not fatal: the
-// link still remembers it for this run, and the sale is on disk already.
-func (t *Terminal) MarkTaken(ctx context.Context, no string) {
-	if err := t.jr.MarkTaken(ctx, no); err != nil {
-		t.log.Warn("could not note that the register took the result", zap.String("mchOrderNo", no), zap.Error(err))
-	}
 }
 
 func resultFromOrder(o journal.Order) SaleResult {

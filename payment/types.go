@@ -145,6 +145,8 @@ type SaleResult struct {
 	// Taken: the register took this sale's final result (in this run or
 	// a previous one), so the same request again is a new sale.
 	Taken bool
+	// RefundNo names the refund a register refund's answer speaks for.
+	RefundNo string
 }
 
 // ScreenKind is what the customer display shows.
@@ -236,10 +238,10 @@ type Journal interface {
 	FinishRefund(ctx context.Context, refundNo string, state journal.RefundState, msg string) (journal.Refund, error)
 	Refunds(ctx context.Context, orderNo string) ([]journal.Refund, error)
 	OpenRefunds(ctx context.Context) ([]journal.Refund, error)
-	ECRRefund(ctx context.Context, orderNo string, amount int64) (journal.Refund, error)
 	RecentECRRefund(ctx context.Context, ref string, amount int64, since time.Time) (journal.Refund, error)
 	SettleRefund(ctx context.Context, refundNo string, done bool, msg string) (journal.Refund, error)
 	MarkTaken(ctx context.Context, no string) error
+	MarkRefundTaken(ctx context.Context, no string) error
 	Secret() []byte
 }
 

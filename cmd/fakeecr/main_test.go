@@ -29,7 +29,7 @@ func (a *autoTerm) LastResult(context.Context, string) (payment.SaleResult, erro
 	return payment.SaleResult{}, payment.ErrNoOrder
 }
 
-func (a *autoTerm) MarkTaken(context.Context, string) {}
+func (a *autoTerm) Taken(context.Context, payment.SaleResult) {}
 
 func TestSaleOverTCP(t *testing.T) {
 	term := &autoTerm{}

@@ -289,7 +289,7 @@ func (l *lateTerminal) State() payment.State { return l.t.State() }
 func (l *lateTerminal) LastResult(ctx context.Context, ref string) (payment.SaleResult, error) {
 	return l.t.LastResult(ctx, ref)
 }
-func (l *lateTerminal) MarkTaken(ctx context.Context, no string) { l.t.MarkTaken(ctx, no) }
+func (l *lateTerminal) Taken(ctx context.Context, r payment.SaleResult) { l.t.Taken(ctx, r) }
 
 // keypadSink turns keypad entries into terminal events.
 type keypadSink struct{ t *payment.Terminal }

@@ -79,26 +79,43 @@ func TestSettleOnlyUnknownRefunds(t *testing.T) {
 	}
 }
 
+// A register refund is a retry candidate for the same reference and
+// amount until the register takes its answer; an operator's refund never is.
 func TestECRRefundLookup(t *testing.T) {
 	ctx := context.Background()
 	j, _ := openTemp(t, Options{})
 	rnum := func(c uint64) string { return fmt.Sprintf("R-%d", c) }
 	o, _ := j.AddOrder(ctx, newOrder("h", 1000), num)
 	j.Transition(ctx, o.MchOrderNo, StateSubmitting, StatePaid, Update{PayOrderID: "AM1", Status: 2})
-	if _, err := j.ECRRefund(ctx, o.MchOrderNo, 300); !errors.Is(err, ErrNotFound) {
+	if _, err := j.RecentECRRefund(ctx, "INV7", 300, time.Time{}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("no refund yet: %v", err)
 	}
-	j.AddRefund(ctx, NewRefund{OrderNo: o.MchOrderNo, Amount: 300, Source: RefundByOperator}, rnum)
-	if _, err := j.ECRRefund(ctx, o.MchOrderNo, 300); !errors.Is(err, ErrNotFound) {
+	j.AddRefund(ctx, NewRefund{OrderNo: o.MchOrderNo, Amount: 300, Source: RefundByOperator, ECRRef: "INV7"}, rnum)
+	if _, err := j.RecentECRRefund(ctx, "INV7", 300, time.Time{}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("an operator's refund is not the register's: %v", err)
 	}
 	r, _ := j.AddRefund(ctx, NewRefund{OrderNo: o.MchOrderNo, Amount: 300, Source: RefundByECR, ECRRef: "INV7"}, rnum)
-	got, err := j.ECRRefund(ctx, o.MchOrderNo, 300)
-	if err != nil || got.MchRefundNo != r.MchRefundNo || got.ECRRef != "INV7" || got.State != RefundSent {
+	got, err := j.RecentECRRefund(ctx, "INV7", 300, time.Time{})
+	if err != nil || got.MchRefundNo != r.MchRefundNo || got.ECRRef != "INV7" || got.State != RefundSent || got.Taken {
 		t.Fatalf("lookup %+v %v", got, err)
 	}
-	if _, err := j.ECRRefund(ctx, o.MchOrderNo, 301); !errors.Is(err, ErrNotFound) {
+	if _, err := j.RecentECRRefund(ctx, "INV7", 301, time.Time{}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("another amount matched: %v", err)
+	}
+	if _, err := j.RecentECRRefund(ctx, "INV7", 300, time.Now().Add(time.Hour)); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a refund before since matched: %v", err)
+	}
+	if err := j.MarkRefundTaken(ctx, r.MchRefundNo); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.RecentECRRefund(ctx, "INV7", 300, time.Time{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a refund whose answer the register took is still a retry candidate: %v", err)
+	}
+	if rs, _ := j.Refunds(ctx, o.MchOrderNo); len(rs) != 2 || !rs[1].Taken {
+		t.Fatalf("refunds %+v", rs)
+	}
+	if err := j.MarkRefundTaken(ctx, "NOPE"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown refund: %v", err)
 	}
 }
 

@@ -34,9 +34,13 @@ type Order struct {
 	Refunded   int64  // cents refunded (accepted refunds)
 	// Taken: the register took this sale's final result (MarkTaken), so
 	// the same request again is a new sale, never this one's answer.
-	Taken     bool
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	Taken bool
+	// Interrupted: a restart found the order open and the lane could not
+	// settle it: its outcome may have been shown before it was on disk,
+	// so a late payment of it is held for the operator, not refunded.
+	Interrupted bool
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
 }
 
 // NewOrder is what AddOrder needs; the journal assigns the number and state.
@@ -59,10 +63,12 @@ type Update struct {
 	Status     int    // kept when negative
 	Message    string
 	NotSent    bool
+	// Interrupted: recovery hands the order on unsettled (kept once set).
+	Interrupted bool
 }
 
 const orderCols = `mch_order_no, seq, terminal_id, amount, currency, channel, code_masked, code_hash, source,
-	ecr_ref, pos_number, ecr_type, state, pay_order_id, status, message, not_sent, refunded, created_at, updated_at, ecr_taken`
+	ecr_ref, pos_number, ecr_type, state, pay_order_id, status, message, not_sent, refunded, created_at, updated_at, ecr_taken, interrupted`
 
 type scanner interface{ Scan(...any) error }
 
@@ -70,10 +76,10 @@ func scanOrder(s scanner) (Order, error) {
 	var o Order
 	var state string
 	var created, updated int64
-	var notSent, taken int
+	var notSent, taken, interrupted int
 	var hash sql.NullString
 	err := s.Scan(&o.MchOrderNo, &o.Seq, &o.TerminalID, &o.Amount, &o.Currency, &o.Channel, &o.CodeMasked, &hash,
-		&o.Source, &o.ECRRef, &o.POSNumber, &o.ECRType, &state, &o.PayOrderID, &o.Status, &o.Message, &notSent, &o.Refunded, &created, &updated, &taken)
+		&o.Source, &o.ECRRef, &o.POSNumber, &o.ECRType, &state, &o.PayOrderID, &o.Status, &o.Message, &notSent, &o.Refunded, &created, &updated, &taken, &interrupted)
 	if err != nil {
 		return o, err
 	}
@@ -81,7 +87,7 @@ func scanOrder(s scanner) (Order, error) {
 		return o, err
 	}
 	o.NotSent = notSent != 0
-	o.Taken = taken != 0
+	o.Taken, o.Interrupted = taken != 0, interrupted != 0
 	o.CodeHash = hash.String
 	o.CreatedAt = time.UnixMilli(created)
 	o.UpdatedAt = time.UnixMilli(updated)
@@ -256,11 +262,7 @@ func (j *Journal) Transition(ctx context.Context, no string, from, to State, u U
 		now := ms(j.now())
 		o = Apply(cur, to, u)
 		o.UpdatedAt = time.UnixMilli(now)
-		notSent := 0
-		if o.NotSent {
-			notSent = 1
-		}
-		if _, err := tx.StmtContext(ctx, j.st.updateOrder).ExecContext(ctx, to.String(), o.PayOrderID, o.Status, o.Message, notSent, now, no); err != nil {
+		if _, err := tx.StmtContext(ctx, j.st.updateOrder).ExecContext(ctx, to.String(), o.PayOrderID, o.Status, o.Message, o.NotSent, o.Interrupted, now, no); err != nil {
 			return err
 		}
 		if err := j.logTransition(ctx, tx, o.Seq, now, from.String(), to.String(), o.Status, u.Message); err != nil {
@@ -283,6 +285,7 @@ func Apply(o Order, to State, u Update) Order {
 	}
 	o.Message = u.Message
 	o.NotSent = o.NotSent || u.NotSent
+	o.Interrupted = o.Interrupted || u.Interrupted
 	return o
 }
 
@@ -494,14 +497,13 @@ func (j *Journal) DailyTotals(ctx context.Context, from, to time.Time, loc *time
 
 // MarkTaken records that the register took the final result of order no,
 // so a later request with the same reference and amount is a new sale,
-// even after a restart. It costs no fsync (writeUnsynced): it survives
-// the daemon's crash or restart at once, and a power cut once the next
-// sale's first commit syncs the WAL. Losing it costs only that guard.
+// even after a restart or a power cut. It is committed with fsync, after
+// the answer left: on neither measured path.
 func (j *Journal) MarkTaken(ctx context.Context, no string) error {
 	if j.readOnly {
 		return errors.New("journal opened read-only")
 	}
-	return j.writeUnsynced(ctx, "mark taken", func(tx *sql.Tx) error {
+	return j.write(ctx, "mark taken", func(tx *sql.Tx) error {
 		res, err := tx.StmtContext(ctx, j.st.markTaken).ExecContext(ctx, no)
 		if err != nil {
 			return err

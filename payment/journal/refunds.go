@@ -19,8 +19,11 @@ type Refund struct {
 	Message     string
 	Source      string // who asked: ecr, cli, auto (late payment)
 	ECRRef      string // the register's reference, for ECR refunds
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// Taken: the register took this refund's final answer, so the same
+	// request again is a new refund, not a retry (MarkRefundTaken).
+	Taken     bool
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // NewRefund is what AddRefund needs.
@@ -38,16 +41,17 @@ const (
 	RefundAuto       = "auto"
 )
 
-const refundCols = `SELECT mch_refund_no, mch_order_no, amount, state, message, source, ecr_ref, created_at, updated_at FROM refunds`
+const refundCols = `SELECT mch_refund_no, mch_order_no, amount, state, message, source, ecr_ref, created_at, updated_at, ecr_taken FROM refunds`
 
 func scanRefund(s scanner) (Refund, error) {
 	var r Refund
 	var state string
 	var c, u int64
-	if err := s.Scan(&r.MchRefundNo, &r.MchOrderNo, &r.Amount, &state, &r.Message, &r.Source, &r.ECRRef, &c, &u); err != nil {
+	var taken int
+	if err := s.Scan(&r.MchRefundNo, &r.MchOrderNo, &r.Amount, &state, &r.Message, &r.Source, &r.ECRRef, &c, &u, &taken); err != nil {
 		return Refund{}, err
 	}
-	r.State, r.CreatedAt, r.UpdatedAt = RefundState(state), time.UnixMilli(c), time.UnixMilli(u)
+	r.State, r.CreatedAt, r.UpdatedAt, r.Taken = RefundState(state), time.UnixMilli(c), time.UnixMilli(u), taken != 0
 	return r, nil
 }
 
@@ -202,26 +206,11 @@ func collectRefunds(rows *sql.Rows) ([]Refund, error) {
 	return out, nil
 }
 
-// ECRRefund returns the newest refund the register asked for on this
-// order for this amount (ErrNotFound when there is none), so a register
-// retrying a refund whose answer it missed is answered from the journal
-// and the refund is never sent twice.
-func (j *Journal) ECRRefund(ctx context.Context, orderNo string, amount int64) (Refund, error) {
-	r, err := scanRefund(j.st.ecrRefund.QueryRowContext(ctx, orderNo, amount))
-	if errors.Is(err, sql.ErrNoRows) {
-		return Refund{}, fmt.Errorf("%w: no register refund of %d on %s", ErrNotFound, amount, orderNo)
-	}
-	if err != nil {
-		return Refund{}, storage("register refund lookup", err)
-	}
-	return r, nil
-}
-
 // RecentECRRefund returns the newest refund the register asked for with
-// this reference and amount, made at or after since (ErrNotFound when
-// none). With a blank reference the register names no sale, so a retry
-// can only be recognised this way: after another sale it would otherwise
-// refund that one.
+// this reference and amount, made at or after since, whose answer the
+// register has not taken (ErrNotFound when none): the only refund the same
+// request again can be a retry of. One it took answers nothing: the same
+// request again is a new refund.
 func (j *Journal) RecentECRRefund(ctx context.Context, ref string, amount int64, since time.Time) (Refund, error) {
 	r, err := scanRefund(j.st.recentECRRefund.QueryRowContext(ctx, ref, amount, ms(since)))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -231,4 +220,23 @@ func (j *Journal) RecentECRRefund(ctx context.Context, ref string, amount int64,
 		return Refund{}, storage("register refund lookup", err)
 	}
 	return r, nil
+}
+
+// MarkRefundTaken records that the register took the final answer of
+// refund no (committed with fsync, after the answer left: on no measured
+// path), so the same request again is a new refund.
+func (j *Journal) MarkRefundTaken(ctx context.Context, no string) error {
+	if j.readOnly {
+		return errors.New("journal opened read-only")
+	}
+	return j.write(ctx, "mark refund taken", func(tx *sql.Tx) error {
+		res, err := tx.StmtContext(ctx, j.st.markRefundTaken).ExecContext(ctx, no)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("%w: refund %s", ErrNotFound, no)
+		}
+		return nil
+	})
 }

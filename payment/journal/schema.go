@@ -67,9 +67,13 @@ CREATE INDEX refunds_ecr ON refunds(ecr_ref, amount) WHERE source = 'ecr';
 CREATE INDEX refunds_open ON refunds(state) WHERE state IN ('SENT','UNKNOWN');
 `
 
-// takenSchema marks orders whose final result the register took; new
-// journals are schema, outboxSchema and takenSchema, in that order.
-const takenSchema = `ALTER TABLE orders ADD COLUMN ecr_taken INTEGER NOT NULL DEFAULT 0;`
+// takenSchema marks orders and refunds whose final answer the register
+// took (so the same request again is a new one, not a retry), and orders
+// interrupted by a restart (whose outcome may have been shown before it
+// was on disk). New journals are schema, outboxSchema and takenSchema.
+const takenSchema = `ALTER TABLE orders ADD COLUMN ecr_taken INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE orders ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE refunds ADD COLUMN ecr_taken INTEGER NOT NULL DEFAULT 0;`
 
 // migrations upgrade a journal from version i+1 to i+2, each in one
 // transaction with the version bump.
@@ -130,7 +134,8 @@ var migrations = []string{
 	 DELETE FROM meta WHERE key IN ('order_counter', 'refund_counter');`,
 	// 3 → 4: the fleet outbox (outbox.go).
 	outboxSchema,
-	// 4 → 5: the register took the sale's final result (MarkTaken).
+	// 4 → 5: what the register took (MarkTaken, MarkRefundTaken), and
+	// orders interrupted by a restart.
 	takenSchema,
 }
 

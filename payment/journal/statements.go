@@ -10,10 +10,11 @@ import (
 type statements struct {
 	list []*sql.Stmt
 
-	nextOrderSeq, insertOrder, getOrder, getOrderByPay, codeUsed, attachCode, updateOrder *sql.Stmt
-	insertTransition, lastByRef, lastPaid                                                 *sql.Stmt
-	nextRefundSeq, insertRefund, getRefund, finishRefund, refundOrderUpdate               *sql.Stmt
-	committedRefunds, orderForRefund, openRefunds, ecrRefund, recentECRRefund, markTaken  *sql.Stmt
+	nextOrderSeq, insertOrder, getOrder, getOrderByPay, codeUsed, attachCode, updateOrder      *sql.Stmt
+	insertTransition, lastByRef, lastPaid                                                      *sql.Stmt
+	nextRefundSeq, insertRefund, getRefund, finishRefund, refundOrderUpdate                    *sql.Stmt
+	committedRefunds, orderForRefund, openRefunds, recentECRRefund, markTaken, markRefundTaken *sql.Stmt
+	markInterrupted                                                                            *sql.Stmt
 }
 
 func prepare(db *sql.DB) (*statements, error) {
@@ -35,7 +36,7 @@ func prepare(db *sql.DB) (*statements, error) {
 	s.getOrderByPay = p(`SELECT ` + orderCols + ` FROM orders WHERE pay_order_id = ? AND pay_order_id <> '' ORDER BY seq DESC LIMIT 1`)
 	s.codeUsed = p(`SELECT COUNT(*) FROM orders WHERE code_hash = ?`)
 	s.attachCode = p(`UPDATE orders SET channel = ?, code_masked = ?, code_hash = ?, state = ?, updated_at = ? WHERE mch_order_no = ?`)
-	s.updateOrder = p(`UPDATE orders SET state = ?, pay_order_id = ?, status = ?, message = ?, not_sent = ?, updated_at = ? WHERE mch_order_no = ?`)
+	s.updateOrder = p(`UPDATE orders SET state = ?, pay_order_id = ?, status = ?, message = ?, not_sent = ?, interrupted = ?, updated_at = ? WHERE mch_order_no = ?`)
 	s.insertTransition = p(`INSERT INTO transitions(order_seq, n, at, from_state, to_state, status, detail)
 		VALUES (?, (SELECT COALESCE(MAX(n), 0) + 1 FROM transitions WHERE order_seq = ?), ?, ?, ?, ?, ?)`)
 	s.lastByRef = p(`SELECT ` + orderCols + ` FROM orders WHERE ecr_ref = ? AND ecr_ref <> '' ORDER BY seq DESC LIMIT 1`)
@@ -48,9 +49,9 @@ func prepare(db *sql.DB) (*statements, error) {
 	s.committedRefunds = p(`SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE mch_order_no = ? AND state <> 'FAILED'`)
 	s.orderForRefund = p(`SELECT seq, state, amount FROM orders WHERE mch_order_no = ?`)
 	s.openRefunds = p(refundCols + ` WHERE state IN ('SENT','UNKNOWN') ORDER BY seq`)
-	s.ecrRefund = p(refundCols + ` WHERE mch_order_no = ? AND amount = ? AND source = 'ecr' ORDER BY seq DESC LIMIT 1`)
-	s.recentECRRefund = p(refundCols + ` WHERE source = 'ecr' AND ecr_ref = ? AND amount = ? AND created_at >= ? ORDER BY seq DESC LIMIT 1`)
+	s.recentECRRefund = p(refundCols + ` WHERE source = 'ecr' AND ecr_ref = ? AND amount = ? AND created_at >= ? AND ecr_taken = 0 ORDER BY seq DESC LIMIT 1`)
 	s.markTaken = p(`UPDATE orders SET ecr_taken = 1 WHERE mch_order_no = ?`)
+	s.markRefundTaken = p(`UPDATE refunds SET ecr_taken = 1 WHERE mch_refund_no = ?`)
 	if len(errs) > 0 {
 		s.close()
 		return nil, errors.Join(errs...)

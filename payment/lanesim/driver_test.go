@@ -217,11 +217,22 @@ func (w *world) newRefund() {
 		return
 	}
 	sale := paid[w.rng.IntN(len(paid))]
-	r := &request{id: len(w.requests), refund: true, req: ecr.Request{POS: "01", Amount: 1 + w.rng.Int64N(sale.req.Amount), Mode: '1',
+	amount := 1 + w.rng.Int64N(sale.req.Amount)
+	if w.rng.IntN(3) == 0 {
+		// The same amount as a refund the register already has the answer
+		// for, under the same reference: a new refund (of this sale or of
+		// a later one the reference, blank or reused, now names).
+		for _, other := range w.requests {
+			if other.refund && other.req.Ref() == sale.req.Ref() && other.final() {
+				amount = other.req.Amount
+			}
+		}
+	}
+	r := &request{id: len(w.requests), refund: true, req: ecr.Request{POS: "01", Amount: amount, Mode: '1',
 		Type: ecr.TypeRefund, Currency: "124", Private: sale.req.Private, FullAnswer: w.rng.IntN(2) == 0}}
 	for _, other := range w.requests {
-		if other.refund && other.key() == r.key() {
-			return // the same refund again is a retry, not a new request
+		if other.refund && other.key() == r.key() && !other.final() {
+			return // that refund still waits for its answer: the same request is a retry
 		}
 	}
 	w.requests = append(w.requests, r)
