@@ -170,6 +170,16 @@ func (l *Link) busy() func() {
 	return func() { l.busySince.Store(0) }
 }
 
+// pause suspends the current step's bound while the link waits on the
+// engine for something bounded on its own (a refund at the gateway); the
+// returned func starts the step's bound again.
+func (l *Link) pause() func() {
+	if l.busySince.Swap(0) == 0 {
+		return func() {}
+	}
+	return func() { l.busySince.Store(int64(max(time.Since(l.born), 1))) }
+}
+
 func (l *Link) answered(kind string, status byte) {
 	if l.cfg.OnAnswer != nil {
 		l.cfg.OnAnswer(kind, status)
@@ -466,10 +476,21 @@ func (s *session) handle(ctx context.Context, req Request) error {
 			return refuse("refunds from the register are disabled")
 		}
 		log.Info("ECR refund")
+		// The refund waits on the gateway, bounded by the gateway's own
+		// timeouts (a refund and a repair query), not an exchange's: the
+		// link is not wedged meanwhile.
+		resume := l.pause()
 		res := l.term.RefundForECR(ctx, payment.ECRRefund{Ref: ref, Amount: req.Amount, Currency: currency, POSNumber: req.POS})
+		resume()
 		return s.answer(ctx, "refund", req, res)
 	case TypeCredit:
 		return refuse("credit is not supported")
+	}
+	if ref == "" && req.Immediate {
+		// A011 answers "not verified" at once and a blank reference can
+		// never be asked about again: the register would never learn the
+		// outcome of a sale it charged. Refused, loudly, before any charge.
+		return refuse("immediate answer needs a reference: use A010 or send references")
 	}
 	if ref != "" {
 		last, err := l.term.LastResult(ctx, ref)

@@ -302,10 +302,10 @@ func TestImmediateA011AskedAgain(t *testing.T) {
 }
 
 // A blank reference is never a re-ask: a result the register did not take
-// must not answer the next blank request, A011 (every second sale in the
-// audit) or A010.
+// must not answer the next blank request. (A011 with a blank reference is
+// refused outright: TestImmediateBlankReferenceRefused.)
 func TestBlankReferenceNeverReasks(t *testing.T) {
-	for _, immediate := range []bool{true, false} {
+	for _, immediate := range []bool{false} {
 		t.Run(fmt.Sprintf("immediate=%v", immediate), func(t *testing.T) {
 			r := newRig(t, ecr.Config{Timeout: 100 * time.Millisecond}, port8N1)
 			if err := r.reg.Send(req(1000, false, immediate, "")); err != nil {
@@ -956,5 +956,62 @@ func TestTakenResultSurvivesRestart(t *testing.T) {
 	}
 	if n, _ := r3.term.count(); n != 0 {
 		t.Fatal("a missed result asked again started a sale")
+	}
+}
+
+// A refund waits on the gateway for as long as the gateway's timeouts
+// allow (a refund and a repair query): the link is not wedged meanwhile,
+// so the watchdog does not kill the daemon mid-refund.
+func TestSlowRefundIsNotWedged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		term := &stubTerm{state: payment.StateIdle, block: make(chan struct{}),
+			refund: payment.SaleResult{Outcome: payment.OutcomeApproved, Final: true, MchOrderNo: "T01-5", RefundNo: "T01R5"}}
+		l := ecr.NewLink(ecr.Config{Currency: "CAD", AllowRefunds: true, Timeout: 100 * time.Millisecond}, term)
+		linkEnd, regEnd := net.Pipe()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- l.Serve(ctx, linkEnd) }()
+		reg := &ecrtest.Register{Conn: regEnd, Timeout: 100 * time.Millisecond}
+		if err := reg.Send(ecr.Request{POS: "01", Amount: 500, Mode: '1', Type: ecr.TypeRefund, Currency: "124", Private: "0000012345"}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(l.ExchangeLimit() + 55*time.Second) // the refund is still at the gateway
+		if err := l.Health(); err != nil {
+			t.Fatalf("a link waiting on a refund reported unhealthy: %v", err)
+		}
+		got := make(chan ecr.Result, 1)
+		go func() {
+			res, err := reg.Receive(5*time.Second, false)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- res
+		}()
+		close(term.block)
+		if res := <-got; res.Status != ecr.StatusApproved {
+			t.Fatalf("%+v", res)
+		}
+		if err := l.Health(); err != nil {
+			t.Fatalf("unhealthy after the refund: %v", err)
+		}
+		cancel()
+		regEnd.Close()
+		<-done
+	})
+}
+
+// A011 with a blank reference is refused before any charge: the register
+// would get "not verified" at once and could never ask about the sale.
+func TestImmediateBlankReferenceRefused(t *testing.T) {
+	r := newRig(t, ecr.Config{}, port8N1)
+	if err := r.reg.Send(req(1000, false, true, "")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.reg.Receive(3*time.Second, false)
+	if err != nil || res.Status != ecr.StatusRefused {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if n, _ := r.term.count(); n != 0 {
+		t.Fatal("a sale started")
 	}
 }
