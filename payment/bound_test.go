@@ -614,3 +614,98 @@ func TestBlankRefundRetryAfterClockStep(t *testing.T) {
 		t.Fatalf("%d refunds at the gateway", n)
 	}
 }
+
+// unreachable is a query that got no answer (the router still booting).
+func unreachable() iotpay.Result {
+	return iotpay.Result{Outcome: iotpay.OutcomeUnknown, Status: -1, Amount: -1,
+		Err: &iotpay.Error{Op: "query_order", Msg: "gateway unreachable", NotSent: true}}
+}
+
+// "Approved" went out, then the PAID commit failed and the daemon stopped.
+// After the restart the gateway does not answer at first (the router boots
+// after the Pi): recovery keeps asking until it does, and the sale ends
+// PAID, as the customer was told, never refunded as a late payment.
+func TestRecoveryWaitsForTheGatewayAfterACrash(t *testing.T) {
+	var fj *failJournal
+	var down atomic.Int64
+	h := newHarness(t, withJournal(func(j payment.Journal) payment.Journal { fj = &failJournal{Journal: j}; return fj }),
+		withConfig(func(c *payment.Config) { c.RefundLate = true }),
+		withGateway(func(h *harness) payment.Gateway {
+			return &scriptGateway{Gateway: h.client, query: func(ctx context.Context, q iotpay.QueryRequest) (iotpay.Result, bool) {
+				if down.Add(-1) >= 0 {
+					return unreachable(), true
+				}
+				return iotpay.Result{}, false
+			}}
+		}))
+	h.ready()
+	fj.failTransition.Store(true)
+	ctx := context.Background()
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 1000, Source: payment.SourceECR, ECRRef: "R10"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.term.Scan(ctx, payment.Code{Text: h.code(), Source: "test", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.resultNow(); r.Outcome != payment.OutcomeApproved {
+		t.Fatalf("before the crash: %+v", r)
+	}
+	<-h.term.Done()
+	if err := h.stop(); !isFatal(err) {
+		t.Fatalf("Run returned %v", err)
+	}
+	no := h.sim.Orders()[0].MchOrderNo
+	down.Store(30) // many more queries than the order's polling window
+	h.wrapJ = nil
+	h.start()
+	h.ready()
+	if o := h.order(no); o.State != journal.StatePaid || o.Refunded != 0 || o.Interrupted {
+		t.Fatalf("after recovery: %+v", o)
+	}
+	if n := len(h.sim.Refunds()); n != 0 {
+		t.Fatalf("%d refunds of a sale the customer was told was paid", n)
+	}
+}
+
+// If the gateway stays silent for the whole recovery, the order goes to
+// the reconciler marked interrupted; found paid later, it is held for the
+// operator with an alert, not refunded: the customer may have been told
+// "approved" before the crash.
+func TestInterruptedLatePaymentHeldForTheOperator(t *testing.T) {
+	var fj *failJournal
+	var down atomic.Bool
+	al := &alerts{kinds: map[string]int{}}
+	h := newHarness(t, withJournal(func(j payment.Journal) payment.Journal { fj = &failJournal{Journal: j}; return fj }),
+		withConfig(func(c *payment.Config) { c.RefundLate = true; c.SaleLimit = 300 * time.Millisecond }),
+		withObserver(al),
+		withGateway(func(h *harness) payment.Gateway {
+			return &scriptGateway{Gateway: h.client, query: func(ctx context.Context, q iotpay.QueryRequest) (iotpay.Result, bool) {
+				if down.Load() {
+					return unreachable(), true
+				}
+				return iotpay.Result{}, false
+			}}
+		}))
+	h.ready()
+	fj.failTransition.Store(true)
+	ctx := context.Background()
+	h.term.RequestSale(ctx, payment.SaleRequest{Amount: 1000, Source: payment.SourceECR, ECRRef: "R11"})
+	h.term.Scan(ctx, payment.Code{Text: h.code(), Source: "test", At: time.Now()})
+	h.resultNow()
+	<-h.term.Done()
+	h.stop()
+	no := h.sim.Orders()[0].MchOrderNo
+	down.Store(true)
+	h.wrapJ = nil
+	h.start()
+	h.ready() // the sale limit ends the silent recovery
+	if o := h.order(no); o.State != journal.StateUnconfirmed || !o.Interrupted {
+		t.Fatalf("after a silent recovery: %+v", o)
+	}
+	down.Store(false)
+	h.eventually("the late payment found", func() bool { return h.order(no).State == journal.StateLatePaid })
+	h.eventually("the operator alerted", func() bool { return al.count(payment.AlertLatePayment) >= 2 })
+	if o := h.order(no); o.Refunded != 0 || len(h.sim.Refunds()) != 0 {
+		t.Fatalf("an interrupted sale was refunded automatically: %+v", o)
+	}
+}

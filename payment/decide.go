@@ -89,6 +89,9 @@ func Decide(o journal.Order, op string, res iotpay.Result, f Facts) Decision {
 			d.To, d.Update.Message = journal.StatePaid, ""
 		case journal.StateUnconfirmed:
 			d.To, d.Update.Message = journal.StateLatePaid, "paid after the sale gave up: refund it"
+			if o.Interrupted {
+				d.Update.Message = "paid; a restart interrupted the sale: check what the customer was told before refunding"
+			}
 		case journal.StateDeclined:
 			d.To, d.Update.Message = journal.StateLatePaid, "paid after it was recorded declined: refund it"
 			d.Conflict = "the gateway says paid, the journal said declined"

@@ -313,7 +313,17 @@ func (h *harness) agree() {
 type scriptGateway struct {
 	payment.Gateway
 	create func(ctx context.Context, r iotpay.CreateRequest) (iotpay.Result, bool)
+	query  func(ctx context.Context, q iotpay.QueryRequest) (iotpay.Result, bool)
 	refund func(ctx context.Context, r iotpay.RefundRequest) (iotpay.Result, bool)
+}
+
+func (g *scriptGateway) QueryOrder(ctx context.Context, q iotpay.QueryRequest) iotpay.Result {
+	if g.query != nil {
+		if res, ok := g.query(ctx, q); ok {
+			return res
+		}
+	}
+	return g.Gateway.QueryOrder(ctx, q)
 }
 
 func (g *scriptGateway) CreateOrder(ctx context.Context, r iotpay.CreateRequest) iotpay.Result {

@@ -57,6 +57,9 @@ type sale struct {
 	// settles it, pending means the gateway has it (followed as a sale),
 	// anything else hands it quietly to the reconciler.
 	armed bool
+	// answered: the gateway gave a real answer about the order (not a
+	// lost, refused or mismatching reply) during this sale.
+	answered bool
 }
 
 // Run recovers open orders, then runs the lane until ctx ends (nil) or the
@@ -457,12 +460,22 @@ func (l *lane) onReply(r gatewayReply) error {
 	if r.op == "create_order" {
 		return l.onCreate(res, d)
 	}
-	s.attempts++
 	if d.To != 0 {
 		return l.finish(d.To, d.Update)
 	}
+	noAnswer := res.Outcome == iotpay.OutcomeUnknown || d.Mismatch != ""
+	s.answered = s.answered || !noAnswer
+	if s.recovered && noAnswer {
+		// No answer (after a power cut the router often boots after the
+		// Pi): a recovered order may have been announced before the crash,
+		// so recovery keeps asking until the gateway answers, within the
+		// sale's time limit, before it gives up on it.
+		l.nextQuery()
+		return nil
+	}
+	s.attempts++
 	if s.armed {
-		if res.Outcome != iotpay.OutcomePending || d.Mismatch != "" {
+		if res.Outcome != iotpay.OutcomePending {
 			return l.handOverArmed()
 		}
 		// The gateway has it: it was sent. Follow it for what is left of
@@ -579,6 +592,14 @@ func (l *lane) finish(to journal.State, u journal.Update) error {
 		u.PayOrderID = s.payOrderID
 	}
 	u.NotSent = u.NotSent || s.notSent
+	if s.recovered && !s.answered && to == journal.StateUnconfirmed {
+		// A restart interrupted it and the gateway never answered since:
+		// an approval may have been shown before the crash, so a late
+		// payment of it is held for the operator, not refunded. (Had the
+		// gateway answered "pending" or "unknown order", no approval can
+		// have been shown: that needs a paid answer.)
+		u.Interrupted = true
+	}
 	from := s.order.State
 	settled := journal.Apply(s.order, to, u)
 	committed := l.t.beginSettle()
@@ -688,7 +709,7 @@ func (l *lane) handOverArmed() error {
 	l.saleT.Stop()
 	l.sale = nil
 	moved, err := l.t.jr.Transition(l.ctx, s.order.MchOrderNo, journal.StateArmed, journal.StateUnconfirmed,
-		journal.Update{Status: -1, Message: "interrupted before its code was recorded"})
+		journal.Update{Status: -1, Message: "interrupted before its code was recorded", Interrupted: !s.answered})
 	switch {
 	case errors.Is(err, journal.ErrStateChanged):
 		l.t.log.Warn("order moved by another process", zap.String("mchOrderNo", s.order.MchOrderNo))

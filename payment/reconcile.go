@@ -269,6 +269,14 @@ func (r *reconciler) retryLater(it *recItem, err error) (keep bool, _ error) {
 // a reason that may pass returns errRefundLater.
 func (r *reconciler) refundLate(ctx context.Context, o journal.Order) error {
 	log := r.log.With(zap.String("mchOrderNo", o.MchOrderNo))
+	if o.Interrupted {
+		// A restart interrupted the sale after it may have been shown
+		// approved (results go out before their commit): refunding it
+		// could take back a sale the customer was told was paid.
+		r.t.alert(AlertLatePayment, "late payment of a sale a restart interrupted: not refunded automatically; check the receipt, then scanpay refund if the customer paid again",
+			zap.String("mchOrderNo", o.MchOrderNo), zap.Int64("amount", o.Amount))
+		return nil
+	}
 	if !r.t.cfg.RefundLate {
 		log.Warn("late payment needs a refund by the operator (scanpay refund)", zap.Int64("amount", o.Amount), zap.Int64("refunded", o.Refunded))
 		return nil
