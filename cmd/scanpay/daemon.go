@@ -120,7 +120,7 @@ func (c *CLI) run(ctx context.Context, args []string) int {
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
-	cfg, ok := c.loadConfig(*path)
+	cfg, ok := c.loadConfig(ctx, *path)
 	if !ok {
 		return exitUsage
 	}
