@@ -88,6 +88,10 @@ func (d *daemon) openJournal(m *metrics) error {
 	}
 	d.jr = jr
 	d.closers = append(d.closers, func() { jr.Close() })
+	if jr.SecretRenewed() {
+		d.log.Warn("the code secret beside the journal was missing: a new one was made, so payment codes used before now are not recognised as used (the wallets still refuse a used code)",
+			zap.String("secretFile", journal.SecretPath(jr.Path())))
+	}
 	return nil
 }
 
