@@ -399,6 +399,7 @@ func (s *session) receive(ctx context.Context) error {
 		case ferr != nil:
 			tries++
 			l.log.Info("ECR frame refused", zap.Error(ferr))
+			l.answered("frame", NAK)
 			if err := s.write(NAK); err != nil {
 				return err
 			}
@@ -407,6 +408,7 @@ func (s *session) receive(ctx context.Context) error {
 			if perr != nil {
 				tries++
 				l.log.Info("ECR request malformed", zap.Error(perr), zap.String("payload", device.Printable(string(payload))))
+				l.answered("malformed", NAK)
 				if err := s.write(NAK); err != nil {
 					return err
 				}

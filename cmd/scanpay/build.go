@@ -231,8 +231,12 @@ func (d *daemon) buildECR(lt *lateTerminal, obs device.Observer, m *metrics) boo
 // one, and the scanner unless the caller scans through the terminal.
 func (d *daemon) buildInputs(o overrides, obs device.Observer) {
 	if k := d.cfg.Keypad; k != nil {
+		kc := keypad.Config{MaxAmount: d.cfg.Terminal.MaxAmount, MaxDigits: k.MaxDigits}
+		if o.observer != nil {
+			kc.OnRefuse = o.observer.keyRefused
+		}
 		kp := &keypad.Keypad{Device: input.DeviceSpec{Path: k.Device, Name: k.Name, VendorProduct: k.VendorProduct},
-			Config: keypad.Config{MaxAmount: d.cfg.Terminal.MaxAmount, MaxDigits: k.MaxDigits}, Logger: d.log.Named("keypad"), Observer: obs}
+			Config: kc, Logger: d.log.Named("keypad"), Observer: obs}
 		d.runners = append(d.runners, runner{name: "keypad", run: func(ctx context.Context) error { return kp.Run(ctx, keypadSink{d.term}) }})
 	}
 	if !o.noScanner {

@@ -38,6 +38,7 @@ type metrics struct {
 	outputFails   *prometheus.CounterVec
 	alerts        *prometheus.CounterVec
 	ecrAnswers    *prometheus.CounterVec
+	keysRefused   *prometheus.CounterVec
 	ecrHealthy    prometheus.Gauge
 	commit        prometheus.Histogram
 
@@ -63,7 +64,9 @@ func newMetrics(version string) *metrics {
 	m.alerts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scanpay_alerts_total",
 		Help: "Things an operator must look at: reply_mismatch (a paid reply that does not match its order), gateway_conflict, unresolved_order, late_payment."}, []string{"kind"})
 	m.ecrAnswers = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scanpay_ecr_answers_total",
-		Help: "Answers to the cash register, by kind (sale, again, refund, refused, busy) and status (0 approved, 7 refused, 9 not verified, NAK)."}, []string{"kind", "status"})
+		Help: "Answers to the cash register, by kind (sale, again, refund, refused, busy, frame, malformed) and status (0 approved, 7 refused, 9 not verified, NAK)."}, []string{"kind", "status"})
+	m.keysRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scanpay_keys_refused_total",
+		Help: "Keypad keys refused, by reason (a stuck key shows here in full; the log summarises it)."}, []string{"reason"})
 	m.ecrHealthy = prometheus.NewGauge(prometheus.GaugeOpts{Name: "scanpay_ecr_link_healthy",
 		Help: "1 while the register link's goroutine makes progress (0: wedged; the watchdog is withheld)."})
 	m.commit = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "scanpay_journal_commit_seconds",
@@ -71,7 +74,7 @@ func newMetrics(version string) *metrics {
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "scanpay_build_info", Help: "Version of the running scanpay."},
 		[]string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
-	m.reg.MustRegister(m.sales, m.gateway, m.deviceUp, m.deviceReopens, m.scansRejected, m.outputFails, m.alerts, m.ecrAnswers, m.ecrHealthy, m.commit, build,
+	m.reg.MustRegister(m.sales, m.gateway, m.deviceUp, m.deviceReopens, m.scansRejected, m.outputFails, m.alerts, m.ecrAnswers, m.keysRefused, m.ecrHealthy, m.commit, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -87,6 +90,8 @@ func (m *metrics) GatewayCall(endpoint string, outcome iotpay.Outcome, d time.Du
 		m.gateway.WithLabelValues(endpoint, outcome.String()).Observe(d.Seconds())
 	}
 }
+
+func (m *metrics) keyRefused(reason string) { m.keysRefused.WithLabelValues(reason).Inc() }
 
 func (m *metrics) OutputFailed(output string) { m.outputFails.WithLabelValues(output).Inc() }
 

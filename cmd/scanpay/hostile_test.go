@@ -1,0 +1,184 @@
+package main
+
+// The hostile-input suite of the daemon (issue 16): floods of bad input
+// keep the log readable, the metrics server stays bounded under idle
+// connections, SIGTERM ends a start-up on a huge config, and the service
+// works without the address families its unit denies. Each test asserts
+// its bound; `go test -run Hostile ./...` runs the whole suite.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/scanpay/scanpay/config"
+	"github.com/scanpay/scanpay/device/input"
+	"github.com/scanpay/scanpay/device/serial/serialtest"
+	"github.com/scanpay/scanpay/display"
+	"github.com/scanpay/scanpay/ecr"
+	"github.com/scanpay/scanpay/keypad"
+	"github.com/scanpay/scanpay/payment"
+	"github.com/scanpay/scanpay/payment/iotpaysim"
+)
+
+// waitUntil polls cond (up to a minute: the floods are large and the
+// race detector slow) and fails with what.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Register garbage, scanner noise, a stuck keypad key and a register
+// hammering a busy lane, each far beyond journald's rate limit: the log
+// passes a few lines of each per interval and then one summary, and the
+// metrics count every event (before: ~2 500 lines for 1 MB of register
+// garbage, ~8 000 for 2 MB of scanner noise, one per key press).
+func TestHostileLogFlood(t *testing.T) {
+	dir := t.TempDir()
+	url, stopSim, _ := startSim(t, iotpaysim.NewFakeClock(time.Now()))
+	defer stopSim()
+	scan := serialtest.NewPort(t, dir, "scanner")
+	ecrAddr := freePort(t)
+	cfg, err := config.Parse([]byte(fmt.Sprintf("[gateway]\nurl = %q\nmch_id = \"10000576\"\njob_no = \"c\"\nkey_file = \"unused\"\n"+
+		"[scanner]\ndriver = \"serial\"\ndevice = %q\n[ecr]\nlisten = %q\n[journal]\npath = %q\n", url, scan.Link, ecrAddr, filepath.Join(dir, "j.db"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := newSafeBuffer()
+	log := newLogger(config.Log{Level: "info", Format: "json"}, logs)
+	m := newMetrics("test")
+	d, err := build(cfg, "TESTKEY1234567890", log, overrides{screen: &display.Console{Layout: display.Layout{Width: 20}, Out: io.Discard},
+		observer: m, clockSynced: func() (bool, error) { return true, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.run(ctx) }()
+	<-d.term.Ready()
+	waitUntil(t, "the scanner up", func() bool { return metricValue(m, `scanpay_device_up{device="scanner"}`) == 1 })
+
+	// 2 MB of scanner noise: 35 000 lines with control bytes, shorter
+	// than scanner.max_length.
+	const noiseLines = 35000
+	noise := bytes.Repeat([]byte("\x01\x02"+strings.Repeat("~", 56)+"\r\n"), noiseLines)
+	go scan.Master().Write(noise)
+	// A stuck 0 key on an empty amount: 10 000 refused presses.
+	const presses = 10000
+	ed := keypad.NewEditor(keypad.Config{OnRefuse: m.keyRefused})
+	klog := log.Named("keypad")
+	for range presses {
+		keypad.Feed(ctx, ed, input.KeyKP0, keypadSink{d.term}, klog)
+	}
+	// 1 MB of register garbage: exchanges opened and fed frames with a
+	// bad LRC, over TCP.
+	garbage := bytes.Repeat([]byte{ecr.ENQ, ecr.STX, '0', '1', 'x', 'y', 'z', ecr.ETX, 'Q', ecr.STX, 'q', ecr.ETX, 0, ecr.STX, 'w', ecr.ETX, 0}, 1<<20/17)
+	register(t, ecrAddr, garbage)
+	// A register asking 5 000 times while a sale waits for its code.
+	if err := d.term.RequestSale(ctx, payment.SaleRequest{Amount: 100, Source: payment.SourceKeypad}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the lane busy", func() bool { return d.term.State() == payment.StateAwaitingCode })
+	register(t, ecrAddr, bytes.Repeat([]byte{ecr.ENQ}, 5000))
+	waitUntil(t, "the scanner noise read", func() bool {
+		return metricValue(m, `scanpay_scans_rejected_total{reason="control"}`) == noiseLines
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	log.Sync()
+	elapsed := time.Since(start)
+
+	lines := logLines(t, logs.String())
+	windows := int(elapsed/floodInterval) + 1
+	for _, f := range []struct {
+		msg   string
+		count float64
+	}{
+		{"scanner line dropped", metricValue(m, `scanpay_scans_rejected_total{reason="control"}`)},
+		{"key refused", metricValue(m, `scanpay_keys_refused_total{reason="leading zero"}`)},
+		{"ECR frame refused", metricValue(m, `scanpay_ecr_answers_total{kind="frame",status="NAK"}`)},
+		{"ECR request refused: the lane is busy", metricValue(m, `scanpay_ecr_answers_total{kind="busy",status="NAK"}`)},
+	} {
+		passed, summaries, suppressed := 0, 0, 0.0
+		for _, l := range lines {
+			msg, _ := l["msg"].(string)
+			switch {
+			case msg == f.msg:
+				passed++
+			case strings.HasPrefix(msg, f.msg+" … and "):
+				summaries++
+				suppressed += l["suppressed"].(float64)
+			}
+		}
+		t.Logf("%s: %.0f events, %d lines passed, %d summaries in %s", f.msg, f.count, passed, summaries, elapsed.Round(time.Millisecond))
+		if f.count < 1000 {
+			t.Errorf("%s: only %.0f events: the flood did not happen", f.msg, f.count)
+		}
+		// The bound: a burst and a summary per interval.
+		if passed > floodBurst*windows || summaries > windows {
+			t.Errorf("%s: %d lines and %d summaries in %d interval(s), want at most %d and %d", f.msg, passed, summaries, windows, floodBurst*windows, windows)
+		}
+		// The metrics keep the full count; the summaries account for it.
+		if float64(passed)+suppressed != f.count {
+			t.Errorf("%s: %d passed + %.0f summarised ≠ %.0f counted", f.msg, passed, suppressed, f.count)
+		}
+	}
+	if len(lines) > 200 {
+		t.Errorf("%d log lines for the whole flood", len(lines))
+	}
+}
+
+// register connects to the link at addr, writes data while draining the
+// answers, and hangs up. It returns once the link has closed its end,
+// that is, once it is done with the connection (bytes still queued at
+// the hang-up may be dropped, as from a register that resets).
+func register(t *testing.T, addr string, data []byte) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drained := make(chan struct{})
+	go func() { io.Copy(io.Discard, conn); close(drained) }()
+	if _, err := conn.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	conn.(*net.TCPConn).CloseWrite()
+	<-drained
+	conn.Close()
+}
+
+// metricValue reads one series from the lane's metrics as Prometheus
+// would scrape it; 0 when absent.
+func metricValue(m *metrics, series string) float64 {
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	sc := bufio.NewScanner(rec.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
