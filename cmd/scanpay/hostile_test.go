@@ -13,10 +13,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -181,4 +185,167 @@ func metricValue(m *metrics, series string) float64 {
 		}
 	}
 	return 0
+}
+
+// unitSettings reads the Key=Value lines of systemd/scanpay.service (the
+// last one of a key wins, as in systemd; Environment= is split further).
+func unitSettings(t *testing.T) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile("../../systemd/scanpay.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, l := range strings.Split(string(data), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(l), "=")
+		if !ok || strings.HasPrefix(k, "#") {
+			continue
+		}
+		if k == "Environment" {
+			k, v, _ = strings.Cut(v, "=")
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// unitBytes reads a systemd size (K, M, G are powers of 1024).
+func unitBytes(t *testing.T, s string) int64 {
+	t.Helper()
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "K"):
+		mult = 1 << 10
+	case strings.HasSuffix(s, "M"):
+		mult = 1 << 20
+	case strings.HasSuffix(s, "G"):
+		mult = 1 << 30
+	}
+	n, err := strconv.ParseInt(strings.TrimRight(s, "KMG"), 10, 64)
+	if err != nil || n <= 0 {
+		t.Fatalf("unit size %q", s)
+	}
+	return n * mult
+}
+
+// procUsage is what the daemon uses now: resident memory, open files,
+// threads.
+type procUsage struct {
+	rss            int64
+	files, threads int
+}
+
+func procUse(t *testing.T, pid int) procUsage {
+	t.Helper()
+	var u procUsage
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(status), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 2 && f[0] == "VmRSS:":
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			u.rss = kb << 10
+		case len(f) >= 2 && f[0] == "Threads:":
+			u.threads, _ = strconv.Atoi(f[1])
+		}
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.files = len(fds)
+	return u
+}
+
+// 4 000 idle keep-alive connections to the metrics server: the daemon
+// serves a bounded number at once, so its memory stays far under the
+// unit's MemoryMax (and within a few MB of where it was), its files
+// and threads under LimitNOFILE and TasksMax, and it is back where it
+// was once they close. Before: RSS 26 → 101 MB, and it stayed there.
+func TestHostileMetricsIdleConnections(t *testing.T) {
+	unit := unitSettings(t)
+	memMax := unitBytes(t, unit["MemoryMax"])
+	tasksMax, _ := strconv.Atoi(unit["TasksMax"])
+	nofile, _ := strconv.Atoi(unit["LimitNOFILE"])
+	if tasksMax == 0 || nofile == 0 || unit["GOMEMLIMIT"] == "" {
+		t.Fatalf("the unit lacks TasksMax, LimitNOFILE or GOMEMLIMIT: %v", unit)
+	}
+	dir := t.TempDir()
+	listen := freePort(t)
+	path := writeConfig(t, dir, basicConfig+"[terminal]\nrequire_clock_sync = false\n[metrics]\nlisten = \""+listen+"\"\n", 0o600)
+	logs := newSafeBuffer()
+	cmd := exec.Command(binary, "run", "--config", path)
+	cmd.Env = append(os.Environ(), "GOMEMLIMIT="+unit["GOMEMLIMIT"])
+	cmd.Stderr, cmd.Stdout = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer cmd.Process.Kill()
+	get := func(p string) int {
+		resp, err := http.Get("http://" + listen + p)
+		if err != nil {
+			return 0
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitUntil(t, "the daemon healthy", func() bool { return get("/healthz") == http.StatusOK })
+	for range 20 {
+		get("/metrics")
+	}
+	http.DefaultClient.CloseIdleConnections()
+	pid := cmd.Process.Pid
+	before := procUse(t, pid)
+
+	const idle = 4000
+	conns := make([]net.Conn, 0, idle)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range idle {
+		c, err := net.DialTimeout("tcp", listen, 10*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d: %v", len(conns)+1, err)
+		}
+		conns = append(conns, c)
+		c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: scanpay\r\n\r\n"))
+	}
+	// The bound must hold at every look while they stay open.
+	peak := before
+	for range 40 {
+		u := procUse(t, pid)
+		peak.rss, peak.files, peak.threads = max(peak.rss, u.rss), max(peak.files, u.files), max(peak.threads, u.threads)
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("before: RSS %d MB, %d files, %d threads; with %d idle connections: RSS %d MB, %d files, %d threads",
+		before.rss>>20, before.files, before.threads, idle, peak.rss>>20, peak.files, peak.threads)
+	if peak.rss >= memMax || peak.rss-before.rss > 24<<20 {
+		t.Errorf("RSS %d MB with %d idle connections (from %d MB; MemoryMax %d MB)", peak.rss>>20, idle, before.rss>>20, memMax>>20)
+	}
+	if peak.files-before.files > metricsMaxConns+2 || peak.files >= nofile {
+		t.Errorf("%d open files with %d idle connections (from %d; LimitNOFILE %d)", peak.files, idle, before.files, nofile)
+	}
+	if peak.threads >= tasksMax {
+		t.Errorf("%d threads (TasksMax %d)", peak.threads, tasksMax)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	// Once they close, the daemon answers again and its memory is back.
+	waitUntil(t, "the daemon answering after the connections closed", func() bool { return get("/healthz") == http.StatusOK })
+	http.DefaultClient.CloseIdleConnections()
+	waitUntil(t, "memory back near where it was", func() bool { return procUse(t, pid).rss <= before.rss+8<<20 })
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-exited; err != nil {
+		t.Fatalf("exit: %v\n%s", err, logs.String())
+	}
 }

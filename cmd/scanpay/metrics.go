@@ -151,6 +151,18 @@ func (m *metrics) watchJournal(jr *journal.Journal) {
 		"Orders not settled, by state; LATE_PAID counts late payments not yet refunded.", []string{"state"}, nil)})
 }
 
+// Bounds of the metrics server. It serves one scraper and a health
+// check, on loopback by default; whoever can reach it must not be able to
+// grow the daemon by holding connections open (4 000 idle keep-alive
+// connections took RSS from 26 to 101 MB, and it stayed there).
+const (
+	metricsMaxConns     = 32 // served at once; more wait in the kernel's queue
+	metricsReadTimeout  = 10 * time.Second
+	metricsWriteTimeout = 10 * time.Second // a scrape reads the journal for at most 2 s
+	metricsIdleTimeout  = 30 * time.Second // a scraper's keep-alive, not a squatter's
+	metricsMaxHeader    = 8 << 10
+)
+
 // server serves /metrics and /healthz on listen.
 func (m *metrics) server(listen string, d *daemon, log *zap.Logger) runner {
 	return runner{name: "metrics", fatal: true, run: func(ctx context.Context) error {
@@ -190,8 +202,11 @@ func (m *metrics) server(listen string, d *daemon, log *zap.Logger) runner {
 		if err != nil {
 			return err
 		}
-		log.Info("metrics listening", zap.String("address", ln.Addr().String()))
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		log.Info("metrics listening", zap.String("address", ln.Addr().String()), zap.Int("maxConnections", metricsMaxConns))
+		ln = newLimitListener(ln, metricsMaxConns)
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: metricsReadTimeout,
+			WriteTimeout: metricsWriteTimeout, IdleTimeout: metricsIdleTimeout, MaxHeaderBytes: metricsMaxHeader,
+			ErrorLog: zap.NewStdLog(log)}
 		stop := context.AfterFunc(ctx, func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
@@ -203,4 +218,52 @@ func (m *metrics) server(listen string, d *daemon, log *zap.Logger) runner {
 		}
 		return nil
 	}}
+}
+
+// limitListener accepts at most n connections at a time: Accept waits
+// for one to close, and the kernel's accept queue holds the rest, at no
+// cost to the daemon. (golang.org/x/net/netutil has the same; this is
+// the few lines needed, without a new module.)
+type limitListener struct {
+	net.Listener
+	slots chan struct{}
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newLimitListener(ln net.Listener, n int) *limitListener {
+	return &limitListener{Listener: ln, slots: make(chan struct{}, n), done: make(chan struct{})}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+}
+
+// Close also ends an Accept waiting for a slot.
+func (l *limitListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { close(l.done) })
+	return err
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
