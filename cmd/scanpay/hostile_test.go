@@ -18,6 +18,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -347,5 +349,79 @@ func TestHostileMetricsIdleConnections(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := <-exited; err != nil {
 		t.Fatalf("exit: %v\n%s", err, logs.String())
+	}
+}
+
+var (
+	udevMatch = regexp.MustCompile(`(SUBSYSTEM|ATTRS\{idVendor\}|ATTRS\{idProduct\})=="([^"]*)"`)
+	udevLink  = regexp.MustCompile(`SYMLINK\+="scanpay/([a-z]+)"`)
+)
+
+// udevLinks returns the /dev/scanpay links the rules give a USB device
+// (subsystem input or tty, vendor:product), matching as udev does: every
+// match key of a rule must hold, "|" separates alternatives.
+func udevLinks(t *testing.T, rules, subsystem, vendor, product string) []string {
+	t.Helper()
+	var links []string
+	for _, line := range strings.Split(rules, "\n") {
+		line = strings.TrimSpace(line)
+		l := udevLink.FindStringSubmatch(line)
+		if strings.HasPrefix(line, "#") || l == nil {
+			continue
+		}
+		link := l[1]
+		want := map[string]string{"SUBSYSTEM": subsystem, "ATTRS{idVendor}": vendor, "ATTRS{idProduct}": product}
+		matches := true
+		for _, m := range udevMatch.FindAllStringSubmatch(line, -1) {
+			matches = matches && slices.Contains(strings.Split(m[2], "|"), want[m[1]])
+		}
+		if matches {
+			links = append(links, link)
+		}
+	}
+	return links
+}
+
+// Every scanner rule names a vendor and its scanner models: another
+// device of the same maker (before: any Honeywell or Zebra device) never
+// becomes /dev/scanpay/scanner, hidden from the console.
+func TestHostileUdevScannerRules(t *testing.T) {
+	data, err := os.ReadFile("../../deploy/udev/70-scanpay.rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := string(data)
+	hex4 := regexp.MustCompile(`^[0-9a-f]{4}(\|[0-9a-f]{4})*$`)
+	for _, line := range strings.Split(rules, "\n") {
+		if strings.HasPrefix(line, "#") || !strings.Contains(line, `SYMLINK+="scanpay/scanner"`) {
+			continue
+		}
+		keys := map[string]string{}
+		for _, m := range udevMatch.FindAllStringSubmatch(line, -1) {
+			keys[m[1]] = m[2]
+		}
+		if !hex4.MatchString(keys["ATTRS{idVendor}"]) || !hex4.MatchString(keys["ATTRS{idProduct}"]) || strings.Contains(keys["ATTRS{idVendor}"], "|") {
+			t.Errorf("a scanner rule must name one vendor and its products: %s", line)
+		}
+	}
+	for _, tc := range []struct {
+		subsystem, vendor, product string
+		want                       []string
+	}{
+		{"input", "0c2e", "0b81", []string{"scanner"}}, // Honeywell Voyager 1400g
+		{"input", "05e0", "1200", []string{"scanner"}}, // Zebra/Symbol, HID keyboard
+		{"input", "1eab", "0c03", []string{"scanner"}}, // Newland HR100, HID keyboard
+		{"input", "0c2e", "0a64", nil},                 // another Honeywell device
+		{"input", "05e0", "0800", nil},                 // a Symbol wireless LAN adapter
+		{"input", "1eab", "0c10", nil},                 // Newland in HID POS mode, not a keyboard
+		{"tty", "05e0", "1701", []string{"scanner"}},   // Zebra/Symbol, USB-CDC
+		{"tty", "1eab", "0c06", []string{"scanner"}},   // Newland HR100, USB-CDC
+		{"tty", "05e0", "1200", nil},
+		{"input", "04d9", "1203", []string{"keypad"}},
+		{"tty", "0403", "6001", []string{"ecr"}},
+	} {
+		if got := udevLinks(t, rules, tc.subsystem, tc.vendor, tc.product); !slices.Equal(got, tc.want) {
+			t.Errorf("%s %s:%s gets links %v, want %v", tc.subsystem, tc.vendor, tc.product, got, tc.want)
+		}
 	}
 }
