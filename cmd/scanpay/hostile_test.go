@@ -425,3 +425,71 @@ func TestHostileUdevScannerRules(t *testing.T) {
 		}
 	}
 }
+
+// SIGTERM during start-up on the largest config scanpay reads (1 MB of
+// unknown keys) ends it promptly and cleanly. Before: parsing took
+// minutes (hours for 200 000 keys) and SIGTERM was ignored meanwhile.
+func TestHostileConfigSIGTERM(t *testing.T) {
+	dir := t.TempDir()
+	var b strings.Builder
+	b.WriteString(strings.NewReplacer("KEYFILE", filepath.Join(dir, "k"), "DIR", dir).Replace(basicConfig))
+	b.WriteString("[terminal]\n")
+	for i := 0; b.Len() < config.MaxSize-16; i++ {
+		fmt.Fprintf(&b, "k%06d = 1\n", i)
+	}
+	path := filepath.Join(dir, "scanpay.toml")
+	os.WriteFile(path, []byte(b.String()), 0o600)
+	// A signal that arrives before main has asked for it kills the
+	// process outright, which proves nothing: then try again, later.
+	var stderr bytes.Buffer
+	for delay := 20 * time.Millisecond; ; delay *= 2 {
+		if delay > 5*time.Second {
+			t.Fatal("SIGTERM never reached scanpay after start-up")
+		}
+		stderr.Reset()
+		cmd := exec.Command(binary, "run", "--config", path)
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		time.Sleep(delay)
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+			t.Fatal("scanpay ignored SIGTERM while reading its config")
+		}
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			continue
+		}
+		// It stopped on the signal, or had just refused the keys: either
+		// way by exiting, with the usage code and a message.
+		if cmd.ProcessState.ExitCode() != exitUsage || !strings.Contains(stderr.String(), "config") {
+			t.Fatalf("exit %v: %s", cmd.ProcessState, stderr.String())
+		}
+		t.Logf("SIGTERM after %s: %s", delay, strings.SplitN(stderr.String(), "\n", 3)[:2])
+		break
+	}
+	if stderr.Len() > 4<<10 {
+		t.Errorf("%d bytes of errors for one file", stderr.Len())
+	}
+}
+
+// check-config on a file that is not a scanpay config (say, a root-only
+// one, with sudo) tells nothing of its content.
+func TestHostileCheckConfigQuotesNothing(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "shadow")
+	os.WriteFile(path, []byte("root:$6$LEAKMARKsalt$LEAKMARKhash:19000:0:99999:7:::\n[gateway]\nmch_id = \"LEAKMARK\n"), 0o600)
+	c, out, errb := cli(nil)
+	if code := c.Run(context.Background(), []string{"check-config", "--config", path}); code != exitUsage {
+		t.Fatalf("exit %d", code)
+	}
+	if s := out.String() + errb.String(); strings.Contains(s, "LEAKMARK") || !strings.Contains(s, "line 1") {
+		t.Fatalf("output:\n%s", s)
+	}
+}
