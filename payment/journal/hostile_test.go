@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -209,5 +210,34 @@ func TestSecretLostOrDamaged(t *testing.T) {
 	os.WriteFile(SecretPath(path), []byte("not hex\n"), 0o600)
 	if _, err := Open(path, Options{}); err == nil || !strings.Contains(err.Error(), "is damaged") || !strings.Contains(err.Error(), "move it away") {
 		t.Fatalf("damaged secret: %v", err)
+	}
+}
+
+// An operator command run as root (sudo scanpay refund) that makes or
+// moves the secret leaves it owned like the journal, so the service,
+// running as its own user, can still read it.
+func TestSecretOwnedLikeTheJournal(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files away")
+	}
+	j, path := openTemp(t, Options{})
+	j.Close()
+	for _, f := range []string{path, filepath.Dir(path)} {
+		if err := os.Chown(f, 4321, 4321); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Remove(SecretPath(path))
+	j2, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j2.Close()
+	fi, err := os.Stat(SecretPath(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 4321 || st.Gid != 4321 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("secret file owned by %d:%d, mode %v", st.Uid, st.Gid, fi.Mode())
 	}
 }
