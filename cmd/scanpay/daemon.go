@@ -122,6 +122,9 @@ func (c *CLI) run(ctx context.Context, args []string) int {
 	}
 	cfg, ok := c.loadConfig(ctx, *path)
 	if !ok {
+		if ctx.Err() != nil {
+			return exitOK // stopped (SIGTERM) while reading the config: a clean stop
+		}
 		return exitUsage
 	}
 	key, source, err := cfg.LoadKey(c.Getenv)
