@@ -47,7 +47,7 @@ echo "scratch-root install: layout, conffile and kept edit OK"
 
 # The arm binaries start under qemu-user.
 cfgdir=$(mktemp -d)
-printf 'TESTKEY\n' > "$cfgdir/key"; chmod 600 "$cfgdir/key"; touch "$cfgdir/scanner"
+printf 'TESTKEY1234567890\n' > "$cfgdir/key"; chmod 600 "$cfgdir/key"; touch "$cfgdir/scanner"
 cat > "$cfgdir/scanpay.toml" <<TOML
 [gateway]
 mch_id = "1"
