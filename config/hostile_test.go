@@ -337,7 +337,7 @@ func FuzzCheckKey(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		key, err := CheckKey(data)
+		key, err := checkKey(data)
 		if err != nil {
 			if key != "" || err.Error() == "" {
 				t.Fatalf("refused with key %q, error %v", key, err)

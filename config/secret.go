@@ -33,7 +33,7 @@ var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 // when systemd provides it, else from gateway.key_file, which must not be
 // readable by group or others and must belong to the user running
 // scanpay. Either must be a regular file of at most 1 kB holding the key
-// and at most one final line ending ("\n" or "\r\n"); see CheckKey.
+// and at most one final line ending ("\n" or "\r\n"); see checkKey.
 // source says where it came from; the key itself, and the file's content,
 // never go into an error.
 func (c *Config) LoadKey(getenv func(string) string) (key, source string, err error) {
@@ -42,7 +42,7 @@ func (c *Config) LoadKey(getenv func(string) string) (key, source string, err er
 		data, err := readKeyFile(filepath.Join(dir, CredentialName), false)
 		switch {
 		case err == nil:
-			key, err := CheckKey(data)
+			key, err := checkKey(data)
 			if err != nil {
 				return "", "", fmt.Errorf("merchant key in the %s: %w", source, err)
 			}
@@ -59,7 +59,7 @@ func (c *Config) LoadKey(getenv func(string) string) (key, source string, err er
 	if err != nil {
 		return "", "", fmt.Errorf("gateway.key_file: %w", err)
 	}
-	key, err = CheckKey(data)
+	key, err = checkKey(data)
 	if err != nil {
 		return "", "", fmt.Errorf("gateway.key_file: %w", err)
 	}
@@ -108,13 +108,13 @@ func readKeyFile(path string, private bool) ([]byte, error) {
 	return data, nil
 }
 
-// CheckKey reads a merchant key from a key file's bytes. Accepted: the
+// checkKey reads a merchant key from a key file's bytes. Accepted: the
 // key alone, 8–128 ASCII letters and digits, optionally followed by one
 // line ending ("\n", or "\r\n" from a Windows editor). Everything else is
 // refused with what to fix: a byte-order mark, whitespace before or after
 // the key (a second newline included), several lines, another character.
 // The message says where the problem is, never what the key is.
-func CheckKey(data []byte) (string, error) {
+func checkKey(data []byte) (string, error) {
 	if bytes.HasPrefix(data, utf8BOM) {
 		return "", errors.New(`the file starts with a byte-order mark (the editor saved it as "UTF-8 with BOM"): save it as plain text, or recreate it with: install -m 600 /dev/stdin FILE`)
 	}
