@@ -97,13 +97,15 @@ func TestHostileLogFlood(t *testing.T) {
 	// 1 MB of register garbage: exchanges opened and fed frames with a
 	// bad LRC, over TCP.
 	garbage := bytes.Repeat([]byte{ecr.ENQ, ecr.STX, '0', '1', 'x', 'y', 'z', ecr.ETX, 'Q', ecr.STX, 'q', ecr.ETX, 0, ecr.STX, 'w', ecr.ETX, 0}, 1<<20/17)
-	register(t, ecrAddr, garbage)
+	register(t, ecrAddr, garbage, nil)
 	// A register asking 5 000 times while a sale waits for its code.
 	if err := d.term.RequestSale(ctx, payment.SaleRequest{Amount: 100, Source: payment.SourceKeypad}); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the lane busy", func() bool { return d.term.State() == payment.StateAwaitingCode })
-	register(t, ecrAddr, bytes.Repeat([]byte{ecr.ENQ}, 5000))
+	register(t, ecrAddr, bytes.Repeat([]byte{ecr.ENQ}, 5000), func() bool {
+		return metricValue(m, `scanpay_ecr_answers_total{kind="busy",status="NAK"}`) == 5000
+	})
 	waitUntil(t, "the scanner noise read", func() bool {
 		return metricValue(m, `scanpay_scans_rejected_total{reason="control"}`) == noiseLines
 	})
@@ -155,10 +157,11 @@ func TestHostileLogFlood(t *testing.T) {
 }
 
 // register connects to the link at addr, writes data while draining the
-// answers, and hangs up. It returns once the link has closed its end,
-// that is, once it is done with the connection (bytes still queued at
-// the hang-up may be dropped, as from a register that resets).
-func register(t *testing.T, addr string, data []byte) {
+// answers, waits for done when given, and hangs up. It returns once the
+// link has closed its end, that is, once it is done with the connection
+// (bytes still queued at the hang-up may be dropped, as from a register
+// that resets).
+func register(t *testing.T, addr string, data []byte, done func() bool) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -168,6 +171,9 @@ func register(t *testing.T, addr string, data []byte) {
 	go func() { io.Copy(io.Discard, conn); close(drained) }()
 	if _, err := conn.Write(data); err != nil {
 		t.Fatal(err)
+	}
+	if done != nil {
+		waitUntil(t, "the register's requests answered", done)
 	}
 	conn.(*net.TCPConn).CloseWrite()
 	<-drained
