@@ -10,13 +10,17 @@ package config
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/BurntSushi/toml"
 )
@@ -31,7 +35,8 @@ type Duration struct{ time.Duration }
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("%q is not a duration like \"2s\" or \"500ms\"", string(b))
+		// The value is not quoted: messages never echo the file (see Error).
+		return errors.New(msgDuration)
 	}
 	d.Duration = v
 	return nil
@@ -221,7 +226,10 @@ func Default() Config {
 	}
 }
 
-// Error is a configuration problem, located when it can be.
+// Error is a configuration problem, located when it can be. Its message
+// names the key and the line but never quotes a value from the file, so
+// that "sudo scanpay check-config --config <some root-only file>" tells
+// nothing about that file but where it is not a scanpay config.
 type Error struct {
 	Key  string // dotted key, e.g. scanner.device
 	Line int    // 1-based, 0 when unknown
@@ -251,32 +259,40 @@ func (es Errors) Error() string {
 	return strings.Join(lines, "\n")
 }
 
+// MaxSize is the largest config file scanpay reads: the example with
+// every key commented is 12 kB, so a file this large is the wrong file.
+const MaxSize = 1 << 20
+
+// maxUnknownReported caps the unknown keys listed one by one.
+const maxUnknownReported = 20
+
+// Messages of our own that the TOML decoder hands back inside its errors.
+const (
+	msgDuration = `not a duration like "2s" or "500ms"`
+)
+
 // Parse decodes a config file's bytes over the defaults. Unknown keys are
 // errors; so is every value Validate refuses.
-func Parse(data []byte) (Config, error) {
+func Parse(data []byte) (Config, error) { return parse(context.Background(), data) }
+
+// parse is Parse that stops when ctx ends (SIGTERM during a large file).
+// Every step is linear in the file's size, which MaxSize bounds.
+func parse(ctx context.Context, data []byte) (Config, error) {
 	cfg := Default()
+	if len(data) > MaxSize {
+		return cfg, Errors{{Msg: tooLarge(int64(len(data)))}}
+	}
 	// Section defaults for optional tables are filled after decoding.
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&cfg)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return cfg, Errors{{Line: pe.Position.Line, Msg: pe.Message}}
-		}
-		return cfg, Errors{{Msg: cleanDecodeError(err.Error())}}
+		return cfg, Errors{decodeProblem(err)}
 	}
-	var errs Errors
-	var reported []string
-	for _, k := range md.Undecoded() {
-		key := k.String()
-		dup := false
-		for _, r := range reported {
-			dup = dup || strings.HasPrefix(key, r+".")
-		}
-		if dup {
-			continue // inside an unknown table already reported
-		}
-		reported = append(reported, key)
-		errs = append(errs, &Error{Key: key, Line: findKeyLine(data, k), Msg: "unknown key (misspelt, or not a scanpay setting)"})
+	if err := ctx.Err(); err != nil {
+		return cfg, fmt.Errorf("config parsing interrupted: %w", err)
+	}
+	errs, err := unknownKeys(ctx, md, data, "a scanpay setting")
+	if err != nil {
+		return cfg, err
 	}
 	if len(errs) > 0 {
 		return cfg, errs
@@ -288,21 +304,158 @@ func Parse(data []byte) (Config, error) {
 	return cfg, nil
 }
 
-func cleanDecodeError(s string) string {
-	return strings.TrimPrefix(s, "toml: ")
+// unknownKeys reports the keys the decoder did not use, each with its
+// line, the first maxUnknownReported of them and then a count; a key
+// inside an unknown table already reported is not news. Linear in the
+// file: one index of its lines, and a lookup of each key's parents.
+func unknownKeys(ctx context.Context, md toml.MetaData, data []byte, what string) (Errors, error) {
+	var errs Errors
+	reported := map[string]bool{}
+	lines := indexLines(data)
+	unknown := 0
+	for i, k := range md.Undecoded() {
+		if i%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("config parsing interrupted: %w", err)
+			}
+		}
+		inside := false
+		for n := 1; n < len(k) && !inside; n++ {
+			inside = reported[k[:n].String()]
+		}
+		if inside {
+			continue
+		}
+		key := k.String()
+		reported[key] = true
+		unknown++
+		if unknown > maxUnknownReported {
+			continue
+		}
+		errs = append(errs, &Error{Key: safeKey(key), Line: lines.find(k), Msg: "unknown key (misspelt, or not " + what + ")"})
+	}
+	if unknown > maxUnknownReported {
+		errs = append(errs, &Error{Msg: fmt.Sprintf("… and %d more unknown keys", unknown-maxUnknownReported)})
+	}
+	return errs, nil
 }
 
-// Load reads and parses a config file.
-func Load(path string) (Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("read config: %w", err)
+func tooLarge(n int64) string {
+	return fmt.Sprintf("the file is %d bytes; a scanpay config is at most %d (1 MiB): is it the right file?", n, MaxSize)
+}
+
+// decodeProblem turns a decoder error into one that names the line and
+// the key but quotes nothing from the file: the decoder's own messages
+// quote the text they stumbled on.
+func decodeProblem(err error) *Error {
+	var pe toml.ParseError
+	if !errors.As(err, &pe) {
+		// Type mismatches ("incompatible types: TOML value has type string;
+		// destination has type integer") name types and known keys only.
+		return &Error{Msg: strings.TrimPrefix(err.Error(), "toml: ")}
 	}
-	cfg, err := Parse(data)
+	switch {
+	case pe.Message == msgDuration:
+		return &Error{Key: safeKey(pe.LastKey), Line: pe.Position.Line, Msg: msgDuration}
+	case strings.Contains(pe.Message, "out of range"):
+		return &Error{Key: safeKey(pe.LastKey), Line: pe.Position.Line, Msg: "the number is out of range"}
+	}
+	return &Error{Line: pe.Position.Line, Msg: fmt.Sprintf("column %d: not valid TOML (check the quotes, brackets and = on this line)", pe.Position.Col)}
+}
+
+// safeKey makes a key from the file fit for a message: printable, and
+// short enough that a key cannot carry a file's content.
+func safeKey(k string) string {
+	const max = 64
+	k = strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return '?'
+	}, k)
+	if r := []rune(k); len(r) > max {
+		k = string(r[:max]) + "…"
+	}
+	return k
+}
+
+// Load reads and parses a config file. It refuses a file larger than
+// MaxSize without reading it all, and anything but a regular file (a FIFO
+// would block, a device never end); ctx interrupts it.
+func Load(ctx context.Context, path string) (Config, error) {
+	data, err := readConfig(path)
+	if err != nil {
+		return Config{}, err
+	}
+	cfg, err := parse(ctx, data)
 	if err != nil {
 		return cfg, fmt.Errorf("config %s:\n%w", path, err)
 	}
 	return cfg, nil
+}
+
+func readConfig(path string) ([]byte, error) {
+	f, err := openRegular(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	if fi.Size() > MaxSize {
+		return nil, fmt.Errorf("config %s: %s", path, tooLarge(fi.Size()))
+	}
+	// The size can grow while we read (or lie, on /proc): read one byte
+	// past the limit to tell.
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	if len(data) > MaxSize {
+		return nil, fmt.Errorf("config %s: %s", path, tooLarge(int64(len(data))))
+	}
+	return data, nil
+}
+
+// errNotRegular: a FIFO, device, socket or directory where a file belongs.
+var errNotRegular = errors.New("not a regular file")
+
+// openRegular opens path for reading without blocking on a FIFO or a
+// device (O_NONBLOCK) and checks, on the open file, that it is a regular
+// file; checking the path first would leave a gap for a swap.
+func openRegular(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, &os.PathError{Op: "open", Path: path, Err: fmt.Errorf("%w (%s)", errNotRegular, fileKind(fi.Mode()))}
+	}
+	return f, nil
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m.IsDir():
+		return "a directory"
+	}
+	return "not a plain file"
 }
 
 func (c *Config) fillOptionalDefaults() {
@@ -348,30 +501,52 @@ func (c *Config) fillOptionalDefaults() {
 
 var headerRE = regexp.MustCompile(`^\s*\[\[?\s*([A-Za-z0-9_.\-"]+)\s*\]\]?`)
 
-// findKeyLine finds the line of key k: the last segment assigned inside the
-// table named by the others.
-func findKeyLine(data []byte, k toml.Key) int {
+// lineIndex says where each table header and each key assignment first
+// appears, so that every unknown key is located in one pass over the
+// file, not one pass per key.
+type lineIndex struct {
+	headers map[string]int // table name → line
+	assigns map[string]int // table name + "\x00" + key → line
+}
+
+func indexLines(data []byte) lineIndex {
+	ix := lineIndex{headers: map[string]int{}, assigns: map[string]int{}}
+	current := ""
+	for i, line := range strings.Split(string(data), "\n") {
+		trimmed := strings.TrimSpace(line)
+		if strings.HasPrefix(trimmed, "[") {
+			if m := headerRE.FindStringSubmatch(trimmed); m != nil {
+				current = strings.ReplaceAll(m[1], `"`, "")
+				if _, ok := ix.headers[current]; !ok {
+					ix.headers[current] = i + 1
+				}
+				continue
+			}
+		}
+		if lhs, _, ok := strings.Cut(trimmed, "="); ok {
+			k := current + "\x00" + strings.Trim(strings.TrimSpace(lhs), `"`)
+			if _, ok := ix.assigns[k]; !ok {
+				ix.assigns[k] = i + 1
+			}
+		}
+	}
+	return ix
+}
+
+// find is the line of key k: the last segment assigned inside the table
+// named by the others, or, for a top-level name, its header or assignment,
+// whichever comes first; 0 when not found.
+func (ix lineIndex) find(k toml.Key) int {
 	if len(k) == 0 {
 		return 0
 	}
 	table := strings.Join(k[:len(k)-1], ".")
 	name := k[len(k)-1]
-	current := ""
-	for i, line := range strings.Split(string(data), "\n") {
-		trimmed := strings.TrimSpace(line)
-		if m := headerRE.FindStringSubmatch(trimmed); m != nil {
-			current = strings.ReplaceAll(m[1], `"`, "")
-			if len(k) == 1 && current == name {
-				return i + 1
-			}
-			continue
-		}
-		if current != table {
-			continue
-		}
-		if lhs, _, ok := strings.Cut(trimmed, "="); ok && strings.Trim(strings.TrimSpace(lhs), `"`) == name {
-			return i + 1
+	line := ix.assigns[table+"\x00"+name]
+	if len(k) == 1 {
+		if h, ok := ix.headers[name]; ok && (line == 0 || h < line) {
+			line = h
 		}
 	}
-	return 0
+	return line
 }

@@ -2,11 +2,10 @@ package config
 
 import (
 	"bytes"
-	"errors"
+	"context"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -48,17 +47,18 @@ var subjectToken = func(s string) bool {
 // checkNATS validates a server list: tls:// anywhere, nats:// only to this
 // machine, so payment records never cross a network in clear.
 func checkNATS(bad func(string, string, ...any), key string, servers []string, ca, cert, keyFile string) {
-	for _, s := range servers {
+	// Messages name the entry, never quote it (see Error).
+	for i, s := range servers {
 		u, err := url.Parse(s)
 		if err != nil || u.Host == "" || (u.Scheme != "tls" && u.Scheme != "nats") {
-			bad(key, "%q is not a URL like tls://hq.example.com:4222", s)
+			bad(key, "entry %d is not a URL like tls://hq.example.com:4222", i+1)
 			continue
 		}
 		if u.Scheme == "nats" && !isLoopback(u.Hostname()) && ca == "" && cert == "" {
-			bad(key, "%q must use tls:// (plain nats:// only to this machine)", s)
+			bad(key, "entry %d must use tls:// (plain nats:// only to this machine)", i+1)
 		}
 		if _, _, err := net.SplitHostPort(u.Host); err != nil {
-			bad(key, "%q needs a port, like :4222", s)
+			bad(key, "entry %d needs a port, like :4222", i+1)
 		}
 	}
 	if (cert == "") != (keyFile == "") {
@@ -81,16 +81,16 @@ func (f *Fleet) validate(bad func(string, string, ...any)) {
 		bad("fleet.credentials", "missing: the lane's NATS credentials file (a .creds file from head office)")
 	}
 	if !subjectToken(f.Stream) || strings.Contains(f.Stream, ".") {
-		bad("fleet.stream", "%q must be a stream name without spaces, dots or wildcards", f.Stream)
+		bad("fleet.stream", "must be a stream name without spaces, dots or wildcards")
 	}
 	if !subjectToken(f.SubjectPrefix) {
-		bad("fleet.subject_prefix", "%q must be a subject without spaces or wildcards", f.SubjectPrefix)
+		bad("fleet.subject_prefix", "must be a subject without spaces or wildcards")
 	}
 	if f.MaxBacklog < 1000 || f.MaxBacklog > 10000000 {
-		bad("fleet.max_backlog", "%d must be 1000–10000000 events", f.MaxBacklog)
+		bad("fleet.max_backlog", "must be 1000–10000000 events")
 	}
 	if f.Heartbeat.Duration < time.Second || f.Heartbeat.Duration > 10*time.Minute {
-		bad("fleet.heartbeat", "%s must be between 1s and 10m", f.Heartbeat.Duration)
+		bad("fleet.heartbeat", "must be between 1s and 10m")
 	}
 }
 
@@ -161,17 +161,16 @@ const DefaultHQPath = "/etc/scanpay/hq.toml"
 // ParseHQ decodes hq.toml over the defaults, strictly, and validates it.
 func ParseHQ(data []byte) (HQ, error) {
 	cfg := DefaultHQ()
+	if len(data) > MaxSize {
+		return cfg, Errors{{Msg: tooLarge(int64(len(data)))}}
+	}
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&cfg)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return cfg, Errors{{Line: pe.Position.Line, Msg: pe.Message}}
-		}
-		return cfg, Errors{{Msg: cleanDecodeError(err.Error())}}
+		return cfg, Errors{decodeProblem(err)}
 	}
-	var errs Errors
-	for _, k := range md.Undecoded() {
-		errs = append(errs, &Error{Key: k.String(), Line: findKeyLine(data, k), Msg: "unknown key (misspelt, or not a scanpay hq setting)"})
+	errs, err := unknownKeys(context.Background(), md, data, "a scanpay hq setting")
+	if err != nil {
+		return cfg, err
 	}
 	if len(errs) > 0 {
 		return cfg, errs
@@ -182,11 +181,11 @@ func ParseHQ(data []byte) (HQ, error) {
 	return cfg, nil
 }
 
-// LoadHQ reads and parses hq.toml.
+// LoadHQ reads and parses hq.toml, with the limits of Load.
 func LoadHQ(path string) (HQ, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfig(path)
 	if err != nil {
-		return HQ{}, fmt.Errorf("read config: %w", err)
+		return HQ{}, err
 	}
 	cfg, err := ParseHQ(data)
 	if err != nil {
@@ -207,30 +206,30 @@ func (c *HQ) Validate() error {
 	}
 	checkNATS(bad, "nats.servers", n.Servers, n.CAFile, n.CertFile, n.KeyFile)
 	if !subjectToken(n.Stream) || strings.Contains(n.Stream, ".") {
-		bad("nats.stream", "%q must be a stream name without spaces, dots or wildcards", n.Stream)
+		bad("nats.stream", "must be a stream name without spaces, dots or wildcards")
 	}
 	if !subjectToken(n.Durable) || strings.Contains(n.Durable, ".") {
-		bad("nats.durable", "%q must be a consumer name without spaces, dots or wildcards", n.Durable)
+		bad("nats.durable", "must be a consumer name without spaces, dots or wildcards")
 	}
 	if !subjectToken(n.SubjectPrefix) {
-		bad("nats.subject_prefix", "%q must be a subject without spaces or wildcards", n.SubjectPrefix)
+		bad("nats.subject_prefix", "must be a subject without spaces or wildcards")
 	}
 	if n.Replicas != 1 && n.Replicas != 3 && n.Replicas != 5 {
-		bad("nats.replicas", "%d must be 1, 3 or 5", n.Replicas)
+		bad("nats.replicas", "must be 1, 3 or 5")
 	}
 	if n.MaxAge.Duration < time.Hour {
-		bad("nats.max_age", "%s must be at least 1h (how long the stream keeps events for a head office that is down)", n.MaxAge.Duration)
+		bad("nats.max_age", "must be at least 1h (how long the stream keeps events for a head office that is down)")
 	}
 	if n.AckWait.Duration < time.Second || n.AckWait.Duration > 10*time.Minute {
-		bad("nats.ack_wait", "%s must be between 1s and 10m", n.AckWait.Duration)
+		bad("nats.ack_wait", "must be between 1s and 10m")
 	}
 	if n.Batch < 1 || n.Batch > 4096 {
-		bad("nats.batch", "%d must be 1–4096", n.Batch)
+		bad("nats.batch", "must be 1–4096")
 	}
 	if e := c.Embedded; e != nil {
 		if e.Listen != "" {
 			if _, _, err := net.SplitHostPort(e.Listen); err != nil {
-				bad("embedded.listen", "%q is not host:port like 0.0.0.0:4222", e.Listen)
+				bad("embedded.listen", "not host:port like 0.0.0.0:4222")
 			}
 		}
 		if e.StoreDir == "" {
@@ -241,27 +240,27 @@ func (c *HQ) Validate() error {
 		bad("postgres.url", "missing: the database, e.g. postgres:///scanpay?host=/var/run/postgresql")
 	}
 	if c.Lanes.SilentAfter.Duration < 10*time.Second {
-		bad("lanes.silent_after", "%s must be at least 10s (lanes report every minute)", c.Lanes.SilentAfter.Duration)
+		bad("lanes.silent_after", "must be at least 10s (lanes report every minute)")
 	}
 	if tz := c.Report.TimeZone; tz != "" {
 		if _, err := time.LoadLocation(tz); err != nil {
-			bad("report.timezone", "%q is not a time zone like America/Toronto", tz)
+			bad("report.timezone", "not a time zone like America/Toronto")
 		}
 	}
 	if m := c.Metrics; m != nil && m.Listen != "" {
 		if _, _, err := net.SplitHostPort(m.Listen); err != nil {
-			bad("metrics.listen", "%q is not host:port like 127.0.0.1:9465", m.Listen)
+			bad("metrics.listen", "not host:port like 127.0.0.1:9465")
 		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("log.level", "%q must be debug, info, warn or error", c.Log.Level)
+		bad("log.level", "must be debug, info, warn or error")
 	}
 	switch c.Log.Format {
 	case "json", "console":
 	default:
-		bad("log.format", "%q must be json or console", c.Log.Format)
+		bad("log.format", "must be json or console")
 	}
 	if len(errs) > 0 {
 		return errs

@@ -26,6 +26,13 @@ var laneKeys = map[payment.LaneField]string{
 	payment.FieldTerminalID: "terminal.id", payment.FieldCurrency: "terminal.currency", payment.FieldMaxAmount: "terminal.max_amount",
 }
 
+// laneMessages say what each lane setting must be, without its value.
+var laneMessages = map[payment.LaneField]string{
+	payment.FieldTerminalID: "must be 1–12 letters, digits or _ (it starts every order number)",
+	payment.FieldCurrency:   "must be CAD or USD",
+	payment.FieldMaxAmount:  fmt.Sprintf("must be 1–%d cents", payment.MaxAmountLimit),
+}
+
 // Validate checks every value and returns all problems at once.
 func (c *Config) Validate() error {
 	var errs Errors
@@ -33,26 +40,27 @@ func (c *Config) Validate() error {
 		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 	t := c.Terminal
+	// The engine's messages quote the value; config says its own.
 	for _, err := range payment.CheckLane(t.ID, t.Currency, t.MaxAmount) {
 		var le *payment.LaneError
-		if errors.As(err, &le) {
-			bad(laneKeys[le.Field], "%s", le.Msg)
+		if errors.As(err, &le) && laneMessages[le.Field] != "" {
+			bad(laneKeys[le.Field], "%s", laneMessages[le.Field])
 		} else {
-			bad("terminal", "%v", err)
+			bad("terminal", "the lane settings are not valid")
 		}
 	}
 	if t.CodeTimeout.Duration < 5*time.Second {
-		bad("terminal.code_timeout", "%s is too short to scan a code (at least 5s)", t.CodeTimeout.Duration)
+		bad("terminal.code_timeout", "too short to scan a code (at least 5s)")
 	}
 	if t.ResultTime.Duration < time.Second {
-		bad("terminal.result_time", "%s is too short to read the result (at least 1s)", t.ResultTime.Duration)
+		bad("terminal.result_time", "too short to read the result (at least 1s)")
 	}
 
 	g := c.Gateway
 	if u, err := url.Parse(g.URL); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		bad("gateway.url", "%q is not a URL like https://api.iotpaycloud.com", g.URL)
+		bad("gateway.url", "not a URL like https://api.iotpaycloud.com")
 	} else if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		bad("gateway.url", "%q must use https (plain http only to this machine, for the simulator)", g.URL)
+		bad("gateway.url", "must use https (plain http only to this machine, for the simulator)")
 	}
 	if g.MchID == "" {
 		bad("gateway.mch_id", "missing: the merchant id IOTPay gave you")
@@ -67,28 +75,28 @@ func (c *Config) Validate() error {
 		bad("gateway.body", "must be 1–255 characters")
 	}
 	if g.Timeout.Duration < time.Second || g.Timeout.Duration > 2*time.Minute {
-		bad("gateway.timeout", "%s must be between 1s and 2m", g.Timeout.Duration)
+		bad("gateway.timeout", "must be between 1s and 2m")
 	}
 	if g.PollInterval.Duration < 100*time.Millisecond || g.PollInterval.Duration > time.Minute {
-		bad("gateway.poll_interval", "%s must be between 100ms and 1m", g.PollInterval.Duration)
+		bad("gateway.poll_interval", "must be between 100ms and 1m")
 	}
 	if g.PollAttempts < 1 || g.PollAttempts > 1000 {
-		bad("gateway.poll_attempts", "%d must be 1–1000", g.PollAttempts)
+		bad("gateway.poll_attempts", "must be 1–1000")
 	}
 	if g.ReconcileFor.Duration < time.Minute {
-		bad("gateway.reconcile_for", "%s must be at least 1m", g.ReconcileFor.Duration)
+		bad("gateway.reconcile_for", "must be at least 1m")
 	}
 	if g.ClientIP != "" && net.ParseIP(g.ClientIP) == nil {
-		bad("gateway.client_ip", "%q is not an IP address", g.ClientIP)
+		bad("gateway.client_ip", "not an IP address")
 	}
 	if g.SaleLimit.Duration < g.Timeout.Duration || g.SaleLimit.Duration > time.Hour {
-		bad("gateway.sale_limit", "%s must be at least gateway.timeout (%s) and at most 1h", g.SaleLimit.Duration, g.Timeout.Duration)
+		bad("gateway.sale_limit", "must be at least gateway.timeout and at most 1h")
 	}
 	if c.ECR != nil {
 		// The longest a sale can take: the cap, or the polling itself when
 		// it ends first (create + every query timing out, with the waits).
-		if longest := SaleDuration(g); longest > 110*time.Second {
-			bad("gateway.sale_limit", "a sale can take %s (the smaller of sale_limit and timeout + poll_attempts × (poll_interval + timeout)); a cash register gives up after about 120 s: keep it at most 110s", longest)
+		if SaleDuration(g) > 110*time.Second {
+			bad("gateway.sale_limit", "a sale can take longer than 110s (the smaller of sale_limit and timeout + poll_attempts × (poll_interval + timeout)); a cash register gives up after about 120 s: keep it at most 110s")
 		}
 	}
 
@@ -100,12 +108,12 @@ func (c *Config) Validate() error {
 		}
 		if s.VendorProduct != "" {
 			if err := (input.DeviceSpec{VendorProduct: s.VendorProduct}).Validate(); err != nil {
-				bad("scanner.vendor_product", "%v", err)
+				bad("scanner.vendor_product", "must be two hex numbers like 0c2e:0b61")
 			}
 		}
 		for _, term := range s.Terminators {
 			if _, ok := Terminators[term]; !ok {
-				bad("scanner.terminators", "%q must be enter, kpenter or tab", term)
+				bad("scanner.terminators", "each must be enter, kpenter or tab")
 			}
 		}
 		if len(s.Terminators) == 0 {
@@ -117,20 +125,22 @@ func (c *Config) Validate() error {
 		}
 		checkPort(bad, "scanner", s.Baud, s.DataBits, s.Parity)
 		if _, err := scanner.NewFramer(scanner.FramerConfig{Terminator: s.LineEnding}); err != nil {
-			bad("scanner.line_ending", "%q must be auto, cr, lf or crlf", s.LineEnding)
+			bad("scanner.line_ending", "must be auto, cr, lf or crlf")
 		}
 	default:
-		bad("scanner.driver", "%q must be evdev (USB HID scanner) or serial", s.Driver)
+		bad("scanner.driver", "must be evdev (USB HID scanner) or serial")
 	}
 	if s.IdleTimeout.Duration <= 0 || s.IdleTimeout.Duration > 5*time.Second {
-		bad("scanner.idle_timeout", "%s must be between 1ms and 5s", s.IdleTimeout.Duration)
+		bad("scanner.idle_timeout", "must be between 1ms and 5s")
 	}
 	if s.MaxLength < 8 || s.MaxLength > 256 {
-		bad("scanner.max_length", "%d must be 8–256", s.MaxLength)
+		bad("scanner.max_length", "must be 8–256")
 	}
-	if len(c.Wallets) > 0 {
-		if _, err := payment.NewWallets(c.WalletRules()); err != nil {
-			bad("wallet", "%v", err)
+	// The engine's wallet messages quote names and prefixes: check each
+	// row on its own and say which one.
+	for i, r := range c.WalletRules()[:len(c.Wallets)] {
+		if _, err := payment.NewWallets([]payment.WalletRule{r}); err != nil {
+			bad("wallet", "row %d is not valid: it needs a channel, prefixes of digits or ranges of one width like 10-15, and min_length ≤ max_length within 1–64", i+1)
 		}
 	}
 
@@ -139,13 +149,13 @@ func (c *Config) Validate() error {
 			bad("keypad.device", "missing: give the keypad's /dev/input/by-id/… path, or keypad.name or keypad.vendor_product (or remove [keypad])")
 		}
 		if k.MaxDigits < 1 || k.MaxDigits > 8 {
-			bad("keypad.max_digits", "%d must be 1–8", k.MaxDigits)
+			bad("keypad.max_digits", "must be 1–8")
 		}
 	}
 
 	if e := c.ECR; e != nil {
 		if e.Protocol != "concert" {
-			bad("ecr.protocol", "%q: only concert is supported", e.Protocol)
+			bad("ecr.protocol", "only concert is supported")
 		}
 		switch {
 		case (e.Device == "") == (e.Listen == ""):
@@ -154,27 +164,27 @@ func (c *Config) Validate() error {
 			checkPort(bad, "ecr", e.Baud, e.DataBits, e.Parity)
 		default:
 			if _, _, err := net.SplitHostPort(e.Listen); err != nil {
-				bad("ecr.listen", "%q is not host:port like 127.0.0.1:8800", e.Listen)
+				bad("ecr.listen", "not host:port like 127.0.0.1:8800")
 			}
 		}
 		if e.POSNumber != "" && !posNumber.MatchString(e.POSNumber) {
-			bad("ecr.pos_number", "%q must be two digits 01–99", e.POSNumber)
+			bad("ecr.pos_number", "must be two digits 01–99")
 		}
 		if e.Timeout.Duration < 100*time.Millisecond || e.Timeout.Duration > 30*time.Second {
-			bad("ecr.timeout", "%s must be between 100ms and 30s", e.Timeout.Duration)
+			bad("ecr.timeout", "must be between 100ms and 30s")
 		}
 		if e.KeepResults.Duration < time.Minute || e.KeepResults.Duration > 24*time.Hour {
-			bad("ecr.keep_results", "%s must be between 1m and 24h", e.KeepResults.Duration)
+			bad("ecr.keep_results", "must be between 1m and 24h")
 		}
 		if e.IdleTimeout.Duration < time.Second || e.IdleTimeout.Duration > 24*time.Hour {
-			bad("ecr.idle_timeout", "%s must be between 1s and 24h", e.IdleTimeout.Duration)
+			bad("ecr.idle_timeout", "must be between 1s and 24h")
 		}
 		if e.RefundWindow.Duration < time.Minute || e.RefundWindow.Duration > 24*time.Hour {
-			bad("ecr.refund_window", "%s must be between 1m and 24h", e.RefundWindow.Duration)
+			bad("ecr.refund_window", "must be between 1m and 24h")
 		}
-		for _, a := range e.AllowFrom {
+		for i, a := range e.AllowFrom {
 			if _, err := ParseNetwork(a); err != nil {
-				bad("ecr.allow_from", "%q is not an address or network like 192.168.1.20 or 192.168.1.0/24", a)
+				bad("ecr.allow_from", "entry %d is not an address or network like 192.168.1.20 or 192.168.1.0/24", i+1)
 			}
 		}
 	}
@@ -187,13 +197,13 @@ func (c *Config) Validate() error {
 		}
 		checkPort(bad, "display", d.Baud, 8, "none")
 	case !slices.Contains(DisplayDrivers, d.Driver):
-		bad("display.driver", "%q must be %s", d.Driver, oneOf(DisplayDrivers))
+		bad("display.driver", "must be %s", oneOf(DisplayDrivers))
 	}
 	if d.Width < 8 || d.Width > 40 {
-		bad("display.width", "%d must be 8–40 characters", d.Width)
+		bad("display.width", "must be 8–40 characters")
 	}
 	if d.Brightness < 0 || d.Brightness > 4 {
-		bad("display.brightness", "%d must be 1–4 (0 leaves it as it is)", d.Brightness)
+		bad("display.brightness", "must be 1–4 (0 leaves it as it is)")
 	}
 
 	if b := c.Beeper; b != nil {
@@ -203,7 +213,7 @@ func (c *Config) Validate() error {
 				bad("beeper.chip", "missing: the GPIO chip's label (e.g. pinctrl-bcm2711) or name (gpiochip0)")
 			}
 			if b.Line < 0 || b.Line > 511 {
-				bad("beeper.line", "%d is not a GPIO line offset", b.Line)
+				bad("beeper.line", "not a GPIO line offset (0–511)")
 			}
 		case BeeperTone:
 			if b.Device == "" {
@@ -215,7 +225,7 @@ func (c *Config) Validate() error {
 			}
 		case BeeperNone:
 		default:
-			bad("beeper.driver", "%q must be %s", b.Driver, oneOf(BeeperDrivers))
+			bad("beeper.driver", "must be %s", oneOf(BeeperDrivers))
 		}
 	}
 
@@ -224,7 +234,7 @@ func (c *Config) Validate() error {
 	}
 	if m := c.Metrics; m != nil && m.Listen != "" {
 		if _, _, err := net.SplitHostPort(m.Listen); err != nil {
-			bad("metrics.listen", "%q is not host:port like 127.0.0.1:9464", m.Listen)
+			bad("metrics.listen", "not host:port like 127.0.0.1:9464")
 		}
 	}
 	if c.Fleet != nil {
@@ -233,12 +243,12 @@ func (c *Config) Validate() error {
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("log.level", "%q must be debug, info, warn or error", c.Log.Level)
+		bad("log.level", "must be debug, info, warn or error")
 	}
 	switch c.Log.Format {
 	case "json", "console":
 	default:
-		bad("log.format", "%q must be json or console", c.Log.Format)
+		bad("log.format", "must be json or console")
 	}
 	if len(errs) > 0 {
 		return errs
@@ -249,17 +259,23 @@ func (c *Config) Validate() error {
 // portKeys maps a port setting to its key in a section.
 var portKeys = map[serial.Field]string{serial.FieldBaud: "baud", serial.FieldDataBits: "data_bits", serial.FieldParity: "parity"}
 
+// portMessages say what a port setting must be, without its value.
+var portMessages = map[serial.Field]string{
+	serial.FieldBaud: "not a standard rate (1200–115200)", serial.FieldDataBits: "must be 7 or 8", serial.FieldParity: "must be none, even or odd",
+}
+
 func checkPort(bad func(string, string, ...any), section string, baud, bits int, parity string) {
 	err := serial.PortConfig{Path: "x", Baud: baud, DataBits: bits, Parity: parity}.Validate()
 	if err == nil {
 		return
 	}
-	key := section + ".baud"
+	// The port's messages quote the value; config says its own.
+	key, msg := section+".baud", "not a valid port setting"
 	var fe *serial.FieldError
 	if errors.As(err, &fe) && portKeys[fe.Field] != "" {
-		key = section + "." + portKeys[fe.Field]
+		key, msg = section+"."+portKeys[fe.Field], portMessages[fe.Field]
 	}
-	bad(key, "%v", err)
+	bad(key, "%s", msg)
 }
 
 // SaleDuration is the longest a sale's gateway phase can last: the cap,
@@ -294,13 +310,13 @@ func (c *Config) Warnings() []string {
 	if e := c.ECR; e != nil && e.Listen != "" {
 		host, _, err := net.SplitHostPort(e.Listen)
 		if err == nil && (host == "" || host == "0.0.0.0" || host == "::") {
-			w = append(w, fmt.Sprintf("ecr.listen %q listens on every network interface: only ecr.allow_from %v may connect, but a register on the shop's LAN is usually better given its own address", e.Listen, e.AllowFrom))
+			w = append(w, "ecr.listen listens on every network interface: only ecr.allow_from may connect, but a register on the shop's LAN is usually better given its own address")
 		}
 	}
 	if m := c.Metrics; m != nil && m.Listen != "" {
 		host, _, err := net.SplitHostPort(m.Listen)
 		if err == nil && (host == "" || host == "0.0.0.0" || host == "::") {
-			w = append(w, fmt.Sprintf("metrics.listen %q listens on every network interface", m.Listen))
+			w = append(w, "metrics.listen listens on every network interface: anyone on the LAN can read the lane's metrics")
 		}
 	}
 	if !c.Terminal.RequireClockSync {
@@ -349,7 +365,7 @@ func (c *Config) CheckDevices() Errors {
 			return
 		}
 		if _, err := os.Stat(path); err != nil {
-			errs = append(errs, &Error{Key: key, Msg: path + " does not exist (unplugged, or a wrong name? see ls /dev/input/by-id /dev/serial/by-id)"})
+			errs = append(errs, &Error{Key: key, Msg: "the device does not exist (unplugged, or a wrong name? see ls /dev/input/by-id /dev/serial/by-id)"})
 		}
 	}
 	check("scanner.device", c.Scanner.Device)
@@ -367,7 +383,7 @@ func (c *Config) CheckDevices() Errors {
 	}
 	if dir := filepath.Dir(c.Journal.Path); dir != "" {
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-			errs = append(errs, &Error{Key: "journal.path", Msg: dir + " is not a directory"})
+			errs = append(errs, &Error{Key: "journal.path", Msg: "its directory does not exist"})
 		}
 	}
 	return errs

@@ -410,6 +410,7 @@ func (s *session) receive(ctx context.Context) error {
 		case ferr != nil:
 			tries++
 			l.log.Info("ECR frame refused", zap.Error(ferr))
+			l.answered("frame", NAK)
 			if err := s.write(NAK); err != nil {
 				return err
 			}
@@ -418,6 +419,7 @@ func (s *session) receive(ctx context.Context) error {
 			if perr != nil {
 				tries++
 				l.log.Info("ECR request malformed", zap.Error(perr), zap.String("payload", device.Printable(string(payload))))
+				l.answered("malformed", NAK)
 				if err := s.write(NAK); err != nil {
 					return err
 				}

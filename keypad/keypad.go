@@ -39,6 +39,9 @@ type Config struct {
 	MaxAmount  int64    // cents
 	MaxDigits  int      // default 8 ($999,999.99)
 	CancelKeys []uint16 // default Esc, NumLock, keypad minus
+	// OnRefuse, when set, counts every refused key: the log summarises
+	// a stuck key, the count stays whole.
+	OnRefuse func(reason string)
 }
 
 // Editor is the amount being typed. It is pure logic, fed key codes.
@@ -173,6 +176,9 @@ func Feed(ctx context.Context, ed *Editor, code uint16, sink Sink, log *zap.Logg
 		err = sink.Cancel(ctx)
 	case Refused:
 		log.Info("key refused", zap.String("reason", e.Reason))
+		if ed.cfg.OnRefuse != nil {
+			ed.cfg.OnRefuse(e.Reason)
+		}
 		if e.Amount > ed.cfg.MaxAmount {
 			// Enter held over the limit: show the limit again, with a beep.
 			err = sink.Typing(ctx, e.Amount)

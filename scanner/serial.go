@@ -100,6 +100,12 @@ func (f *Framer) Feed(b byte) (string, bool) {
 			f.bad = true
 		}
 	}
+	// In crlf mode a CR is kept only as the first half of the line's
+	// CRLF: one followed by anything but LF is a control byte in the line
+	// (the fuzzer found "0\r0\n" passing as a code).
+	if f.term == "crlf" && len(f.buf) > 0 && f.buf[len(f.buf)-1] == '\r' {
+		f.bad = true
+	}
 	f.buf = append(f.buf, b)
 	return "", false
 }

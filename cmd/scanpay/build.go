@@ -88,6 +88,10 @@ func (d *daemon) openJournal(m *metrics) error {
 	}
 	d.jr = jr
 	d.closers = append(d.closers, func() { jr.Close() })
+	if jr.SecretRenewed() {
+		d.log.Warn("the code secret beside the journal was missing: a new one was made, so payment codes used before now are not recognised as used (the wallets still refuse a used code)",
+			zap.String("secretFile", journal.SecretPath(jr.Path())))
+	}
 	return nil
 }
 
@@ -227,8 +231,12 @@ func (d *daemon) buildECR(lt *lateTerminal, obs device.Observer, m *metrics) boo
 // one, and the scanner unless the caller scans through the terminal.
 func (d *daemon) buildInputs(o overrides, obs device.Observer) {
 	if k := d.cfg.Keypad; k != nil {
+		kc := keypad.Config{MaxAmount: d.cfg.Terminal.MaxAmount, MaxDigits: k.MaxDigits}
+		if o.observer != nil {
+			kc.OnRefuse = o.observer.keyRefused
+		}
 		kp := &keypad.Keypad{Device: input.DeviceSpec{Path: k.Device, Name: k.Name, VendorProduct: k.VendorProduct},
-			Config: keypad.Config{MaxAmount: d.cfg.Terminal.MaxAmount, MaxDigits: k.MaxDigits}, Logger: d.log.Named("keypad"), Observer: obs}
+			Config: kc, Logger: d.log.Named("keypad"), Observer: obs}
 		d.runners = append(d.runners, runner{name: "keypad", run: func(ctx context.Context) error { return kp.Run(ctx, keypadSink{d.term}) }})
 	}
 	if !o.noScanner {

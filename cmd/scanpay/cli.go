@@ -71,7 +71,7 @@ func (c *CLI) Run(ctx context.Context, args []string) int {
 	case "demo-fleet":
 		return c.demoFleet(ctx, rest)
 	case "check-config":
-		return c.checkConfig(rest)
+		return c.checkConfig(ctx, rest)
 	case "report":
 		return c.report(ctx, rest)
 	case "orders":
@@ -132,8 +132,9 @@ func parse(fs *flag.FlagSet, args []string) (code int) {
 	return -1
 }
 
-func (c *CLI) loadConfig(path string) (config.Config, bool) {
-	cfg, err := config.Load(path)
+// loadConfig loads the config; ctx (SIGTERM) interrupts a large file.
+func (c *CLI) loadConfig(ctx context.Context, path string) (config.Config, bool) {
+	cfg, err := config.Load(ctx, path)
 	if err != nil {
 		fmt.Fprintf(c.Stderr, "scanpay: %v\n", err)
 		return cfg, false
@@ -141,12 +142,12 @@ func (c *CLI) loadConfig(path string) (config.Config, bool) {
 	return cfg, true
 }
 
-func (c *CLI) checkConfig(args []string) int {
+func (c *CLI) checkConfig(ctx context.Context, args []string) int {
 	fs, path := c.flags("check-config", "", "Validates the config file and the merchant key, checks that the\nconfigured devices exist, and prints the effective config (defaults\nincluded). The merchant key itself is never printed.")
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
-	cfg, ok := c.loadConfig(*path)
+	cfg, ok := c.loadConfig(ctx, *path)
 	if !ok {
 		return exitUsage
 	}

@@ -30,6 +30,7 @@ func TestMain(m *testing.M) {
 		floorMain() // the benchmark's floor program (benche2e_test.go)
 		return
 	}
+	sandboxLaunch() // a launcher process for the sandbox test never returns
 	if err := buildBinary(); err != nil {
 		panic(err)
 	}

@@ -120,8 +120,11 @@ func (c *CLI) run(ctx context.Context, args []string) int {
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
-	cfg, ok := c.loadConfig(*path)
+	cfg, ok := c.loadConfig(ctx, *path)
 	if !ok {
+		if ctx.Err() != nil {
+			return exitOK // stopped (SIGTERM) while reading the config: a clean stop
+		}
 		return exitUsage
 	}
 	key, source, err := cfg.LoadKey(c.Getenv)

@@ -103,6 +103,7 @@ func (c *CLI) demo(ctx context.Context, args []string) int {
 		logw = c.Stderr
 	}
 	log := newLogger(config.Log{Level: "info", Format: "console"}, logw)
+	defer log.Sync() // pending flood summaries, and their timers
 	results := make(resultChan, 8)
 	console := &display.Console{Layout: display.Layout{Width: 20}, Out: out, Prefix: "        "}
 	d, err := build(cfg, key, log, overrides{screen: console, noScanner: true, results: []payment.ResultSink{results}})

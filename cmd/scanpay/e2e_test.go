@@ -82,6 +82,10 @@ type e2eLane struct {
 	proc    *exec.Cmd
 	logs    *safeBuffer
 	exited  chan error
+	// launcher, when set, runs the binary (its first word is the
+	// program, the binary's path comes through env).
+	launcher []string
+	env      []string
 }
 
 func freePort(t *testing.T) string {
@@ -161,7 +165,10 @@ func (l *e2eLane) start() {
 	l.t.Helper()
 	l.logs = newSafeBuffer()
 	l.proc = exec.Command(binary, "run", "--config", l.config)
-	l.proc.Env = append(os.Environ(), "NOTIFY_SOCKET="+filepath.Join(l.dir, "notify.sock"), "WATCHDOG_USEC=400000")
+	if len(l.launcher) > 0 {
+		l.proc = exec.Command(l.launcher[0], append(l.launcher[1:], "run", "--config", l.config)...)
+	}
+	l.proc.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+filepath.Join(l.dir, "notify.sock"), "WATCHDOG_USEC=400000"), l.env...)
 	l.proc.Stderr = l.logs
 	l.proc.Stdout = l.logs
 	if err := l.proc.Start(); err != nil {

@@ -19,8 +19,8 @@ import (
 )
 
 // openJournal opens the configured journal for the operator commands.
-func (c *CLI) openJournal(path string, readOnly bool) (*journal.Journal, int) {
-	cfg, ok := c.loadConfig(path)
+func (c *CLI) openJournal(ctx context.Context, path string, readOnly bool) (*journal.Journal, int) {
+	cfg, ok := c.loadConfig(ctx, path)
 	if !ok {
 		return nil, exitUsage
 	}
@@ -84,7 +84,7 @@ func (c *CLI) report(ctx context.Context, args []string) int {
 		c.errorf("%v", err)
 		return exitUsage
 	}
-	j, code := c.openJournal(*path, true)
+	j, code := c.openJournal(ctx, *path, true)
 	if j == nil {
 		return code
 	}
@@ -226,7 +226,7 @@ func (c *CLI) orders(ctx context.Context, args []string) int {
 			return exitUsage
 		}
 	}
-	j, code := c.openJournal(*path, true)
+	j, code := c.openJournal(ctx, *path, true)
 	if j == nil {
 		return code
 	}
@@ -277,8 +277,8 @@ func printOrders(w io.Writer, list []journal.Order) {
 }
 
 // gatewayClient builds a client from the config for query and refund.
-func (c *CLI) gatewayClient(path string) (*iotpay.Client, *journal.Journal, string, int) {
-	cfg, ok := c.loadConfig(path)
+func (c *CLI) gatewayClient(ctx context.Context, path string) (*iotpay.Client, *journal.Journal, string, int) {
+	cfg, ok := c.loadConfig(ctx, path)
 	if !ok {
 		return nil, nil, "", exitUsage
 	}
@@ -309,7 +309,7 @@ func (c *CLI) query(ctx context.Context, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
-	client, j, _, code := c.gatewayClient(*path)
+	client, j, _, code := c.gatewayClient(ctx, *path)
 	if client == nil {
 		return code
 	}
@@ -381,7 +381,7 @@ func (c *CLI) refund(ctx context.Context, args []string) int {
 			c.errorf("--settle needs exactly one of --done and --failed")
 			return exitUsage
 		}
-		j, code := c.openJournal(*path, false)
+		j, code := c.openJournal(ctx, *path, false)
 		if j == nil {
 			return code
 		}
@@ -398,7 +398,7 @@ func (c *CLI) refund(ctx context.Context, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
-	client, j, tid, code := c.gatewayClient(*path)
+	client, j, tid, code := c.gatewayClient(ctx, *path)
 	if client == nil {
 		return code
 	}

@@ -8,10 +8,8 @@ package journal
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"database/sql/driver"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -63,7 +61,6 @@ type Journal struct {
 	db        *sql.DB
 	path      string
 	now       func() time.Time
-	secret    []byte
 	commits   atomic.Int64
 	synced    atomic.Int64 // commits made with their own fsync
 	onCommit  func(time.Duration)
@@ -75,6 +72,11 @@ type Journal struct {
 	// CheckedAtOpen reports whether Open read the whole file (quick_check);
 	// false after a clean stop with TrackCleanStop.
 	CheckedAtOpen bool
+
+	// The code secret, from its own file (secret.go); secretRenewed: a
+	// new one was made for a journal that has orders.
+	secret        []byte
+	secretRenewed bool
 }
 
 // Open opens the journal at path, creating it when the file does not
@@ -169,14 +171,9 @@ func create(path string) error {
 	if err != nil {
 		return fmt.Errorf("create journal %s: %w", path, err)
 	}
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		db.Close()
-		return fmt.Errorf("create journal: %w", err)
-	}
+	// The code secret is not in the journal: see secret.go.
 	stmts := schema + outboxSchema + takenSchema + fmt.Sprintf(`INSERT INTO meta(key, value) VALUES
-		('schema_version', '%d'), ('code_secret', '%s'), ('clean_stop', '1');`,
-		SchemaVersion, hex.EncodeToString(secret))
+		('schema_version', '%d'), ('clean_stop', '1');`, SchemaVersion)
 	_, err = db.Exec(stmts)
 	if cerr := db.Close(); err == nil {
 		err = cerr
@@ -253,16 +250,10 @@ func (j *Journal) check(opts Options) error {
 			return fmt.Errorf("upgrade journal %s from schema %d: %w", j.path, version, err)
 		}
 	}
-	var secret string
-	if err := j.db.QueryRow(`SELECT value FROM meta WHERE key = 'code_secret'`).Scan(&secret); err != nil {
-		return damaged(fmt.Errorf("no code secret: %w", err))
+	if opts.ReadOnly {
+		return nil // reports and lists hash no codes
 	}
-	var err error
-	j.secret, err = hex.DecodeString(secret)
-	if err != nil || len(j.secret) < 16 {
-		return damaged(errors.New("bad code secret"))
-	}
-	return nil
+	return j.loadSecret(damaged)
 }
 
 // quickCheck runs PRAGMA quick_check: a read of the whole file.
@@ -416,7 +407,8 @@ func (j *Journal) Close() error {
 // Path is the journal's file.
 func (j *Journal) Path() string { return j.path }
 
-// Secret is the journal's random key for hashing payment codes.
+// Secret is the random key for hashing payment codes, kept beside the
+// journal (SecretPath); nil when the journal was opened read-only.
 func (j *Journal) Secret() []byte { return append([]byte(nil), j.secret...) }
 
 // Commits counts transactions committed by this Journal value.
