@@ -72,11 +72,28 @@ for a in amd64 arm64; do
   up=${a^^}
   env_args+=("SCANPAY_INSTALL_IMAGE_$up=${image[$a]}" "SCANPAY_INSTALL_PAYLOAD_$up=$work/payload-$a.img")
 done
+case " $only " in *" raspi3b "*)
+  # The raspi3b smoke boot's initramfs: the Pi's modules and busybox from
+  # the arm64 image, scanpay from the arm64 package, the simulator.
+  ird="$work/raspi-initrd"
+  mkdir -p "$ird"/{bin,dev,proc,sys,tmp,scanpay,modules}
+  cp "${image[arm64]}/raspi/busybox" "$ird/bin/busybox"
+  cp "${image[arm64]}"/raspi/modules/* "$ird/modules/"
+  dpkg-deb -x "$deb_arm64" "$work/raspi-deb"
+  cp "$work/raspi-deb/usr/bin/scanpay" "$ird/scanpay/"
+  (cd "$root" && CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -o "$ird/scanpay/iotpaysim" ./cmd/iotpaysim)
+  install -m 0755 "$here/raspi-init.sh" "$ird/init"
+  (cd "$ird" && find . | /bin/busybox cpio -o -H newc 2>/dev/null | gzip -1) > "$work/raspi-initrd.gz"
+  env_args+=("SCANPAY_INSTALL_RASPI_INITRD=$work/raspi-initrd.gz")
+  case " ${env_args[*]} " in *SCANPAY_INSTALL_IMAGE_ARM64=*) ;; *) env_args+=("SCANPAY_INSTALL_IMAGE_ARM64=${image[arm64]}") ;; esac
+  ;;
+esac
 say "payloads ready after $((SECONDS - t0)) s"
 
 runs=()
 case " $only " in *" amd64 "*) runs+=(TestInstallAMD64) ;; esac
 case " $only " in *" arm64 "*) runs+=(TestInstallARM64) ;; esac
+case " $only " in *" raspi3b "*) runs+=(TestRaspi3bSmoke) ;; esac
 pattern="^($(IFS='|'; echo "${runs[*]}"))\$"
 say "go test -run '$pattern' (log: $work/go-test.log)"
 set +e
@@ -85,7 +102,7 @@ set +e
 rc=$?
 set -e
 # The outline: scenario lines, failures and their output.
-grep -E '^(=== RUN|--- |PASS|FAIL|ok )|scenario |booted in|NOTE|exposure|watchdog:|upgrade |after apt|journal:' "$work/go-test.log" | grep -v '^=== RUN' || true
+grep -E '^(=== RUN|--- |PASS|FAIL|ok )|scenario |booted in|NOTE|exposure|watchdog:|upgrade |after apt|journal:|raspi3b:' "$work/go-test.log" | grep -v '^=== RUN' || true
 if [ $rc -ne 0 ]; then
   echo "install: FAIL; the whole log follows"
   cat "$work/go-test.log"

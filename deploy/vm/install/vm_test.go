@@ -189,7 +189,8 @@ func (m *machine) connectAgent(within time.Duration) error {
 	}
 }
 
-// monitor sends one command to QEMU's human monitor and returns its answer.
+// monitor sends commands (one a line) to QEMU's human monitor and returns
+// its answers.
 func (m *machine) monitor(t *testing.T, cmd string) string {
 	t.Helper()
 	var c net.Conn
@@ -220,14 +221,18 @@ func (m *machine) monitor(t *testing.T, cmd string) string {
 	if _, err := readPrompt(); err != nil {
 		m.fatal(t, "monitor banner: %v", err)
 	}
-	if _, err := fmt.Fprintf(c, "%s\n", cmd); err != nil {
-		m.fatal(t, "monitor %q: %v", cmd, err)
+	var all strings.Builder
+	for _, line := range strings.Split(cmd, "\n") {
+		if _, err := fmt.Fprintf(c, "%s\n", line); err != nil {
+			m.fatal(t, "monitor %q: %v", line, err)
+		}
+		out, err := readPrompt()
+		if err != nil {
+			m.fatal(t, "monitor %q: %v (%q)", line, err, out)
+		}
+		all.WriteString(out)
 	}
-	out, err := readPrompt()
-	if err != nil {
-		m.fatal(t, "monitor %q: %v (%q)", cmd, err, out)
-	}
-	return out
+	return all.String()
 }
 
 // exec runs a bash script as root in the guest (in /mnt/payload, with
