@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/scanpay/scanpay/ecr"
+	"github.com/scanpay/scanpay/ecr/ecrtest"
 )
 
 // The rig's merchant: the simulator in the guest knows this key, and
@@ -76,8 +77,8 @@ mch_id = "%s"
 job_no = "cashier"
 key_file = "/etc/scanpay/merchant.key"
 # Slow enough that a test can act between the first and the third query.
-poll_interval = "5s"
-poll_attempts = 15
+poll_interval = "8s"
+poll_attempts = 10
 
 [scanner]
 driver = "evdev"
@@ -316,10 +317,10 @@ func saleRequest(amount int64, ref string) ecr.Request {
 
 // registerSale sends a sale from the register over its UART and returns
 // the line, the request sent.
-func (l *lane) registerSale(t *testing.T, amount int64, ref string) (*tap, *ecr.Register) {
+func (l *lane) registerSale(t *testing.T, amount int64, ref string) (*tap, *ecrtest.Register) {
 	t.Helper()
 	line := l.m.registerLine(t)
-	reg := &ecr.Register{Conn: line, Timeout: 5 * time.Second}
+	reg := &ecrtest.Register{Conn: line, Timeout: 5 * time.Second}
 	if err := reg.Send(saleRequest(amount, ref)); err != nil {
 		l.m.fatal(t, "register sale of %d: %v", amount, err)
 	}
@@ -335,7 +336,7 @@ func (l *lane) askAgain(t *testing.T, amount int64, ref string) ecr.Result {
 	l.m.waitFor(t, 60*time.Second, "the register's answer to its repeated request", func() (bool, string) {
 		line := l.m.registerLine(t)
 		defer line.Close()
-		reg := &ecr.Register{Conn: line, Timeout: 5 * time.Second}
+		reg := &ecrtest.Register{Conn: line, Timeout: 5 * time.Second}
 		if err = reg.Send(saleRequest(amount, ref)); err != nil {
 			return false, err.Error()
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/scanpay/scanpay/ecr"
+	"github.com/scanpay/scanpay/ecr/ecrtest"
 )
 
 // TestRaspi3bSmoke boots Debian's arm64 kernel on QEMU's Raspberry Pi 3
@@ -71,7 +72,7 @@ func TestRaspi3bSmoke(t *testing.T) {
 	})
 	t.Logf("raspi3b: booted and scanpay has its devices after %.0f s", time.Since(start).Seconds())
 
-	reg := &ecr.Register{Conn: line, Timeout: 10 * time.Second}
+	reg := &ecrtest.Register{Conn: line, Timeout: 10 * time.Second}
 	if err := reg.Send(saleRequest(1500, "PI1")); err != nil {
 		m.fatal(t, "register over the USB serial adapter: %v", err)
 	}
