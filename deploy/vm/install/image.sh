@@ -88,11 +88,21 @@ kernel_hook='set -e; cd "$1/tmp"
   [ ! -d "$1/tmp/k/lib" ] || cp -a "$1/tmp/k/lib/." "$1/usr/lib/"
   [ ! -d "$1/tmp/k/usr" ] || cp -a "$1/tmp/k/usr/." "$1/usr/"
   rm -rf "$1"/tmp/linux-image-*.deb "$1/tmp/k"'
-mmdebstrap --quiet --mode=root --variant=apt --arch="$arch" --include="$packages" \
-  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
-  --customize-hook="$kernel_hook" \
-  "$suite" "$rootfs" \
-  "deb $mirror $suite main" "deb $mirror $suite-updates main" "deb $security $suite-security main"
+# A mirror caught mid-sync fails the index download ("File has unexpected
+# size"): try again a little later rather than fail the suite.
+for try in 1 2 3; do
+  rm -rf "$rootfs"
+  if mmdebstrap --quiet --mode=root --variant=apt --arch="$arch" --include="$packages" \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --customize-hook="$kernel_hook" \
+    "$suite" "$rootfs" \
+    "deb $mirror $suite main" "deb $mirror $suite-updates main" "deb $security $suite-security main"; then
+    break
+  fi
+  [ $try -lt 3 ] || { echo "image: mmdebstrap failed 3 times" >&2; exit 1; }
+  log "mmdebstrap failed; trying again in 60 s"
+  sleep 60
+done
 log "mmdebstrap took $((SECONDS - start)) s"
 
 kver=$(ls "$rootfs/lib/modules" | head -1)

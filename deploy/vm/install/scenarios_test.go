@@ -17,7 +17,7 @@ import (
 
 // clock is scenario 5. The lane booted with its RTC a day behind and no
 // network, so nothing has set the clock: the lane must not sell and must
-// say why (issue 11's contract, when this build has it). Then the cable
+// say why (issue 11's contract). Then the cable
 // goes in, timesyncd sets the clock from the host's SNTP responder, and a
 // sale is approved, dated today and reported today.
 func (l *lane) clock(t *testing.T) {
@@ -30,35 +30,27 @@ func (l *lane) clock(t *testing.T) {
 		m.fatal(t, "the lane should start a day behind and unsynchronised")
 	}
 
-	// Does this build have issue 11's switch? Strict decoding names an
-	// unknown key (check-config fails here anyway: no scanner plugged in).
-	probe, _, err := m.exec(time.Minute, `sed '/^\[terminal\]/a require_clock_sync = true' /etc/scanpay/scanpay.toml > /run/e2e/probe.toml
-scanpay check-config --config /run/e2e/probe.toml 2>&1 | grep require_clock_sync || true`)
-	clockSwitch := err == nil && strings.Contains(probe, "require_clock_sync") && !strings.Contains(probe, "unknown key")
-	if clockSwitch {
-		m.waitFor(t, 60*time.Second, "/healthz answering 503 and naming the clock", func() (bool, string) {
-			out, _, _ := m.exec(time.Minute, `http_get 9464 /healthz`)
-			return strings.Contains(out, " 503 ") && strings.Contains(strings.ToLower(out), "clock"), out
-		})
-		line := m.registerLine(t)
-		reg := &ecrtest.Register{Conn: line, Timeout: 5 * time.Second}
-		if err := reg.Send(saleRequest(1000, "CLOCK0")); !errors.Is(err, ecrtest.ErrRefused) {
-			t.Errorf("a register sale while the clock is not set: %v, want NAK at ENQ", err)
-		}
-		line.Close()
-		if !bytes.Contains(bytes.ToLower(m.displayBytes(t)), []byte("clock")) {
-			t.Errorf("the display does not say the lane waits for the clock:\n%q", m.displayBytes(t))
-		}
-		// The lane says it once, however long it waits (it checks every
-		// second); the register's refused request is a line of its own.
-		lines := m.sh(t, `journalctl -u scanpay -b -o cat | grep -i clock || true`)
-		if n := strings.Count(lines, `"logger":"lane"`); n != 1 {
-			t.Errorf("%d lane log lines name the clock, want one:\n%s", n, lines)
-		}
-		t.Logf("the log while waiting:\n%s", lines)
-	} else {
-		t.Logf("NOTE: %v (issue 11); the lane's part is not checked: NAK at ENQ, the display's \"waiting for clock\", /healthz 503 naming the clock, one log line", errNoClockSwitch)
+	// require_clock_sync is on by default: the lane waits and says why.
+	m.waitFor(t, 60*time.Second, "/healthz answering 503 and naming the clock", func() (bool, string) {
+		out, _, _ := m.exec(time.Minute, `http_get 9464 /healthz`)
+		return strings.Contains(out, " 503 ") && strings.Contains(strings.ToLower(out), "clock"), out
+	})
+	waiting := m.registerLine(t)
+	reg := &ecrtest.Register{Conn: waiting, Timeout: 5 * time.Second}
+	if err := reg.Send(saleRequest(1000, "CLOCK0")); !errors.Is(err, ecrtest.ErrRefused) {
+		t.Errorf("a register sale while the clock is not set: %v, want NAK at ENQ", err)
 	}
+	waiting.Close()
+	if !bytes.Contains(bytes.ToLower(m.displayBytes(t)), []byte("clock")) {
+		t.Errorf("the display does not say the lane waits for the clock:\n%q", m.displayBytes(t))
+	}
+	// The lane says it once, however long it waits (it checks every
+	// second); the register's refused request is a line of its own.
+	lines := m.sh(t, `journalctl -u scanpay -b -o cat | grep -i clock || true`)
+	if n := strings.Count(lines, `"logger":"lane"`); n != 1 {
+		t.Errorf("%d lane log lines name the clock, want one:\n%s", n, lines)
+	}
+	t.Logf("the log while waiting:\n%s", lines)
 
 	// The cable goes in.
 	m.monitor(t, "set_link nic0 on")
@@ -72,16 +64,11 @@ scanpay check-config --config /run/e2e/probe.toml 2>&1 | grep require_clock_sync
 	if d := time.Since(time.Unix(guest, 0)); d > 10*time.Second || d < -10*time.Second {
 		t.Fatalf("the guest's clock is %v off after sync", d)
 	}
-	if clockSwitch {
-		m.waitFor(t, 60*time.Second, "/healthz answering 200 once the clock is set", func() (bool, string) {
-			out, _, _ := m.exec(time.Minute, `http_get 9464 /healthz`)
-			return strings.Contains(out, " 200 "), out
-		})
-	}
-
-	if clockSwitch {
-		l.clockWithoutTimesyncd(t)
-	}
+	m.waitFor(t, 60*time.Second, "/healthz answering 200 once the clock is set", func() (bool, string) {
+		out, _, _ := m.exec(time.Minute, `http_get 9464 /healthz`)
+		return strings.Contains(out, " 200 "), out
+	})
+	l.clockWithoutTimesyncd(t)
 
 	line, reg := l.registerSale(t, 1000, "CLOCK1")
 	m.sh(t, "scan "+l.code())
