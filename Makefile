@@ -11,7 +11,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin
 CMDS := scanpay iotpaysim fakescanner fakeecr
 
-.PHONY: help demo demo-fleet build test test-fleet bench-fleet vet fuzz cross test-arm test-vm dist check-dist check-systemd crash bench bench-e2e sim sim-mutants clean
+.PHONY: help demo demo-fleet build test test-fleet bench-fleet vet fuzz cross test-arm test-vm test-install dist check-dist check-systemd crash bench bench-e2e sim sim-mutants clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ test-vm: ## boot a Debian kernel in QEMU: uinput scanner, daemon with a uinput k
 	deploy/vm/run.sh daemon
 	deploy/vm/run.sh uart
 	deploy/vm/run.sh powercut
+
+test-install: dist ## the .deb under systemd on Debian 12 in QEMU: amd64 and arm64 scenarios, raspi3b smoke (root)
+	deploy/vm/install/run.sh
 
 dist: ## cross-build binaries (dist/linux-*) and .deb packages for amd64, arm64 and armhf
 	@rm -rf dist && mkdir -p dist

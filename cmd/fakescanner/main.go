@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	baud := fs.Int("baud", 9600, "baud rate (serial)")
 	layout := fs.String("layout", "native", "input_event layout: native, 64 (24-byte) or 32 (16-byte) (events)")
 	name := fs.String("name", "scanpay fake scanner", "device name (uinput)")
+	id := fs.String("id", "1eab:8203", "USB vendor:product of the device, in hex (uinput); the default is a Newland scanner, named in scanpay's udev rules")
 	settle := fs.Duration("settle", 500*time.Millisecond, "wait after creating the device before typing (uinput)")
 	hold := fs.Duration("hold", 0, "keep the device after the last code (uinput)")
 	numpad := fs.Bool("numpad", false, "type digits with the numeric keypad's keys, as a USB keypad does (uinput, events)")
@@ -88,6 +89,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	steps, err := loadSteps(fs.Args(), *replay)
 	if err != nil {
 		fmt.Fprintln(stderr, "fakescanner:", err)
+		return 2
+	}
+	vendor, product, err := input.ParseVendorProduct(*id)
+	if err != nil {
+		fmt.Fprintln(stderr, "fakescanner: --id:", err)
 		return 2
 	}
 	termKey, err := parseTerminator(*terminator)
@@ -127,7 +133,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	default:
-		if err := typeUinput(ctx, *name, steps, typer(*numpad), termKey, *keyDelay, *gap, *settle, *hold, stdout); err != nil {
+		if err := typeUinput(ctx, *name, vendor, product, steps, typer(*numpad), termKey, *keyDelay, *gap, *settle, *hold, stdout); err != nil {
 			fmt.Fprintln(stderr, "fakescanner:", err)
 			return 1
 		}

@@ -61,6 +61,9 @@ func TestUsageErrors(t *testing.T) {
 		{"--events", "-", "é"}, // not typeable
 		{"--events", "-", "--layout", "16", "1"},
 		{"--serial", "/x", "--line-ending", "rs", "1"},
+		{"--uinput", "--id", "1eab", "1"},      // no product
+		{"--uinput", "--id", "1eab:82g3", "1"}, // not hex
+		{"--uinput", "--id", "10000:1", "1"},   // over 16 bits
 	} {
 		var out bytes.Buffer
 		if code := run(context.Background(), args, &out, &out); code != 2 {

@@ -13,7 +13,7 @@ import (
 
 // typeUinput creates a virtual keyboard, types every code with realistic
 // timing and removes the device (an unplug) when done.
-func typeUinput(ctx context.Context, name string, steps []step, typeKeys keyTyper, term uint16, keyDelay, gap, settle, hold time.Duration, stdout io.Writer) error {
+func typeUinput(ctx context.Context, name string, vendor, product uint16, steps []step, typeKeys keyTyper, term uint16, keyDelay, gap, settle, hold time.Duration, stdout io.Writer) error {
 	var keys []evdev.EvCode
 	for c := uint16(1); c < 128; c++ {
 		if _, ok := input.KeyRune(c, false, false); ok || c == input.KeyEnter || c == input.KeyKPEnter ||
@@ -22,7 +22,7 @@ func typeUinput(ctx context.Context, name string, steps []step, typeKeys keyType
 			keys = append(keys, evdev.EvCode(c))
 		}
 	}
-	dev, err := evdev.CreateDevice(name, evdev.InputID{BusType: 0x03, Vendor: 0x1eab, Product: 0x8203, Version: 1},
+	dev, err := evdev.CreateDevice(name, evdev.InputID{BusType: 0x03, Vendor: vendor, Product: product, Version: 1},
 		map[evdev.EvType][]evdev.EvCode{evdev.EvType(input.EvKey): keys})
 	if err != nil {
 		return fmt.Errorf("create uinput device (is /dev/uinput there and writable?): %w", err)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds scanpay .deb packages: deploy/deb/build.sh OUTDIR VERSION
-# One package per Debian architecture: amd64, arm64, armhf. armhf carries
-# the GOARM=6 build, which runs on every Raspberry Pi (Pi OS armhf is ARMv6).
+# One package per Debian architecture: amd64, arm64, armhf (DEB_ARCHES, a
+# space-separated subset, builds fewer). armhf carries the GOARM=6 build,
+# which runs on every Raspberry Pi (Pi OS armhf is ARMv6).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -10,6 +11,7 @@ version=${2:?version}
 mkdir -p "$out"
 for target in amd64:amd64: arm64:arm64: armhf:arm:6; do
   IFS=: read -r debarch goarch goarm <<<"$target"
+  case " ${DEB_ARCHES:-amd64 arm64 armhf} " in *" $debarch "*) ;; *) continue ;; esac
   stage=$(mktemp -d)
   trap 'rm -rf "$stage"' EXIT
   install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/usr/lib/scanpay" "$stage/lib/systemd/system" \

@@ -44,14 +44,15 @@ func (s DeviceSpec) Validate() error {
 		return errors.New("no device path, name or vendor:product given")
 	}
 	if s.Path == "" && s.Name == "" {
-		if _, _, err := parseVendorProduct(s.VendorProduct); err != nil {
+		if _, _, err := ParseVendorProduct(s.VendorProduct); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func parseVendorProduct(vp string) (uint16, uint16, error) {
+// ParseVendorProduct reads "vvvv:pppp", the USB ids in hex.
+func ParseVendorProduct(vp string) (uint16, uint16, error) {
 	v, p, ok := strings.Cut(vp, ":")
 	vendor, err1 := strconv.ParseUint(v, 16, 16)
 	product, err2 := strconv.ParseUint(p, 16, 16)
@@ -81,7 +82,7 @@ func (s DeviceSpec) Find() (string, error) {
 		if s.Name != "" {
 			name, _ := dev.Name()
 			match = name == s.Name
-		} else if vendor, product, err := parseVendorProduct(s.VendorProduct); err == nil {
+		} else if vendor, product, err := ParseVendorProduct(s.VendorProduct); err == nil {
 			id, err := dev.InputID()
 			match = err == nil && id.Vendor == vendor && id.Product == product
 		}
