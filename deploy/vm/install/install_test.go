@@ -19,7 +19,7 @@ import (
 // The rig's merchant: the simulator in the guest knows this key, and
 // scanpay gets it as the systemd credential. It must never reach a log.
 const (
-	merchantKey = "e2eK3y-DoNotLog-7Q4M91xz"
+	merchantKey = "e2eK3yDoNotLog7Q4M91xz" // letters and digits, as a merchant key must be
 	mchID       = "10000576"
 	// securityBound is the highest `systemd-analyze security scanpay`
 	// exposure the suite accepts on a running Debian 12 (README,
