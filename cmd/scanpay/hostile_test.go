@@ -359,9 +359,16 @@ func TestHostileMetricsIdleConnections(t *testing.T) {
 }
 
 var (
-	udevMatch = regexp.MustCompile(`(SUBSYSTEM|ATTRS\{idVendor\}|ATTRS\{idProduct\})=="([^"]*)"`)
+	// Input devices match on their own ids (id/vendor), tty adapters on
+	// their USB parent's (idVendor): both spellings are the same key here.
+	udevMatch = regexp.MustCompile(`(SUBSYSTEM|ATTRS\{(?:idVendor|id/vendor)\}|ATTRS\{(?:idProduct|id/product)\})=="([^"]*)"`)
 	udevLink  = regexp.MustCompile(`SYMLINK\+="scanpay/([a-z]+)"`)
 )
+
+// udevKey names a match key one way whichever attribute spelling it uses.
+func udevKey(k string) string {
+	return strings.NewReplacer("id/vendor", "idVendor", "id/product", "idProduct").Replace(k)
+}
 
 // udevLinks returns the /dev/scanpay links the rules give a USB device
 // (subsystem input or tty, vendor:product), matching as udev does: every
@@ -379,7 +386,7 @@ func udevLinks(t *testing.T, rules, subsystem, vendor, product string) []string 
 		want := map[string]string{"SUBSYSTEM": subsystem, "ATTRS{idVendor}": vendor, "ATTRS{idProduct}": product}
 		matches := true
 		for _, m := range udevMatch.FindAllStringSubmatch(line, -1) {
-			matches = matches && slices.Contains(strings.Split(m[2], "|"), want[m[1]])
+			matches = matches && slices.Contains(strings.Split(m[2], "|"), want[udevKey(m[1])])
 		}
 		if matches {
 			links = append(links, link)
@@ -404,7 +411,7 @@ func TestHostileUdevScannerRules(t *testing.T) {
 		}
 		keys := map[string]string{}
 		for _, m := range udevMatch.FindAllStringSubmatch(line, -1) {
-			keys[m[1]] = m[2]
+			keys[udevKey(m[1])] = m[2]
 		}
 		if !hex4.MatchString(keys["ATTRS{idVendor}"]) || !hex4.MatchString(keys["ATTRS{idProduct}"]) || strings.Contains(keys["ATTRS{idVendor}"], "|") {
 			t.Errorf("a scanner rule must name one vendor and its products: %s", line)
