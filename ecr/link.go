@@ -26,6 +26,8 @@ type Terminal interface {
 	RefundForECR(ctx context.Context, req payment.ECRRefund) payment.SaleResult
 	// LastResult is the journaled result of the newest sale with ref.
 	LastResult(ctx context.Context, ref string) (payment.SaleResult, error)
+	// LastResultFor is that of the newest sale with ref for amount cents.
+	LastResultFor(ctx context.Context, ref string, amount int64) (payment.SaleResult, error)
 	// Taken notes, across restarts, that the register took an answer that
 	// says what happened (a sale's or a refund's): the same request again
 	// is then a new one, not a retry.
@@ -514,6 +516,18 @@ func (s *session) handle(ctx context.Context, req Request) error {
 				l.mu.Unlock()
 				return s.answer(ctx, "again", req, last)
 			case reaskConflict:
+				// The reference was reused since for another sale; the
+				// request may be the register asking again about an
+				// earlier one under it: that one answers, if it matches.
+				if m, err := l.term.LastResultFor(ctx, ref, req.Amount); err == nil && m.MchOrderNo != last.MchOrderNo &&
+					l.reask(req, currency, m) == reaskAnswer {
+					log.Info("ECR asked again about an earlier sale under a reused reference: answering from the journal",
+						zap.String("mchOrderNo", m.MchOrderNo), zap.Stringer("outcome", m.Outcome))
+					l.mu.Lock()
+					l.seen.touch(m.MchOrderNo)
+					l.mu.Unlock()
+					return s.answer(ctx, "again", req, m)
+				}
 				log.Warn("ECR reference already used for another sale", zap.String("mchOrderNo", last.MchOrderNo),
 					zap.Int64("saleAmount", last.Request.Amount), zap.String("saleCurrency", last.Request.Currency))
 				return refuse("reference already used")

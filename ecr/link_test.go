@@ -40,6 +40,7 @@ type stubTerm struct {
 	refunds    []payment.ECRRefund
 	refund     payment.SaleResult
 	journal    map[string]payment.SaleResult
+	older      map[string]payment.SaleResult // an earlier sale under a reused reference
 	journalErr error
 	seq        uint64
 	block      chan struct{} // RefundForECR waits for it, as for a slow gateway
@@ -82,6 +83,22 @@ func (s *stubTerm) Taken(_ context.Context, taken payment.SaleResult) {
 			s.journal[ref] = r
 		}
 	}
+}
+
+// LastResultFor finds an older sale under a reused reference in older,
+// else the newest with the reference if its amount matches.
+func (s *stubTerm) LastResultFor(ctx context.Context, ref string, amount int64) (payment.SaleResult, error) {
+	s.mu.Lock()
+	if r, ok := s.older[ref]; ok && r.Request.Amount == amount {
+		s.mu.Unlock()
+		return r, nil
+	}
+	s.mu.Unlock()
+	r, err := s.LastResult(ctx, ref)
+	if err == nil && r.Request.Amount != amount {
+		return payment.SaleResult{}, payment.ErrNoOrder
+	}
+	return r, err
 }
 
 func (s *stubTerm) LastResult(_ context.Context, ref string) (payment.SaleResult, error) {
@@ -1009,6 +1026,41 @@ func TestImmediateBlankReferenceRefused(t *testing.T) {
 	}
 	res, err := r.reg.Receive(3*time.Second, false)
 	if err != nil || res.Status != ecr.StatusRefused {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if n, _ := r.term.count(); n != 0 {
+		t.Fatal("a sale started")
+	}
+}
+
+// The register asks again about a sale whose reference was reused since
+// for another amount (its counter restarted): the earlier sale, which
+// matches the request exactly, answers — never "reference already used",
+// which would tell the cashier a paid sale was refused.
+func TestAskAgainUnderReusedReference(t *testing.T) {
+	now := time.Now()
+	r := newRig(t, ecr.Config{}, port8N1)
+	r.term.mu.Lock()
+	r.term.journal = map[string]payment.SaleResult{
+		"INV1": {Request: payment.SaleRequest{Amount: 12215, Currency: "CAD", POSNumber: "01", ECRType: "0", ECRRef: "INV1", Source: payment.SourceECR},
+			Outcome: payment.OutcomeApproved, Final: true, At: now, MchOrderNo: "T01-6", Channel: "WX_MICROPAY", PayOrderID: "AM6"},
+	}
+	r.term.older = map[string]payment.SaleResult{
+		"INV1": {Request: payment.SaleRequest{Amount: 25817, Currency: "CAD", POSNumber: "01", ECRType: "0", ECRRef: "INV1", Source: payment.SourceECR},
+			Outcome: payment.OutcomeApproved, Final: true, At: now.Add(-5 * time.Minute), MchOrderNo: "T01-1", Channel: "WX_MICROPAY", PayOrderID: "AM1"},
+	}
+	r.term.mu.Unlock()
+	if err := r.reg.Send(req(25817, true, false, "INV1")); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := r.reg.Receive(3*time.Second, true); err != nil || res.Status != ecr.StatusApproved || strings.TrimSpace(res.Report) != "WX AM1" {
+		t.Fatalf("%+v %v", res, err)
+	}
+	// Another amount still conflicts with the newest sale: refused.
+	if err := r.reg.Send(req(999, false, false, "INV1")); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := r.reg.Receive(3*time.Second, false); err != nil || res.Status != ecr.StatusRefused {
 		t.Fatalf("%+v %v", res, err)
 	}
 	if n, _ := r.term.count(); n != 0 {

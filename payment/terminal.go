@@ -574,6 +574,23 @@ func (t *Terminal) LastResult(ctx context.Context, ref string) (SaleResult, erro
 	return resultFromOrder(o), nil
 }
 
+// LastResultFor is LastResult for the newest sale with ref of amount
+// cents, for a register asking again about a sale whose reference was
+// reused since for another amount.
+func (t *Terminal) LastResultFor(ctx context.Context, ref string, amount int64) (SaleResult, error) {
+	if err := t.awaitSettled(ctx); err != nil {
+		return SaleResult{}, err
+	}
+	o, err := t.jr.LastByRefAmount(ctx, ref, amount)
+	if errors.Is(err, journal.ErrNotFound) {
+		return SaleResult{}, ErrNoOrder
+	}
+	if err != nil {
+		return SaleResult{}, err
+	}
+	return resultFromOrder(o), nil
+}
+
 func resultFromOrder(o journal.Order) SaleResult {
 	r := SaleResult{
 		Request: SaleRequest{Amount: o.Amount, Currency: o.Currency, Source: Source(o.Source), ECRRef: o.ECRRef,

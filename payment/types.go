@@ -233,6 +233,7 @@ type Journal interface {
 	Find(ctx context.Context, id string) (journal.Order, error)
 	OpenOrders(ctx context.Context) ([]journal.Order, error)
 	LastByRef(ctx context.Context, ref string) (journal.Order, error)
+	LastByRefAmount(ctx context.Context, ref string, amount int64) (journal.Order, error)
 	LastPaid(ctx context.Context) (journal.Order, error)
 	AddRefund(ctx context.Context, n journal.NewRefund, number func(uint64) string) (journal.Refund, error)
 	FinishRefund(ctx context.Context, refundNo string, state journal.RefundState, msg string) (journal.Refund, error)

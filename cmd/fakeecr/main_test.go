@@ -31,6 +31,10 @@ func (a *autoTerm) LastResult(context.Context, string) (payment.SaleResult, erro
 
 func (a *autoTerm) Taken(context.Context, payment.SaleResult) {}
 
+func (a *autoTerm) LastResultFor(context.Context, string, int64) (payment.SaleResult, error) {
+	return payment.SaleResult{}, payment.ErrNoOrder
+}
+
 func TestSaleOverTCP(t *testing.T) {
 	term := &autoTerm{}
 	term.link = ecr.NewLink(ecr.Config{Currency: "CAD", Logger: zaptest.NewLogger(t)}, term)

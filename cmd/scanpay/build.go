@@ -297,6 +297,9 @@ func (l *lateTerminal) State() payment.State { return l.t.State() }
 func (l *lateTerminal) LastResult(ctx context.Context, ref string) (payment.SaleResult, error) {
 	return l.t.LastResult(ctx, ref)
 }
+func (l *lateTerminal) LastResultFor(ctx context.Context, ref string, amount int64) (payment.SaleResult, error) {
+	return l.t.LastResultFor(ctx, ref, amount)
+}
 func (l *lateTerminal) Taken(ctx context.Context, r payment.SaleResult) { l.t.Taken(ctx, r) }
 
 // keypadSink turns keypad entries into terminal events.

@@ -258,3 +258,35 @@ func TestMarkTaken(t *testing.T) {
 		t.Fatal("a read-only journal took a mark")
 	}
 }
+
+// LastByRefAmount finds the newest order with the reference for that
+// amount, past a newer one under the same reference for another amount.
+func TestLastByRefAmount(t *testing.T) {
+	ctx := context.Background()
+	j, _ := openTemp(t, Options{})
+	add := func(hash string, amount int64) Order {
+		n := newOrder(hash, amount)
+		n.ECRRef = "INV1"
+		o, err := j.AddOrder(ctx, n, num)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	first := add("h1", 2000)
+	add("h2", 1500)
+	if o, err := j.LastByRefAmount(ctx, "INV1", 2000); err != nil || o.MchOrderNo != first.MchOrderNo {
+		t.Fatalf("%+v %v", o, err)
+	}
+	if _, err := j.LastByRefAmount(ctx, "INV1", 999); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("another amount: %v", err)
+	}
+	blank := newOrder("h3", 2000)
+	blank.ECRRef = ""
+	if _, err := j.AddOrder(ctx, blank, num); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.LastByRefAmount(ctx, "", 2000); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a blank reference names nothing: %v", err)
+	}
+}

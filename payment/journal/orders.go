@@ -396,6 +396,20 @@ func (j *Journal) LastByRef(ctx context.Context, ref string) (Order, error) {
 	return o, nil
 }
 
+// LastByRefAmount returns the newest order with the register's reference
+// ref for amount cents, by journal sequence: the sale a register asking
+// again means when its reference was reused since for another amount.
+func (j *Journal) LastByRefAmount(ctx context.Context, ref string, amount int64) (Order, error) {
+	o, err := scanOrder(j.st.lastByRefAmount.QueryRowContext(ctx, ref, amount))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Order{}, fmt.Errorf("%w: reference %q for %d", ErrNotFound, ref, amount)
+	}
+	if err != nil {
+		return Order{}, storage("order by reference", err)
+	}
+	return o, nil
+}
+
 // LastPaid returns the newest paid order, by journal sequence.
 func (j *Journal) LastPaid(ctx context.Context) (Order, error) {
 	o, err := scanOrder(j.st.lastPaid.QueryRowContext(ctx))

@@ -11,7 +11,7 @@ type statements struct {
 	list []*sql.Stmt
 
 	nextOrderSeq, insertOrder, getOrder, getOrderByPay, codeUsed, attachCode, updateOrder      *sql.Stmt
-	insertTransition, lastByRef, lastPaid                                                      *sql.Stmt
+	insertTransition, lastByRef, lastByRefAmount, lastPaid                                     *sql.Stmt
 	nextRefundSeq, insertRefund, getRefund, finishRefund, refundOrderUpdate                    *sql.Stmt
 	committedRefunds, orderForRefund, openRefunds, recentECRRefund, markTaken, markRefundTaken *sql.Stmt
 	markInterrupted                                                                            *sql.Stmt
@@ -40,6 +40,7 @@ func prepare(db *sql.DB) (*statements, error) {
 	s.insertTransition = p(`INSERT INTO transitions(order_seq, n, at, from_state, to_state, status, detail)
 		VALUES (?, (SELECT COALESCE(MAX(n), 0) + 1 FROM transitions WHERE order_seq = ?), ?, ?, ?, ?, ?)`)
 	s.lastByRef = p(`SELECT ` + orderCols + ` FROM orders WHERE ecr_ref = ? AND ecr_ref <> '' ORDER BY seq DESC LIMIT 1`)
+	s.lastByRefAmount = p(`SELECT ` + orderCols + ` FROM orders WHERE ecr_ref = ? AND ecr_ref <> '' AND amount = ? ORDER BY seq DESC LIMIT 1`)
 	s.lastPaid = p(`SELECT ` + orderCols + ` FROM orders WHERE state = 'PAID' ORDER BY seq DESC LIMIT 1`)
 	s.nextRefundSeq = p(`SELECT COALESCE(MAX(seq), 0) + 1 FROM refunds`)
 	s.insertRefund = p(`INSERT INTO refunds(seq, mch_refund_no, mch_order_no, amount, state, source, ecr_ref, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)`)
