@@ -603,14 +603,20 @@ func TestRefundFromRegister(t *testing.T) {
 	if err != nil || res.Status != ecr.StatusApproved || res.Amount != 500 {
 		t.Fatalf("%+v %v", res, err)
 	}
+	// The refund's answer was taken: noted for the refund (right after
+	// the exchange ends), never for the sale it names (the sale's own
+	// result may still be asked for).
+	devicetest.WaitFor(t, "the refund noted taken", func() bool {
+		r.term.mu.Lock()
+		defer r.term.mu.Unlock()
+		return len(r.term.takenRefunds) > 0
+	})
 	r.term.mu.Lock()
 	defer r.term.mu.Unlock()
 	want := payment.ECRRefund{Ref: "0000012345", Amount: 500, Currency: "CAD", POSNumber: "01"}
 	if len(r.term.refunds) != 1 || r.term.refunds[0] != want {
 		t.Fatalf("refunds %+v, want %+v", r.term.refunds, want)
 	}
-	// The refund's answer was taken: noted for the refund, never for the
-	// sale it names (the sale's own result may still be asked for).
 	if len(r.term.takenRefunds) != 1 || r.term.takenRefunds[0] != "T01R5" {
 		t.Fatalf("refunds noted taken: %v", r.term.takenRefunds)
 	}
