@@ -28,7 +28,7 @@ until [ -e /dev/ttyUSB0 ] && grep -q 'QEMU USB Keyboard' /proc/bus/input/devices
 done
 grep -E '^N: Name' /proc/bus/input/devices
 
-printf 'e2eK3y-DoNotLog-7Q4M91xz\n' > /tmp/key
+printf 'e2eK3yDoNotLog7Q4M91xz\n' > /tmp/key
 chmod 600 /tmp/key
 /scanpay/iotpaysim --listen 127.0.0.1:8088 --mch-id 10000576 --key-file /tmp/key > /tmp/sim.log 2>&1 &
 cat > /tmp/scanpay.toml <<'TOML'
