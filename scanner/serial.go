@@ -141,7 +141,7 @@ func (s *SerialScanner) Run(ctx context.Context, sink Sink) error {
 }
 
 func (s *SerialScanner) session(ctx context.Context, up func(), sink Sink, log *zap.Logger) error {
-	port, err := serial.OpenPort(s.Port)
+	port, err := serial.OpenTTY(s.Port)
 	if err != nil {
 		return err
 	}

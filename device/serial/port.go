@@ -1,8 +1,9 @@
 // Package serial opens serial ports for device packages: port settings
 // (speed, character size, parity) checked with errors that name the
-// setting, OpenPort for a reader that may block (the serial scanner), and
-// OpenTTY for a peer that must never wedge its owner (the display, the
-// register link), with deadlines and Close releasing a blocked call.
+// setting, and OpenTTY, which every device package uses: the port is
+// served by Go's poller, so deadlines work, Close releases a blocked call,
+// and a waiting reader holds no thread. OpenPort (go.bug.st/serial, a
+// read that blocks its thread) is kept for tools.
 package serial
 
 import (

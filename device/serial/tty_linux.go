@@ -14,10 +14,12 @@ var baudRates = map[int]uint32{
 }
 
 // OpenTTY opens a serial port for a peer that must never wedge its owner
-// (the display, the ECR link): the file is non-blocking and registered with
-// Go's poller, so SetReadDeadline/SetWriteDeadline work and Close releases
-// a pending read or write. go.bug.st/serial writes block without a
-// deadline, which is fine for the scanner (it only reads) but not here.
+// (the display, the ECR link, the scanner): the file is non-blocking and
+// registered with Go's poller, so SetReadDeadline/SetWriteDeadline work and
+// Close releases a pending read or write. go.bug.st/serial writes block
+// without a deadline, and its reads block a thread: a scanner's code then
+// waited for the runtime to notice the blocked reader before the lane could
+// run (on the daemon's single P), measured in bench-e2e.
 // The port is put in raw mode with the given speed, size and parity, and
 // taken for exclusive use.
 func OpenTTY(c PortConfig) (*os.File, error) {
