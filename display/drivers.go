@@ -192,27 +192,32 @@ func (p *Pole) session(ctx context.Context, up func()) error {
 	up()
 	var shown Lines
 	valid := false // after a (re)open every line is redrawn
+	var out []byte
 	for {
 		p.mu.Lock()
 		want, have, bells := p.latest, p.have, p.bells
 		p.bells = 0
 		p.mu.Unlock()
+		// One write per wake-up: the changed lines and any bells go to the
+		// device together (one syscall, and the screen changes at once).
+		out = out[:0]
 		if have {
 			for row := 0; row < 2; row++ {
-				if valid && shown[row] == want[row] {
-					continue
+				if !valid || shown[row] != want[row] {
+					out = append(out, p.cfg.Protocol.Line(row, want[row])...)
 				}
-				if err := write(p.cfg.Protocol.Line(row, want[row])); err != nil {
-					return err
-				}
-				shown[row] = want[row]
 			}
-			valid = true
 		}
 		for ; bells > 0; bells-- {
-			if err := write(p.cfg.Protocol.Bell()); err != nil {
+			out = append(out, p.cfg.Protocol.Bell()...)
+		}
+		if len(out) > 0 {
+			if err := write(out); err != nil {
 				return err
 			}
+		}
+		if have {
+			shown, valid = want, true
 		}
 		select {
 		case <-ctx.Done():
