@@ -3,6 +3,7 @@ package payment
 import (
 	"context"
 	"errors"
+	"runtime"
 	"time"
 
 	"go.uber.org/zap"
@@ -60,6 +61,9 @@ type sale struct {
 	// answered: the gateway gave a real answer about the order (not a
 	// lost, refused or mismatching reply) during this sale.
 	answered bool
+	// decisive: the reply that settled the sale, logged with its outcome
+	// once the outcome is out (one line, not two, and none before the screen).
+	decisive *gatewayReply
 }
 
 // Run recovers open orders, then runs the lane until ctx ends (nil) or the
@@ -117,9 +121,16 @@ func (t *Terminal) Run(ctx context.Context) error {
 		var err error
 		select {
 		case <-ctx.Done():
+			if err := l.raised(); err != nil {
+				return err
+			}
 			t.log.Info("lane stopping", zap.Stringer("state", l.state))
 			return nil
-		case err = <-t.fatalc:
+		case err := <-t.fatalc:
+			// Raised while the lane was running (stopFatal drops failures
+			// of writes cut short by the stop): fatal even if the stop
+			// has come since.
+			return l.fatal(err)
 		case ev := <-t.events:
 			err = l.handle(ev)
 		case r := <-t.results:
@@ -141,6 +152,18 @@ func (t *Terminal) Run(ctx context.Context) error {
 			}
 			return l.fatal(err)
 		}
+	}
+}
+
+// raised returns a storage failure raised (stopFatal) and not yet acted
+// on, as the lane's fatal error: one answered to its caller just before a
+// stop (a failed arm) still ends the daemon as a failure, not a clean stop.
+func (l *lane) raised() error {
+	select {
+	case err := <-l.t.fatalc:
+		return l.fatal(err)
+	default:
+		return nil
 	}
 }
 
@@ -272,7 +295,7 @@ func (l *lane) onSale(req SaleRequest) error {
 		Source: string(req.Source), ECRRef: req.ECRRef, POSNumber: req.POSNumber, ECRType: req.ECRType},
 		func(n uint64) string { return OrderNumber(l.t.cfg.TerminalID, n) })
 	if err != nil {
-		l.t.stopFatal(err)
+		l.t.stopFatal(l.ctx, err)
 		return err
 	}
 	if err := l.move(StateAwaitingCode); err != nil {
@@ -300,7 +323,7 @@ func (l *lane) onCancel(why string) error {
 	l.stopLaneTimer()
 	if _, err := l.t.jr.Transition(l.ctx, armed.MchOrderNo, journal.StateArmed, journal.StateCancelled,
 		journal.Update{Status: -1, Message: why}); err != nil {
-		l.t.stopFatal(err)
+		l.t.stopFatal(l.ctx, err)
 		return err
 	}
 	if err := l.move(StateIdle); err != nil {
@@ -383,6 +406,9 @@ func (l *lane) onCode(c Code) error {
 	masked := iotpay.MaskCode(c.Text)
 	create := iotpay.CreateRequest{MchOrderNo: o.MchOrderNo, ChannelID: wallet.Channel, Currency: o.Currency, Amount: o.Amount, IdentityCode: c.Text}
 	l.call("create_order", func(ctx context.Context) iotpay.Result { return l.t.gw.CreateOrder(ctx, create) })
+	// Let the request leave before the journal write below: on one P
+	// (the daemon's default) the new goroutine would otherwise wait for it.
+	runtime.Gosched()
 	l.show(Screen{Kind: ScreenProcessing, Amount: o.Amount, Currency: o.Currency, Wallet: wallet.Name})
 	l.t.out.beep.put(BeepAccepted)
 	attached, err := l.t.jr.AttachCode(l.ctx, o.MchOrderNo, journal.Code{Channel: wallet.Channel, CodeMasked: masked, CodeHash: hash})
@@ -446,8 +472,6 @@ func (l *lane) onReply(r gatewayReply) error {
 		return nil
 	}
 	res := r.result
-	l.t.log.Info("gateway reply", zap.String("op", r.op), zap.String("mchOrderNo", r.order),
-		zap.Stringer("outcome", res.Outcome), zap.Int("status", res.Status), zap.String("message", res.Message()))
 	ord := s.order
 	ord.NotSent = ord.NotSent || s.notSent // known in memory, not written until the sale settles
 	d := Decide(ord, r.op, res, Facts{CreateRefused: s.createFail})
@@ -457,11 +481,13 @@ func (l *lane) onReply(r gatewayReply) error {
 	} else if res.PayOrderID != "" {
 		s.payOrderID = res.PayOrderID
 	}
+	if r.op != "create_order" && d.To != 0 {
+		s.decisive = &r
+		return l.finish(d.To, d.Update)
+	}
+	l.logReply(r)
 	if r.op == "create_order" {
 		return l.onCreate(res, d)
-	}
-	if d.To != 0 {
-		return l.finish(d.To, d.Update)
 	}
 	noAnswer := res.Outcome == iotpay.OutcomeUnknown || d.Mismatch != ""
 	s.answered = s.answered || !noAnswer
@@ -487,6 +513,11 @@ func (l *lane) onReply(r gatewayReply) error {
 		l.show(Screen{Kind: ScreenConfirmOnPhone, Amount: s.order.Amount, Currency: s.order.Currency, Wallet: s.wallet})
 	}
 	return l.keepPolling(res)
+}
+
+func (l *lane) logReply(r gatewayReply) {
+	l.t.log.Info("gateway reply", zap.String("op", r.op), zap.String("mchOrderNo", r.order),
+		zap.Stringer("outcome", r.result.Outcome), zap.Int("status", r.result.Status), zap.String("message", r.result.Message()))
 }
 
 func (l *lane) onCreate(res iotpay.Result, d Decision) error {
@@ -637,7 +668,6 @@ func (l *lane) announce(o journal.Order) {
 		scr.Kind = ScreenNotConfirmed
 		l.t.out.beep.put(BeepDeclined)
 	}
-	l.showResult(scr)
 	res := resultFromOrder(o)
 	if !s.recovered {
 		res.Request.Ticket, res.Request.Source = s.req.Ticket, s.req.Source
@@ -649,8 +679,18 @@ func (l *lane) announce(o journal.Order) {
 		_ = l.move(StateIdle)
 	}
 	l.t.out.result.put(res)
-	l.t.log.Info("sale finished", zap.String("mchOrderNo", o.MchOrderNo), zap.Stringer("state", o.State),
-		zap.String("payOrderId", o.PayOrderID), zap.String("message", o.Message), zap.Bool("recovered", s.recovered))
+	// The screen is put last: the runtime runs the goroutine woken last
+	// first, and the customer is watching it.
+	l.showResult(scr)
+	// The outputs go out now; logging and the commit wait (on one P, the
+	// daemon's default, they would otherwise go first).
+	runtime.Gosched()
+	fields := []zap.Field{zap.String("mchOrderNo", o.MchOrderNo), zap.Stringer("state", o.State),
+		zap.String("payOrderId", o.PayOrderID), zap.String("message", o.Message), zap.Bool("recovered", s.recovered)}
+	if r := s.decisive; r != nil {
+		fields = append(fields, zap.String("reply", r.op), zap.Stringer("outcome", r.result.Outcome), zap.Int("status", r.result.Status))
+	}
+	l.t.log.Info("sale finished", fields...)
 	if l.t.obs != nil {
 		l.t.obs.SaleFinished(o.Channel, o.State)
 	}

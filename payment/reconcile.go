@@ -97,7 +97,7 @@ func (r *reconciler) run(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				r.t.stopFatal(err)
+				r.t.stopFatal(ctx, err)
 				return
 			}
 			if !keep {
@@ -110,7 +110,7 @@ func (r *reconciler) run(ctx context.Context) {
 				case err == nil:
 					done[no] = cur.UpdatedAt
 				case !errors.Is(err, journal.ErrNotFound) && ctx.Err() == nil:
-					r.t.stopFatal(err)
+					r.t.stopFatal(ctx, err)
 					return
 				}
 				continue
@@ -134,7 +134,7 @@ func (r *reconciler) run(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				r.t.stopFatal(err)
+				r.t.stopFatal(ctx, err)
 				return
 			}
 		}

@@ -208,6 +208,11 @@ func (t *Terminal) beginSettle() func() {
 	return func() { close(ch) }
 }
 
+// Settled waits until the last announced outcome is on disk. An outcome
+// is shown and answered before its commit (README, rule 3); a caller that
+// reads the journal right after a result waits here first.
+func (t *Terminal) Settled(ctx context.Context) error { return t.awaitSettled(ctx) }
+
 // awaitSettled waits until the last announced outcome is on disk.
 func (t *Terminal) awaitSettled(ctx context.Context) error {
 	t.settling.mu.Lock()
@@ -366,7 +371,7 @@ func (t *Terminal) Refund(ctx context.Context, req RefundRequest) (journal.Refun
 	}
 	r, err := t.refs.Refund(ctx, req)
 	if isStorage(err) {
-		t.stopFatal(err)
+		t.stopFatal(ctx, err)
 		return r, &FatalError{err}
 	}
 	if err == nil || r.MchRefundNo != "" {
@@ -522,7 +527,7 @@ func (t *Terminal) Taken(ctx context.Context, r SaleResult) {
 		return
 	}
 	if isStorage(err) {
-		t.stopFatal(err)
+		t.stopFatal(ctx, err)
 	}
 	if err != nil {
 		t.log.Warn("could not note that the register took an answer", zap.String("mchOrderNo", r.MchOrderNo), zap.String("mchRefundNo", r.RefundNo), zap.Error(err))
@@ -637,7 +642,12 @@ func OrderNumber(terminalID string, counter uint64) string {
 
 // stopFatal makes Run return a FatalError: the journal failed outside the
 // loop and nothing may carry on with state that was not saved.
-func (t *Terminal) stopFatal(err error) {
+func (t *Terminal) stopFatal(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		// The write was cut short by its caller's stop: the order or
+		// refund stays open on disk, and recovery resumes it.
+		return
+	}
 	select {
 	case t.fatalc <- err:
 	default:

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -141,6 +142,15 @@ func (c *CLI) run(ctx context.Context, args []string) int {
 	}
 	for _, w := range cfg.Warnings() {
 		log.Warn("config warning", zap.String("warning", w))
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// A lane is one sale at a time, mostly waiting on devices, disk and
+		// the gateway. A second P only adds wake-ups: each hand-off between
+		// goroutines starts a spinning thread that finds nothing to do.
+		// One P cut CPU per sale by a quarter and context switches by a
+		// third in bench-e2e; blocking syscalls still hand the P over.
+		// (Only the daemon: the demo shares its process with the simulator.)
+		runtime.GOMAXPROCS(1)
 	}
 	return c.runDaemon(ctx, cfg, key, log, overrides{consoleOut: c.Stdout, version: c.Version})
 }

@@ -174,6 +174,9 @@ func (c *CLI) demo(ctx context.Context, args []string) int {
 		case <-ctx.Done():
 			return exitFailure
 		}
+		if err := d.term.Settled(ctx); err != nil {
+			return exitFailure
+		}
 		o, err := jr.Get(ctx, r.MchOrderNo)
 		if err != nil {
 			say("   journal: %v", err)
