@@ -550,7 +550,8 @@ func (s *session) handle(ctx context.Context, req Request) error {
 		delete(s.reqs, ticket)
 		return refuse(err.Error())
 	}
-	log.Info("ECR sale started", zap.Bool("immediate", req.Immediate), zap.Uint64("ticket", ticket))
+	// Debug: the lane's "amount pending" line says the same, with the reference.
+	log.Debug("ECR sale started", zap.Bool("immediate", req.Immediate), zap.Uint64("ticket", ticket))
 	if req.Immediate {
 		// A011: answer now with "not verified"; the register gets the
 		// outcome by asking again with the same request.
