@@ -550,8 +550,13 @@ func (s *session) handle(ctx context.Context, req Request) error {
 		delete(s.reqs, ticket)
 		return refuse(err.Error())
 	}
-	// Debug: the lane's "amount pending" line says the same, with the reference.
-	log.Debug("ECR sale started", zap.Bool("immediate", req.Immediate), zap.Uint64("ticket", ticket))
+	// The lane's "amount pending" line carries the request (reference,
+	// POS, type, ticket); only the answer-at-once mode is worth its own.
+	if req.Immediate {
+		log.Info("ECR sale started: answering at once (A011), the register asks again for the outcome", zap.Uint64("ticket", ticket))
+	} else {
+		log.Debug("ECR sale started", zap.Uint64("ticket", ticket))
+	}
 	if req.Immediate {
 		// A011: answer now with "not verified"; the register gets the
 		// outcome by asking again with the same request.

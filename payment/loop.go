@@ -64,6 +64,10 @@ type sale struct {
 	// decisive: the reply that settled the sale, logged with its outcome
 	// once the outcome is out (one line, not two, and none before the screen).
 	decisive *gatewayReply
+	// paidCreate: a create_order reply that said paid, logged (at info)
+	// in the outcome's line whatever the confirming query says: the
+	// evidence for "charged, but the screen said not confirmed".
+	paidCreate *gatewayReply
 }
 
 // Run recovers open orders, then runs the lane until ctx ends (nil) or the
@@ -144,7 +148,10 @@ func (t *Terminal) Run(ctx context.Context) error {
 			l.show(l.base)
 		}
 		if err != nil {
-			if ctx.Err() != nil {
+			if e := l.raised(); e != nil {
+				return e
+			}
+			if ctx.Err() != nil && (!isStorage(err) || cutShort(ctx, err)) {
 				// Stopping: a write cut short by the cancel left the order
 				// open on disk, and recovery resumes it.
 				t.log.Info("lane stopped mid-step", zap.Error(err))
@@ -306,7 +313,11 @@ func (l *lane) onSale(req SaleRequest) error {
 	l.screenT.Stop()
 	l.show(Screen{Kind: ScreenAwaitingCode, Amount: req.Amount, Currency: req.Currency})
 	l.setLaneTimer(timerCodeTimeout, l.t.cfg.CodeTimeout)
-	l.t.log.Info("amount pending", zap.Int64("amount", req.Amount), zap.String("source", string(req.Source)), zap.String("ecrRef", req.ECRRef))
+	fields := []zap.Field{zap.Int64("amount", req.Amount), zap.String("source", string(req.Source))}
+	if req.Source == SourceECR {
+		fields = append(fields, zap.String("ecrRef", req.ECRRef), zap.String("pos", req.POSNumber), zap.String("type", req.ECRType), zap.Uint64("ticket", req.Ticket))
+	}
+	l.t.log.Info("amount pending", fields...)
 	return nil
 }
 
@@ -517,9 +528,10 @@ func (l *lane) onReply(r gatewayReply) error {
 
 func (l *lane) logReply(r gatewayReply, d Decision) {
 	log := l.t.log.Info
-	if d.Confirm && r.result.Outcome == iotpay.OutcomePaid {
-		// "paid", to be confirmed: the confirming reply is logged in the
-		// "sale finished" line. (A line per sale less on the SD card.)
+	if d.Confirm && r.result.Outcome == iotpay.OutcomePaid && l.sale != nil {
+		// "paid", to be confirmed: it and the confirming reply are logged
+		// in the "sale finished" line. (A line per sale less on the SD card.)
+		l.sale.paidCreate = &r
 		log = l.t.log.Debug
 	}
 	log("gateway reply", zap.String("op", r.op), zap.String("mchOrderNo", r.order),
@@ -695,6 +707,9 @@ func (l *lane) announce(o journal.Order) {
 		zap.String("payOrderId", o.PayOrderID), zap.String("message", o.Message), zap.Bool("recovered", s.recovered)}
 	if r := s.decisive; r != nil {
 		fields = append(fields, zap.String("reply", r.op), zap.Stringer("outcome", r.result.Outcome), zap.Int("status", r.result.Status))
+	}
+	if r := s.paidCreate; r != nil {
+		fields = append(fields, zap.Int("createStatus", r.result.Status), zap.String("createPayOrderId", r.result.PayOrderID))
 	}
 	l.t.log.Info("sale finished", fields...)
 	if l.t.obs != nil {

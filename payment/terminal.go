@@ -643,7 +643,7 @@ func OrderNumber(terminalID string, counter uint64) string {
 // stopFatal makes Run return a FatalError: the journal failed outside the
 // loop and nothing may carry on with state that was not saved.
 func (t *Terminal) stopFatal(ctx context.Context, err error) {
-	if ctx.Err() != nil {
+	if cutShort(ctx, err) {
 		// The write was cut short by its caller's stop: the order or
 		// refund stays open on disk, and recovery resumes it.
 		return
@@ -655,6 +655,14 @@ func (t *Terminal) stopFatal(ctx context.Context, err error) {
 }
 
 func isStorage(err error) bool { return errors.Is(err, journal.ErrStorage) }
+
+// cutShort reports whether err is ctx's own end interrupting a write, and
+// not a failure of the disk. A write made under another context (one
+// detached from the caller's, so that an outcome is recorded whatever the
+// caller does) can fail for real while the caller is stopping.
+func cutShort(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && journal.Interrupted(err)
+}
 
 // alert logs something an operator must see and counts it.
 func (t *Terminal) alert(kind, msg string, fields ...zap.Field) {

@@ -556,3 +556,52 @@ func TestArmedNeverSentHandedOver(t *testing.T) {
 		t.Fatalf("a never-sent order reached the register (%d results) or the beeper (%d)", len(h.rec.results), len(h.rec.beeps))
 	}
 }
+
+// finishFailJournal fails the write that records a refund's outcome, as a
+// dying disk would.
+type finishFailJournal struct{ payment.Journal }
+
+func (finishFailJournal) FinishRefund(context.Context, string, journal.RefundState, string) (journal.Refund, error) {
+	return journal.Refund{}, errDisk
+}
+
+// hangingRefunds is the gateway with a refund_order that gets no reply
+// until its caller gives up (a register that reconnects mid-refund).
+type hangingRefunds struct {
+	payment.Gateway
+	sent chan struct{}
+}
+
+func (g hangingRefunds) RefundOrder(ctx context.Context, r iotpay.RefundRequest) iotpay.Result {
+	close(g.sent)
+	<-ctx.Done()
+	return g.Gateway.RefundOrder(ctx, r)
+}
+
+// A refund's outcome is written under a context detached from its caller,
+// so its failure is the disk's, not the caller's leaving: the daemon must
+// stop, even though the caller's context has ended by then.
+func TestRefundOutcomeWriteFailureStopsAfterCallerLeft(t *testing.T) {
+	sent := make(chan struct{})
+	h := newHarness(t,
+		withGateway(func(h *harness) payment.Gateway { return hangingRefunds{Gateway: h.client, sent: sent} }),
+		withJournal(func(j payment.Journal) payment.Journal { return finishFailJournal{j} }))
+	h.ready()
+	r := h.sale(1000, h.code())
+	if r.Outcome != payment.OutcomeApproved {
+		t.Fatalf("sale: %+v", r)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-sent; cancel() }()
+	if _, err := h.term.Refund(ctx, payment.RefundRequest{ID: r.MchOrderNo}); err == nil {
+		t.Fatal("refund whose outcome could not be written reported success")
+	}
+	select {
+	case <-h.term.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the terminal carries on after a failed write of a refund's outcome")
+	}
+	if err := h.stop(); !isFatal(err) {
+		t.Fatalf("run ended with %v, want a FatalError", err)
+	}
+}

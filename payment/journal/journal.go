@@ -417,6 +417,13 @@ func (j *Journal) Commits() int64 { return j.commits.Load() }
 // SyncedCommits counts those of them committed with their own fsync.
 func (j *Journal) SyncedCommits() int64 { return j.synced.Load() }
 
+// Interrupted reports whether a write failed because its context ended
+// (the caller stopped), not because of the disk: the transaction rolled
+// back and nothing of it is on disk.
+func Interrupted(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, sql.ErrTxDone)
+}
+
 // storage marks err as a storage failure and keeps it as the cause, so
 // the fatal error that stops the daemon says what the disk did.
 func storage(op string, err error) error {

@@ -307,3 +307,28 @@ func TestStateNames(t *testing.T) {
 		t.Error("bogus state parsed")
 	}
 }
+
+// Interrupted tells a write its caller's stop cut short (nothing on disk,
+// not fatal) from one the disk refused (fatal).
+func TestInterruptedTellsStopFromDisk(t *testing.T) {
+	j, _ := openTemp(t, Options{})
+	armed := Armed{TerminalID: "L01", Amount: 100, Currency: "CAD", Source: "keypad"}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := j.ArmOrder(ctx, armed, num)
+	if err == nil || !Interrupted(err) {
+		t.Fatalf("arm under an ended context: %v, want an interruption", err)
+	}
+	if open, err := j.OpenOrders(context.Background()); err != nil || len(open) != 0 {
+		t.Fatalf("an interrupted arm left %d open orders (%v)", len(open), err)
+	}
+
+	full, _ := openTemp(t, Options{MaxPages: 1})
+	var diskErr error
+	for i := 0; i < 100 && diskErr == nil; i++ {
+		_, diskErr = full.ArmOrder(context.Background(), armed, num)
+	}
+	if diskErr == nil || !errors.Is(diskErr, ErrStorage) || Interrupted(diskErr) {
+		t.Fatalf("a full disk: %v, want a storage failure that is no interruption", diskErr)
+	}
+}
