@@ -11,7 +11,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin
 CMDS := scanpay iotpaysim fakescanner fakeecr
 
-.PHONY: help demo demo-fleet build test test-fleet bench-fleet vet fuzz cross test-arm test-vm test-install dist check-dist check-systemd crash bench bench-e2e sim sim-mutants clean
+.PHONY: help demo demo-fleet build test test-fleet bench-fleet vet fuzz cross test-arm test-vm test-install dist check-dist check-systemd crash bench bench-e2e sim sim-mutants check-mutants clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -113,6 +113,9 @@ sim: ## the whole-lane simulation: SEEDS seeds (default 2000) from FIRST; SCANPA
 
 bench-e2e: ## the end-to-end benchmark: the real binary on ptys vs a floor program (see README); a few minutes
 	SCANPAY_BENCH_E2E=1 $(GO) test -count=1 -timeout 60m -run '^TestBenchE2E$$' -v ./cmd/scanpay | grep -vE '^(=== RUN|--- PASS|PASS|ok)'
+
+check-mutants: ## each sim mutant (payment/lanesim/mutants) still applies to the code
+	@for p in payment/lanesim/mutants/*.patch; do git apply --check "$$p" || { echo "mutant $$p no longer applies: regenerate it"; exit 1; }; done; echo "every mutant applies"
 
 sim-mutants: ## put back each bug the simulation must find (payment/lanesim/mutants) and show the seed that finds it
 	payment/lanesim/mutants.sh $(or $(MUTANT_SEEDS),5000)
