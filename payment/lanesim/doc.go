@@ -5,12 +5,15 @@
 //
 //   - a cash register speaking Concert over an in-memory line: blank,
 //     fresh and reused references, A010 and A011, answers it misses,
-//     requests it sends again, refunds it retries;
+//     requests it sends again, refunds it retries, and a line it floods
+//     and resets, at once (while the link may wait on the gateway for its
+//     request) or after the answer was offered;
 //   - a customer with a scanner: fresh, repeated and malformed codes, a
 //     second scan during a sale, walking away;
 //   - a cashier typing amounts on the keypad;
-//   - the gateway simulator behind an in-process transport, with faults:
-//     lost replies, refused requests, 5xx, slow replies, replies that lie
+//   - the gateway simulator behind an in-process transport with a round
+//     trip of 50 to 800 ms of fake time per call, and faults: lost
+//     replies, refused requests, 5xx, slow replies, replies that lie
 //     about the amount or currency, replies without payOrderId, and every
 //     amount scenario of iotpay.md;
 //   - a wall clock that steps by a day, both ways, and crashes that stop

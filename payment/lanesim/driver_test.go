@@ -325,7 +325,9 @@ func (w *world) take(r *request, wait time.Duration) {
 	} else if n == 1 {
 		kind = []missKind{nakFrames, dropOffENQ, resetLine}[w.rng.IntN(3)]
 	}
-	res, got := w.connect().receive(wait, r.req.FullAnswer, kind)
+	reg := w.connect()
+	reg.resetAfter = []time.Duration{0, 2 * time.Second}[w.rng.IntN(2)]
+	res, got := reg.receive(wait, r.req.FullAnswer, kind)
 	if !got {
 		r.missed = true
 		return

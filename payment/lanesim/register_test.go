@@ -15,6 +15,10 @@ type registerEnd struct {
 	conn net.Conn
 	in   chan byte
 	done chan struct{}
+	// resetAfter is how long a register that resets the line waits first:
+	// at once (the link may still be busy with its request at the
+	// gateway) or after the result was offered.
+	resetAfter time.Duration
 }
 
 func newRegisterEnd(c net.Conn) *registerEnd {
@@ -144,7 +148,7 @@ const (
 // (or misses it as kind says). got is true when the register has it.
 func (r *registerEnd) receive(wait time.Duration, full bool, kind missKind) (res ecr.Result, got bool) {
 	if kind == resetLine {
-		time.Sleep(2 * time.Second)
+		time.Sleep(r.resetAfter)
 		r.reset()
 		return res, false
 	}

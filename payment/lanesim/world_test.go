@@ -34,11 +34,38 @@ const (
 // transport hands requests to the simulator in-process: no sockets, so the
 // fake clock runs freely. A handler that aborts (a dropped connection) is
 // a transport error, as the real client would see it.
-type transport struct{ sim *iotpaysim.Sim }
+//
+// Each call takes a round trip of fake time (latency), half on the way
+// out and half back, as a shop's line to IOTPay does: the lane and the
+// register link wait on the gateway for real stretches (a register that
+// resets meanwhile meets a link busy with its refund).
+type transport struct {
+	sim     *iotpaysim.Sim
+	latency func() time.Duration
+}
+
+// travel waits d of fake time, or until the request is given up.
+func travel(req *http.Request, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-req.Context().Done():
+		return req.Context().Err()
+	}
+}
 
 func (tr transport) RoundTrip(req *http.Request) (resp *http.Response, err error) {
 	if err := req.Context().Err(); err != nil {
 		return nil, err
+	}
+	rtt := time.Duration(0)
+	if tr.latency != nil {
+		rtt = tr.latency()
+	}
+	if err := travel(req, rtt/2); err != nil {
+		return nil, err // given up before it reached the gateway
 	}
 	rec := httptest.NewRecorder()
 	aborted := false
@@ -50,8 +77,8 @@ func (tr transport) RoundTrip(req *http.Request) (resp *http.Response, err error
 		}()
 		tr.sim.ServeHTTP(rec, req)
 	}()
-	if err := req.Context().Err(); err != nil {
-		return nil, err // the reply came after the client gave up
+	if err := travel(req, rtt-rtt/2); err != nil {
+		return nil, err // the gateway has it; the reply came after the client gave up
 	}
 	if aborted {
 		return nil, errors.New("read: connection reset by peer")
@@ -199,6 +226,13 @@ func (w *world) wall() time.Time {
 	return time.Now().Round(0).Add(time.Duration(w.offset.Load()))
 }
 
+// gatewayLatency is one call's round trip: 50 to 800 ms.
+func (w *world) gatewayLatency() time.Duration {
+	w.gwMu.Lock()
+	defer w.gwMu.Unlock()
+	return 50*time.Millisecond + time.Duration(w.gwRng.Int64N(int64(750*time.Millisecond)))
+}
+
 func (w *world) gatewayFault(endpoint string, _ map[string]string) iotpaysim.Fault {
 	if !w.faults.Load() {
 		return iotpaysim.Fault{}
@@ -323,7 +357,7 @@ func (r resultSink) Result(res payment.SaleResult) error { return (*r.link).Resu
 func (w *world) client() *iotpay.Client {
 	c, err := iotpay.New(iotpay.Config{BaseURL: "http://gateway.sim", MchID: mchID, Key: key, JobNo: "cashier", NotifyURL: "http://n",
 		Subject: "scanpay", Body: "sim", ClientIP: "127.0.0.1", Timeout: 30 * time.Second, RequireSignedReplies: true,
-		HTTPClient: &http.Client{Transport: transport{w.sim}}})
+		HTTPClient: &http.Client{Transport: transport{sim: w.sim, latency: w.gatewayLatency}}})
 	if err != nil {
 		w.t.Fatal(err)
 	}
