@@ -287,3 +287,26 @@ func TestCommandArgsAsHQ(t *testing.T) {
 		}
 	}
 }
+
+// A late payment a restart interrupted is never refunded by the lane: the
+// order list tells the operator what to do, until it is refunded.
+func TestOrderListNamesInterruptedLatePayment(t *testing.T) {
+	held := journal.Order{MchOrderNo: "L01-00000007-ABCDE", State: journal.StateLatePaid, Amount: 4028, Interrupted: true}
+	plain := journal.Order{MchOrderNo: "L01-00000008-ABCDE", State: journal.StateLatePaid, Amount: 500}
+	refunded := held
+	refunded.MchOrderNo, refunded.Refunded = "L01-00000009-ABCDE", 4028
+	var out bytes.Buffer
+	printOrders(&out, []journal.Order{held, plain, refunded})
+	lines := strings.Split(out.String(), "\n")
+	if len(lines) < 4 || !strings.Contains(lines[1], "interrupted by a restart: check the receipt") {
+		t.Fatalf("an interrupted late payment is not flagged:\n%s", out.String())
+	}
+	for _, l := range lines[2:4] {
+		if strings.Contains(l, "interrupted") {
+			t.Fatalf("flagged an order with nothing for the operator to do: %q", l)
+		}
+	}
+	if !toJSON(held).Interrupted || toJSON(plain).Interrupted {
+		t.Fatal("the JSON list does not carry the interrupted mark")
+	}
+}

@@ -180,13 +180,26 @@ type orderJSON struct {
 	Source        string `json:"source"`
 	ECRRef        string `json:"ecrRef"`
 	Code          string `json:"code"`
+	// Interrupted: a restart interrupted the sale, so a late payment of it
+	// is left to the operator (the customer may have been told approved).
+	Interrupted bool `json:"interrupted"`
 }
 
 func toJSON(o journal.Order) orderJSON {
 	return orderJSON{MchOrderNo: o.MchOrderNo, Amount: o.Amount, Currency: o.Currency, Channel: o.Channel, State: o.State.String(),
 		PayOrderID: o.PayOrderID, CreatedAt: o.CreatedAt.Format(time.RFC3339), UpdatedAt: o.UpdatedAt.Format(time.RFC3339),
 		Refunded: o.Refunded, Message: o.Message, GatewayStatus: o.Status, TerminalID: o.TerminalID, Source: o.Source,
-		ECRRef: o.ECRRef, Code: o.CodeMasked}
+		ECRRef: o.ECRRef, Code: o.CodeMasked, Interrupted: o.Interrupted}
+}
+
+// orderNote is the NOTE column: the journal's message, and for a late
+// payment that a restart interrupted and nobody refunded yet, what the
+// operator must do (the lane never refunds it by itself).
+func orderNote(o journal.Order) string {
+	if o.Interrupted && o.State == journal.StateLatePaid && o.Refunded < o.Amount {
+		return strings.TrimSpace(o.Message + " interrupted by a restart: check the receipt, then scanpay refund if the customer paid twice")
+	}
+	return o.Message
 }
 
 func (c *CLI) orders(ctx context.Context, args []string) int {
@@ -268,7 +281,7 @@ func printOrders(w io.Writer, list []journal.Order) {
 	fmt.Fprintln(tw, "ORDER\tCREATED\tSTATE\tCHANNEL\tAMOUNT\tREFUNDED\tIOTPAY ORDER\tNOTE")
 	for _, o := range list {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", o.MchOrderNo, o.CreatedAt.Local().Format("2006-01-02 15:04:05"), o.State,
-			o.Channel, display.Money(o.Amount), display.Money(o.Refunded), o.PayOrderID, o.Message)
+			o.Channel, display.Money(o.Amount), display.Money(o.Refunded), o.PayOrderID, orderNote(o))
 	}
 	tw.Flush()
 	if len(list) == 0 {
