@@ -49,6 +49,13 @@ func (w *world) check() {
 		gwRefunded[r.MchOrderNo] += r.Amount
 	}
 	refundsOf := map[string][]journal.Refund{}
+	// forOperator: a paid order not refunded in full is left to the
+	// operator, by a refund that needs a look (its reply was lost or it
+	// failed), or as a late payment of a sale a restart interrupted (it
+	// may have been shown approved), held with an alert naming it.
+	forOperator := func(o journal.Order) bool {
+		return listed(refundsOf[o.MchOrderNo]) || o.Interrupted && o.State == journal.StateLatePaid && w.alerted(payment.AlertLatePayment, o.MchOrderNo)
+	}
 	for _, r := range refunds {
 		refundsOf[r.MchOrderNo] = append(refundsOf[r.MchOrderNo], r)
 	}
@@ -93,11 +100,7 @@ func (w *world) check() {
 		if paidHere && paidThere && o.PayOrderID != "" && o.PayOrderID != gwByNo[o.MchOrderNo].PayOrderID {
 			bad("paid order %s has IOTPay id %q, the gateway %q", o.MchOrderNo, o.PayOrderID, gwByNo[o.MchOrderNo].PayOrderID)
 		}
-		// A late payment is refunded, or left to the operator: by a refund
-		// that needs a look, or (a sale a restart interrupted, which may
-		// have been shown approved) held with an alert naming it.
-		held := o.Interrupted && w.alerted(payment.AlertLatePayment, o.MchOrderNo)
-		if o.State == journal.StateLatePaid && o.Refunded != o.Amount && !listed(refundsOf[o.MchOrderNo]) && !held {
+		if o.State == journal.StateLatePaid && o.Refunded != o.Amount && !forOperator(o) {
 			bad("late payment %s refunded %d of %d and not listed for the operator", o.MchOrderNo, o.Refunded, o.Amount)
 		}
 		if gwRefunded[o.MchOrderNo] > o.Amount {
@@ -165,9 +168,12 @@ func (w *world) check() {
 				}
 			}
 		}
+		// A request paid twice (a register that retried a sale it was
+		// told "not verified" for) needs every payment but one refunded, or
+		// on the operator's list.
 		unrefunded := 0
 		for _, o := range paid {
-			if o.Refunded < o.Amount {
+			if o.Refunded < o.Amount && !forOperator(o) {
 				unrefunded++
 			}
 		}
