@@ -207,6 +207,20 @@ type Log struct {
 	Format string `toml:"format"` // json, console
 }
 
+// validate checks the [log] table; the lane's and head office's configs share it.
+func (l Log) validate(bad func(string, string, ...any)) {
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error")
+	}
+	switch l.Format {
+	case "json", "console":
+	default:
+		bad("log.format", "must be json or console")
+	}
+}
+
 // Default returns the defaults every key falls back to.
 func Default() Config {
 	return Config{

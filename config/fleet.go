@@ -252,16 +252,7 @@ func (c *HQ) Validate() error {
 			bad("metrics.listen", "not host:port like 127.0.0.1:9465")
 		}
 	}
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("log.level", "must be debug, info, warn or error")
-	}
-	switch c.Log.Format {
-	case "json", "console":
-	default:
-		bad("log.format", "must be json or console")
-	}
+	c.Log.validate(bad)
 	if len(errs) > 0 {
 		return errs
 	}

@@ -240,16 +240,7 @@ func (c *Config) Validate() error {
 	if c.Fleet != nil {
 		c.Fleet.validate(bad)
 	}
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("log.level", "must be debug, info, warn or error")
-	}
-	switch c.Log.Format {
-	case "json", "console":
-	default:
-		bad("log.format", "must be json or console")
-	}
+	c.Log.validate(bad)
 	if len(errs) > 0 {
 		return errs
 	}
