@@ -1,18 +1,13 @@
 package hq
 
 import (
-	"context"
-	"errors"
-	"net"
 	"net/http"
 	"runtime"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"go.uber.org/zap"
 )
 
 // Metrics is head office's Prometheus view: events applied, duplicates and
@@ -86,26 +81,12 @@ func (m *Metrics) setLanes(lanes []Lane) {
 	m.silentLanes.Set(float64(silent))
 }
 
-// Serve serves /metrics on listen until ctx ends.
-func (m *Metrics) Serve(ctx context.Context, listen string, log *zap.Logger) error {
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return err
-	}
-	log.Info("metrics listening", zap.String("address", ln.Addr().String()))
+// Handler serves /metrics (scanpay-hq runs it behind the same hardened
+// server as a lane's).
+func (m *Metrics) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	stop := context.AfterFunc(ctx, func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	})
-	defer stop()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return mux
 }
 
 // Events is the counter of events with a result (applied, duplicate).

@@ -147,7 +147,7 @@ func (c *CLI) hqRun(ctx context.Context, args []string) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := hcfg.Metrics.Serve(ctx, cfg.Metrics.Listen, log); err != nil {
+			if err := serveMetrics(ctx, cfg.Metrics.Listen, hcfg.Metrics.Handler(), log); err != nil {
 				errs <- fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
 			}
 		}()
@@ -386,35 +386,6 @@ func (c *CLI) hqLanes(ctx context.Context, args []string) int {
 func sortStrings(s []string) []string {
 	sort.Strings(s)
 	return s
-}
-
-// dayRangeIn reads --from and --to (inclusive days in loc); both default
-// to today.
-func dayRangeIn(from, to string, now time.Time, loc *time.Location) (time.Time, time.Time, error) {
-	now = now.In(loc)
-	today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, loc)
-	parse := func(s string, def time.Time) (time.Time, error) {
-		if s == "" {
-			return def, nil
-		}
-		t, err := time.ParseInLocation("2006-01-02", s, loc)
-		if err != nil {
-			return t, fmt.Errorf("%q is not a date like 2026-11-27", s)
-		}
-		return t, nil
-	}
-	f, err := parse(from, today)
-	if err != nil {
-		return f, f, err
-	}
-	t, err := parse(to, f)
-	if err != nil {
-		return f, t, err
-	}
-	if t.Before(f) {
-		return f, t, fmt.Errorf("--to is before --from")
-	}
-	return f, t.AddDate(0, 0, 1), nil
 }
 
 // hqDefault points --config at hq.toml.

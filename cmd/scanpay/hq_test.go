@@ -5,6 +5,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +17,7 @@ import (
 	"github.com/scanpay/scanpay/fleet/event"
 	"github.com/scanpay/scanpay/hq"
 	"github.com/scanpay/scanpay/hq/pgtest"
+	"go.uber.org/zap"
 )
 
 func TestHQUsage(t *testing.T) {
@@ -124,4 +128,65 @@ func TestCheckConfigFleet(t *testing.T) {
 	if code := c.Run(context.Background(), []string{"check-config", "--config", path}); code != exitUsage || !strings.Contains(errb.String(), "readable by others") {
 		t.Fatalf("check-config: %d %s", code, errb.String())
 	}
+}
+
+// The hardened metrics server (scanpay-hq run serves head office's
+// metrics with it, as the lane does its own) serves head office's
+// handler, and takes no connection past its cap until one frees.
+func TestHQMetricsServedHardened(t *testing.T) {
+	addr := freePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveMetrics(ctx, addr, hq.NewMetrics("test").Handler(), zap.NewNop()) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("metrics server: %v", err)
+		}
+	}()
+	var body string
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Get("http://" + addr + "/metrics")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(body, "scanpay_hq_events_total") {
+		t.Fatalf("head office's metrics not served: %.200q", body)
+	}
+	// More idle connections than the cap: the server accepts only its cap
+	// at a time, so one past it is not served until a slot frees.
+	var conns []net.Conn
+	for i := 0; i < metricsMaxConns; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	// A new connection each time (no keep-alive slot to reuse).
+	client := &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
+	if resp, err := client.Get("http://" + addr + "/metrics"); err == nil {
+		resp.Body.Close()
+		t.Fatal("a scrape past the connection cap was served: head office's server has no cap")
+	}
+	conns[0].Close()
+	conns = conns[1:]
+	client.Timeout = 5 * time.Second
+	resp, err := client.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("a scrape once a slot freed: %v", err)
+	}
+	resp.Body.Close()
 }

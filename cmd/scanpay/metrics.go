@@ -198,26 +198,33 @@ func (m *metrics) server(listen string, d *daemon, log *zap.Logger) runner {
 			}
 			json.NewEncoder(w).Encode(body)
 		})
-		ln, err := net.Listen("tcp", listen)
-		if err != nil {
-			return err
-		}
-		log.Info("metrics listening", zap.String("address", ln.Addr().String()), zap.Int("maxConnections", metricsMaxConns))
-		ln = newLimitListener(ln, metricsMaxConns)
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: metricsReadTimeout,
-			WriteTimeout: metricsWriteTimeout, IdleTimeout: metricsIdleTimeout, MaxHeaderBytes: metricsMaxHeader,
-			ErrorLog: zap.NewStdLog(log)}
-		stop := context.AfterFunc(ctx, func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			srv.Shutdown(sctx)
-		})
-		defer stop()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
+		return serveMetrics(ctx, listen, mux, log)
 	}}
+}
+
+// serveMetrics serves h on listen until ctx ends, with the limits a LAN
+// scraper never reaches and a squatter always does (the lane's and head
+// office's metrics alike).
+func serveMetrics(ctx context.Context, listen string, h http.Handler, log *zap.Logger) error {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	log.Info("metrics listening", zap.String("address", ln.Addr().String()), zap.Int("maxConnections", metricsMaxConns))
+	ln = newLimitListener(ln, metricsMaxConns)
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: metricsReadTimeout,
+		WriteTimeout: metricsWriteTimeout, IdleTimeout: metricsIdleTimeout, MaxHeaderBytes: metricsMaxHeader,
+		ErrorLog: zap.NewStdLog(log)}
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	})
+	defer stop()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
 
 // limitListener accepts at most n connections at a time: Accept waits

@@ -43,12 +43,19 @@ func checkFormat(f string) error {
 // dayRange reads --from and --to (inclusive days, local time); both
 // default to today.
 func dayRange(from, to string, now time.Time) (time.Time, time.Time, error) {
-	today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.Local)
+	return dayRangeIn(from, to, now, time.Local)
+}
+
+// dayRangeIn is dayRange for days in loc (head office reports in the
+// shops' zone).
+func dayRangeIn(from, to string, now time.Time, loc *time.Location) (time.Time, time.Time, error) {
+	now = now.In(loc)
+	today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, loc)
 	parse := func(s string, def time.Time) (time.Time, error) {
 		if s == "" {
 			return def, nil
 		}
-		t, err := time.ParseInLocation("2006-01-02", s, time.Local)
+		t, err := time.ParseInLocation("2006-01-02", s, loc)
 		if err != nil {
 			return t, fmt.Errorf("%q is not a date like 2026-11-27", s)
 		}
