@@ -462,6 +462,14 @@ func (j *Journal) writeUnsynced(ctx context.Context, op string, fn func(tx *sql.
 		}
 		return j.commit(op, tx, fn, false)
 	}()
+	if werr != nil && Interrupted(werr) {
+		// The caller stopped mid-write: database/sql may still be
+		// rolling the transaction back on this connection, where the
+		// setting cannot change. Never hand it back: the pool opens a
+		// new one with the DSN's FULL.
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		return werr
+	}
 	if _, err := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); err != nil {
 		// Never hand back a connection that would commit sales without
 		// fsync: drop it (the pool opens a new one with the DSN's FULL).
