@@ -479,12 +479,13 @@ type slowCommit struct {
 	holding chan struct{}
 }
 
-func (s *slowCommit) Transition(ctx context.Context, no string, from, to journal.State, u journal.Update) (journal.Order, error) {
+// Settle is the commit of a sale's outcome.
+func (s *slowCommit) Settle(ctx context.Context, no string, from, to journal.State, u journal.Update) (journal.Order, error) {
 	if !to.Open() {
 		close(s.holding)
 		<-s.hold
 	}
-	return s.Journal.Transition(ctx, no, from, to, u)
+	return s.Journal.Settle(ctx, no, from, to, u)
 }
 
 // The result goes out before its commit; a register that refunds (or asks

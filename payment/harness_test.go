@@ -350,7 +350,8 @@ type failJournal struct {
 	payment.Journal
 	failArm        atomic.Bool
 	failAttach     atomic.Bool
-	failTransition atomic.Bool
+	failTransition atomic.Bool // Transition and Settle
+	failSync       atomic.Bool
 }
 
 var errDisk = fmt.Errorf("%w: write: input/output error", journal.ErrStorage)
@@ -374,6 +375,20 @@ func (f *failJournal) Transition(ctx context.Context, no string, from, to journa
 		return journal.Order{}, errDisk
 	}
 	return f.Journal.Transition(ctx, no, from, to, u)
+}
+
+func (f *failJournal) Settle(ctx context.Context, no string, from, to journal.State, u journal.Update) (journal.Order, error) {
+	if f.failTransition.Load() {
+		return journal.Order{}, errDisk
+	}
+	return f.Journal.Settle(ctx, no, from, to, u)
+}
+
+func (f *failJournal) Sync(ctx context.Context) error {
+	if f.failSync.Load() {
+		return errDisk
+	}
+	return f.Journal.Sync(ctx)
 }
 
 func isFatal(err error) bool {

@@ -27,6 +27,7 @@ type lane struct {
 	laneDue  timerPurpose
 	screenT  *time.Timer
 	saleT    *time.Timer // the sale's wall-clock cap
+	syncT    *time.Timer // a settled sale's outcome waits no longer for its fsync
 	resultOn bool        // the screen shows a sale result until screenT fires
 	clockMsg bool        // "waiting for the clock" was logged
 }
@@ -80,7 +81,7 @@ func (t *Terminal) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	t.rec = newReconciler(t)
 	recDone := make(chan struct{})
-	l := &lane{t: t, ctx: ctx, state: StateStarting, laneT: stoppedTimer(), screenT: stoppedTimer(), saleT: stoppedTimer()}
+	l := &lane{t: t, ctx: ctx, state: StateStarting, laneT: stoppedTimer(), screenT: stoppedTimer(), saleT: stoppedTimer(), syncT: stoppedTimer()}
 	defer func() {
 		cancel()
 		t.workers.Wait()
@@ -88,6 +89,7 @@ func (t *Terminal) Run(ctx context.Context) error {
 		l.laneT.Stop()
 		l.screenT.Stop()
 		l.saleT.Stop()
+		l.syncT.Stop()
 		t.state.Store(int32(StateStopped))
 		t.out.close()
 		close(t.done)
@@ -143,6 +145,8 @@ func (t *Terminal) Run(ctx context.Context) error {
 			err = l.onLaneTimer()
 		case <-l.saleT.C:
 			err = l.onSaleLimit()
+		case <-l.syncT.C:
+			err = t.jr.Sync(ctx)
 		case <-l.screenT.C:
 			l.resultOn = false
 			l.show(l.base)
@@ -634,7 +638,12 @@ func (l *lane) onSaleLimit() error {
 // finish settles the sale: its outcome is shown and reported at once (the
 // gateway's answer decides it), then committed before the lane takes the
 // next sale. A crash between the two leaves the order open on disk, and
-// recovery asks the gateway again.
+// recovery asks the gateway again. A sale's outcome is committed without
+// its own fsync (journal.Settle): the next synced commit makes it durable
+// (the register's "taken" mark, the next sale's arm, or the Sync at most
+// SyncAfter later), and a power cut before that, like a crash before the
+// commit, leaves the order open for recovery. A recovered order's outcome
+// is synced at once: READY waits for it.
 func (l *lane) finish(to journal.State, u journal.Update) error {
 	s := l.sale
 	if u.PayOrderID == "" {
@@ -653,8 +662,15 @@ func (l *lane) finish(to journal.State, u journal.Update) error {
 	settled := journal.Apply(s.order, to, u)
 	committed := l.t.beginSettle()
 	l.announce(settled)
-	o, err := l.t.jr.Transition(l.ctx, settled.MchOrderNo, from, to, u)
+	write := l.t.jr.Settle
+	if s.recovered {
+		write = l.t.jr.Transition
+	}
+	o, err := write(l.ctx, settled.MchOrderNo, from, to, u)
 	committed()
+	if !s.recovered {
+		l.syncT.Reset(l.t.cfg.SyncAfter)
+	}
 	switch {
 	case errors.Is(err, journal.ErrStateChanged):
 		// Another process (an operator's query) settled it meanwhile, with

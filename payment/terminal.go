@@ -52,6 +52,10 @@ type Config struct {
 	RefundWindow time.Duration
 	// ClockPoll is how often a lane waiting for the clock checks it again.
 	ClockPoll time.Duration
+	// SyncAfter bounds how long a sale's outcome, committed without its
+	// own fsync (journal.Settle), may wait for one: the register's "taken"
+	// mark or the next sale's arm usually comes first and covers it.
+	SyncAfter time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
@@ -63,6 +67,7 @@ func DefaultConfig() Config {
 		ReconcileFor: 24 * time.Hour, ReconcileMin: 15 * time.Second, ReconcileMax: 10 * time.Minute,
 		NotFoundFinalAfter: 10 * time.Minute, ReconcileRescan: time.Minute,
 		SaleLimit: 90 * time.Second, RefundWindow: 10 * time.Minute, ClockPoll: time.Second,
+		SyncAfter: time.Second,
 	}
 }
 
@@ -78,8 +83,8 @@ func (c Config) Validate() error {
 		return errors.New("screen and code timeouts must be positive")
 	case c.ReconcileFor <= 0 || c.ReconcileMin <= 0 || c.ReconcileMax < c.ReconcileMin || c.NotFoundFinalAfter <= 0 || c.ReconcileRescan <= 0:
 		return errors.New("reconcile durations must be positive, with max ≥ min")
-	case c.SaleLimit <= 0 || c.RefundWindow <= 0 || c.ClockPoll <= 0:
-		return errors.New("sale limit, refund window and clock poll must be positive")
+	case c.SaleLimit <= 0 || c.RefundWindow <= 0 || c.ClockPoll <= 0 || c.SyncAfter <= 0:
+		return errors.New("sale limit, refund window, clock poll and sync delay must be positive")
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package payment_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -604,4 +605,80 @@ func TestRefundOutcomeWriteFailureStopsAfterCallerLeft(t *testing.T) {
 	if err := h.stop(); !isFatal(err) {
 		t.Fatalf("run ended with %v, want a FatalError", err)
 	}
+}
+
+// A sale's outcome is committed without its own fsync (journal.Settle):
+// the lane syncs it no later than SyncAfter, so an idle lane does not
+// leave it to a power cut for long. Two fsyncs per keypad sale: the arm,
+// and the sync that covers the code's link and the outcome.
+func TestOutcomeSyncedSoonAfterSale(t *testing.T) {
+	h := newHarness(t, withConfig(func(c *payment.Config) { c.SyncAfter = 300 * time.Millisecond }))
+	h.ready()
+	synced := h.jr.SyncedCommits()
+	r := h.sale(900, h.code())
+	if r.Outcome != payment.OutcomeApproved {
+		t.Fatalf("sale: %+v", r)
+	}
+	if err := h.term.Settled(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if o := h.order(r.MchOrderNo); o.State != journal.StatePaid {
+		t.Fatalf("outcome not committed: %s", o.State)
+	}
+	if !h.jr.Unsynced() {
+		t.Fatal("the outcome was committed with its own fsync")
+	}
+	h.eventually("the outcome synced", func() bool { return !h.jr.Unsynced() })
+	if n := h.jr.SyncedCommits() - synced; n != 2 {
+		t.Fatalf("%d synced commits for one keypad sale, want 2 (arm, sync)", n)
+	}
+}
+
+// The sync that makes an outcome durable is a commit like any other: when
+// the disk fails it, the lane stops.
+func TestSyncFailureStops(t *testing.T) {
+	var fj *failJournal
+	h := newHarness(t, withJournal(func(j payment.Journal) payment.Journal { fj = &failJournal{Journal: j}; return fj }),
+		withConfig(func(c *payment.Config) { c.SyncAfter = 20 * time.Millisecond }))
+	h.ready()
+	fj.failSync.Store(true)
+	if r := h.sale(900, h.code()); r.Outcome != payment.OutcomeApproved {
+		t.Fatalf("sale: %+v", r)
+	}
+	select {
+	case <-h.term.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a failed sync did not stop the lane")
+	}
+	if err := h.stop(); !isFatal(err) {
+		t.Fatalf("Run returned %v, want a fatal error", err)
+	}
+}
+
+// A stop that lands just after a result went out, while its outcome is
+// being committed (SIGTERM right after a sale), is a clean stop: the
+// commit cut short leaves the order open for recovery, and the lane never
+// reports it as a journal failure. Each restart finds every order settled
+// or resumable.
+func TestStopRightAfterResultIsClean(t *testing.T) {
+	h := newHarness(t)
+	for i := 0; i < 30; i++ {
+		h.ready()
+		ctx := context.Background()
+		if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 700, Source: payment.SourceECR, ECRRef: fmt.Sprintf("S%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.term.Scan(ctx, payment.Code{Text: h.code()}); err != nil {
+			t.Fatal(err)
+		}
+		if r := h.resultNow(); r.Outcome != payment.OutcomeApproved {
+			t.Fatalf("round %d: %+v", i, r)
+		}
+		if err := h.stop(); err != nil {
+			t.Fatalf("round %d: a stop right after a result ended the lane with %v", i, err)
+		}
+		h.start()
+	}
+	h.ready()
+	h.agree()
 }

@@ -229,6 +229,8 @@ type Journal interface {
 	AttachCode(ctx context.Context, no string, c journal.Code) (journal.Order, error)
 	CodeUsed(ctx context.Context, hash string) (bool, error)
 	Transition(ctx context.Context, no string, from, to journal.State, u journal.Update) (journal.Order, error)
+	Settle(ctx context.Context, no string, from, to journal.State, u journal.Update) (journal.Order, error)
+	Sync(ctx context.Context) error
 	Get(ctx context.Context, no string) (journal.Order, error)
 	Find(ctx context.Context, id string) (journal.Order, error)
 	OpenOrders(ctx context.Context) ([]journal.Order, error)

@@ -96,6 +96,8 @@ func (d *daemon) setupFleet(o overrides) error {
 		return err
 	}
 	d.closers = append(d.closers, func() { out.Close() })
+	// Only what a power cut cannot undo goes to head office.
+	out.HoldUndurable(d.jr.UndurableFrom)
 	var obs fleet.Observer
 	if o.observer != nil {
 		obs = o.observer.fleet()

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,6 +64,7 @@ type Journal struct {
 	now       func() time.Time
 	commits   atomic.Int64
 	synced    atomic.Int64 // commits made with their own fsync
+	dur       durability
 	onCommit  func(time.Duration)
 	st        *statements
 	fleet     atomic.Pointer[fleetSetting] // the outbox's switch (outbox.go)
@@ -443,7 +445,9 @@ func (j *Journal) write(ctx context.Context, op string, fn func(tx *sql.Tx) erro
 // for this one transaction), for facts the next synced commit makes
 // durable in time: the WAL is appended in order, so the next commit's
 // fsync covers this one's frames too. A crash of the process loses
-// nothing; a power cut before the next commit loses this transaction.
+// nothing; a power cut before the next synced commit loses this
+// transaction. Until that commit, Unsynced is true and the outbox holds
+// back the events this transaction wrote (UndurableFrom).
 func (j *Journal) writeUnsynced(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
 	// The journal's one connection, held so that no other write commits
 	// while it is not synchronous=FULL.
@@ -480,8 +484,10 @@ func (j *Journal) writeUnsynced(ctx context.Context, op string, fn func(tx *sql.
 }
 
 // commit runs fn in tx and commits it; synced says whether the commit
-// fsyncs (synchronous=FULL).
+// fsyncs (synchronous=FULL). The caller holds the journal's connection
+// (tx), so commits reach the WAL in the order durability sees them.
 func (j *Journal) commit(op string, tx *sql.Tx, fn func(tx *sql.Tx) error, synced bool) error {
+	gen := j.dur.begin()
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
 		if isLogical(err) {
@@ -493,6 +499,7 @@ func (j *Journal) commit(op string, tx *sql.Tx, fn func(tx *sql.Tx) error, synce
 	if err := tx.Commit(); err != nil {
 		return storage(op+" commit", err)
 	}
+	j.dur.committed(synced, gen)
 	if j.onCommit != nil {
 		j.onCommit(time.Since(start))
 	}
@@ -501,6 +508,81 @@ func (j *Journal) commit(op string, tx *sql.Tx, fn func(tx *sql.Tx) error, synce
 		j.synced.Add(1)
 	}
 	return nil
+}
+
+// durability follows commits made without their own fsync until a synced
+// commit covers them: the WAL is appended in order, so one fsync makes
+// every earlier frame durable.
+type durability struct {
+	mu    sync.Mutex
+	gen   uint64 // counts unsynced commits
+	dirty bool   // an unsynced commit is not yet covered by an fsync
+	// holdFrom is the first outbox event an uncovered commit wrote (0:
+	// none); txFirst the running transaction's first (emit sets it).
+	holdFrom, txFirst uint64
+}
+
+// begin starts a transaction's bookkeeping and returns the generation a
+// synced commit covers.
+func (d *durability) begin() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.txFirst = 0
+	return d.gen
+}
+
+func (d *durability) emitted(seq uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.txFirst == 0 {
+		d.txFirst = seq
+	}
+}
+
+// committed records a commit. A synced one covers the unsynced commits
+// made before it began; one made since (gen moved on) stays uncovered.
+func (d *durability) committed(synced bool, gen uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case !synced:
+		d.gen++
+		d.dirty = true
+		if d.holdFrom == 0 {
+			d.holdFrom = d.txFirst
+		}
+	case gen == d.gen:
+		d.dirty, d.holdFrom = false, 0
+	}
+}
+
+// Unsynced reports whether a commit is waiting for an fsync (Sync).
+func (j *Journal) Unsynced() bool {
+	j.dur.mu.Lock()
+	defer j.dur.mu.Unlock()
+	return j.dur.dirty
+}
+
+// UndurableFrom is the first outbox event that a power cut could still
+// undo (0: none). The fleet publisher sends only the events before it: an
+// event head office took must never be undone and its sequence number
+// reused for another.
+func (j *Journal) UndurableFrom() uint64 {
+	j.dur.mu.Lock()
+	defer j.dur.mu.Unlock()
+	return j.dur.holdFrom
+}
+
+// Sync makes every commit so far durable: when one is waiting (Unsynced),
+// a small synced commit fsyncs the WAL, and the unsynced frames with it.
+func (j *Journal) Sync(ctx context.Context) error {
+	if !j.Unsynced() {
+		return nil
+	}
+	return j.write(ctx, "sync", func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO meta(key, value) VALUES ('synced_at', ?)`, fmt.Sprint(ms(j.now())))
+		return err
+	})
 }
 
 func isLogical(err error) bool {

@@ -244,11 +244,26 @@ func (j *Journal) CodeUsed(ctx context.Context, hash string) (bool, error) {
 // in from (another process moved it); ErrInvalidTransition means the move
 // is not allowed. from == to records gateway facts without a state change.
 func (j *Journal) Transition(ctx context.Context, no string, from, to State, u Update) (Order, error) {
+	return j.transition(ctx, no, from, to, u, j.write)
+}
+
+// Settle is Transition for the outcome of a sale the lane just showed and
+// answered, committed without its own fsync (writeUnsynced): the gateway's
+// answer decided the outcome, and a power cut before the next synced
+// commit leaves the order open on disk, which recovery asks the gateway
+// about again. The next synced commit (the register's "taken" mark, the
+// next sale's arm, or Sync, which the lane calls soon after) makes it
+// durable.
+func (j *Journal) Settle(ctx context.Context, no string, from, to State, u Update) (Order, error) {
+	return j.transition(ctx, no, from, to, u, j.writeUnsynced)
+}
+
+func (j *Journal) transition(ctx context.Context, no string, from, to State, u Update, write func(context.Context, string, func(*sql.Tx) error) error) (Order, error) {
 	if from != to && !CanMove(from, to) {
 		return Order{}, fmt.Errorf("%w: %s → %s", ErrInvalidTransition, from, to)
 	}
 	var o Order
-	err := j.write(ctx, "transition", func(tx *sql.Tx) error {
+	err := write(ctx, "transition", func(tx *sql.Tx) error {
 		cur, err := scanOrder(tx.StmtContext(ctx, j.st.getOrder).QueryRowContext(ctx, no))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: %s", ErrNotFound, no)

@@ -7,8 +7,12 @@ package journal
 // lane's publisher reads the outbox through its own connection and deletes
 // what JetStream has acknowledged, keeping the newest row (marked sent) so
 // the sequence, MAX(seq) + 1, never restarts; that spares each sale a
-// counter update. The backlog is bounded: past fleet_max_backlog unsent
-// events the oldest are dropped and counted.
+// counter update. Events of a commit made without its own fsync (a code's
+// link, a sale's outcome) wait in the outbox until an fsync covers them
+// (Outbox.HoldUndurable): a power cut can undo such a commit, and its
+// sequence numbers would then be reused for other events. The backlog is
+// bounded: past fleet_max_backlog unsent events the oldest are dropped and
+// counted.
 
 import (
 	"context"
@@ -16,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -109,6 +114,7 @@ func (j *Journal) emit(ctx context.Context, tx *sql.Tx, kind, no, refundNo strin
 	if _, err := tx.StmtContext(ctx, f.st.insert).ExecContext(ctx, ev.Seq, ms(ev.At), data); err != nil {
 		return err
 	}
+	j.dur.emitted(ev.Seq)
 	if f.maxBacklog > 0 && ev.Seq > f.maxBacklog {
 		res, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq <= ? AND sent = 0`, ev.Seq-f.maxBacklog)
 		if err != nil {
@@ -207,7 +213,15 @@ func (j *Journal) SetFleet(ctx context.Context, lane string, maxBacklog int) err
 // delete, the events are sent again and de-duplicated downstream.
 type Outbox struct {
 	db *sql.DB
+	// holdFrom, when set, names the first event not yet durable (0: none,
+	// Journal.UndurableFrom); Pending returns only the events before it.
+	holdFrom func() uint64
 }
+
+// HoldUndurable makes Pending leave out the events from holdFrom() on
+// (Journal.UndurableFrom, in the daemon that writes them). Call it before
+// the publisher starts.
+func (o *Outbox) HoldUndurable(holdFrom func() uint64) { o.holdFrom = holdFrom }
 
 // Pending is one unsent event.
 type Pending struct {
@@ -249,7 +263,13 @@ func (o *Outbox) Close() error { return o.db.Close() }
 
 // Pending returns up to limit unsent events after seq, oldest first.
 func (o *Outbox) Pending(ctx context.Context, after uint64, limit int) ([]Pending, error) {
-	rows, err := o.db.QueryContext(ctx, `SELECT seq, at, event FROM outbox WHERE seq > ? AND sent = 0 ORDER BY seq LIMIT ?`, after, limit)
+	before := uint64(math.MaxInt64)
+	if o.holdFrom != nil {
+		if h := o.holdFrom(); h > 0 {
+			before = h
+		}
+	}
+	rows, err := o.db.QueryContext(ctx, `SELECT seq, at, event FROM outbox WHERE seq > ? AND seq < ? AND sent = 0 ORDER BY seq LIMIT ?`, after, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("outbox pending: %w", err)
 	}
