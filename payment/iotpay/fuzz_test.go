@@ -1,6 +1,9 @@
 package iotpay
 
 import (
+	"bytes"
+	"encoding/json"
+	"strconv"
 	"testing"
 )
 
@@ -69,4 +72,59 @@ func FuzzSignVerify(f *testing.F) {
 			t.Fatalf("changed value %q verified", n1)
 		}
 	})
+}
+
+// FuzzScalar checks the reply parser's fast reading of a field against
+// encoding/json's: for every JSON value, the same text and the same
+// verdict (what the signature covers must not change with the shortcut).
+func FuzzScalar(f *testing.F) {
+	for _, s := range []string{`"AM20261127"`, `"中文 A&B"`, `"a\"b"`, `"\u00e9\/"`, `"tab	in"`, "\"bad\xff\"", `"\ud800"`,
+		`2`, `-0.5e+3`, `2.0e0`, `1e400`, `true`, `false`, `null`, `{}`, `[1]`, ` "x" `, `""`, `"`, `01`, `1.`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, gotOK := scalar(raw)
+		want, wantOK := scalarReference(raw)
+		if !json.Valid(raw) {
+			// The parser only hands over values its decoder accepted;
+			// for anything else it must still not invent a value.
+			if gotOK && !wantOK {
+				t.Fatalf("scalar(%q) = %q from invalid JSON", raw, got)
+			}
+			return
+		}
+		if got != want || gotOK != wantOK {
+			t.Fatalf("scalar(%q) = %q, %v; encoding/json says %q, %v", raw, got, gotOK, want, wantOK)
+		}
+	})
+}
+
+// scalarReference is scalar done wholly with encoding/json.
+func scalarReference(raw []byte) (string, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return "", false
+	}
+	switch raw[0] {
+	case '"':
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return "", false
+		}
+		return s, true
+	case 't', 'f':
+		var b bool
+		if json.Unmarshal(raw, &b) != nil {
+			return "", false
+		}
+		return strconv.FormatBool(b), true
+	case 'n', '{', '[':
+		return "", false
+	default:
+		var n json.Number
+		if json.Unmarshal(raw, &n) != nil {
+			return "", false
+		}
+		return n.String(), true
+	}
 }

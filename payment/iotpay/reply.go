@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Reply is a parsed gateway reply. Parsing is tolerant: numbers may be JSON
@@ -114,6 +115,11 @@ func ParseReply(body []byte) (*Reply, error) {
 // scalar renders a JSON scalar as the text the signature uses: strings
 // unquoted, numbers as written, booleans as true/false. null, objects and
 // arrays are not scalars.
+//
+// raw is a value the reply's decoder has already checked, so the common
+// forms are read as they stand: a string without escapes (valid UTF-8),
+// a number's or a boolean's literal. Anything else goes through
+// encoding/json. (Each field of every reply passes here.)
 func scalar(raw json.RawMessage) (string, bool) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
@@ -121,6 +127,9 @@ func scalar(raw json.RawMessage) (string, bool) {
 	}
 	switch raw[0] {
 	case '"':
+		if len(raw) >= 2 && raw[len(raw)-1] == '"' && plainString(raw[1:len(raw)-1]) {
+			return string(raw[1 : len(raw)-1]), true
+		}
 		var s string
 		if json.Unmarshal(raw, &s) != nil {
 			return "", false
@@ -135,12 +144,26 @@ func scalar(raw json.RawMessage) (string, bool) {
 	case 'n', '{', '[':
 		return "", false
 	default:
+		if json.Valid(raw) {
+			return string(raw), true // a number's literal, as json.Number keeps it
+		}
 		var n json.Number
 		if json.Unmarshal(raw, &n) != nil {
 			return "", false
 		}
 		return n.String(), true
 	}
+}
+
+// plainString reports whether s, the inside of a JSON string, decodes to
+// itself: valid UTF-8 with no escape, quote or control character.
+func plainString(s []byte) bool {
+	for _, c := range s {
+		if c == '\\' || c == '"' || c < 0x20 {
+			return false
+		}
+	}
+	return utf8.Valid(s)
 }
 
 // Error codes (IOTPay's list).
