@@ -309,6 +309,10 @@ func (l *lane) onSale(req SaleRequest) error {
 		l.t.stopFatal(l.ctx, err)
 		return err
 	}
+	// The arm's fsync covered every commit before it; the sale's own end
+	// starts the sync timer again. (A sync falling mid-sale would hold up
+	// the loop, and a reply with it, for an fsync.)
+	l.syncT.Stop()
 	if err := l.move(StateAwaitingCode); err != nil {
 		return err
 	}

@@ -682,3 +682,35 @@ func TestStopRightAfterResultIsClean(t *testing.T) {
 	h.ready()
 	h.agree()
 }
+
+// The sync timer waits only while the lane is idle: a sale armed before it
+// fires is covered by the arm's fsync, and no sync falls in the middle of
+// the next sale, where it would hold up the reply for an fsync.
+func TestNoSyncMidSale(t *testing.T) {
+	slow := make(chan struct{})
+	h := newHarness(t, withConfig(func(c *payment.Config) { c.SyncAfter = 150 * time.Millisecond }),
+		withGateway(func(h *harness) payment.Gateway {
+			return &scriptGateway{Gateway: h.client, create: func(ctx context.Context, r iotpay.CreateRequest) (iotpay.Result, bool) {
+				select {
+				case <-slow:
+					time.Sleep(500 * time.Millisecond) // well past SyncAfter
+				default:
+				}
+				return h.client.CreateOrder(ctx, r), true
+			}}
+		}))
+	h.ready()
+	if r := h.sale(900, h.code()); r.Outcome != payment.OutcomeApproved {
+		t.Fatalf("first sale: %+v", r)
+	}
+	close(slow)
+	synced := h.jr.SyncedCommits()
+	r := h.sale(800, h.code()) // armed at once, its reply 500 ms away
+	if r.Outcome != payment.OutcomeApproved {
+		t.Fatalf("second sale: %+v", r)
+	}
+	if n := h.jr.SyncedCommits() - synced; n != 1 {
+		t.Fatalf("%d synced commits from the second sale's arm to its result, want 1 (the arm)", n)
+	}
+	h.eventually("the second outcome synced", func() bool { return !h.jr.Unsynced() })
+}
