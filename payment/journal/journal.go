@@ -46,8 +46,9 @@ type Options struct {
 	ReadOnly bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// OnCommit, when set, is told how long each commit (with its fsync)
-	// took; metrics use it.
+	// OnCommit, when set, is told how long each synced commit (with its
+	// fsync) took; metrics use it, and the fleet publisher's nudge (what
+	// an unsynced commit wrote waits for the next synced one anyway).
 	OnCommit func(time.Duration)
 	// TrackCleanStop is the daemon's: the full integrity read at Open is
 	// skipped when the journal was closed cleanly (the mark is cleared
@@ -456,7 +457,13 @@ func (j *Journal) writeUnsynced(ctx context.Context, op string, fn func(tx *sql.
 		return storage(op, err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+	// SQLite applies the setting when the statement is prepared, so a
+	// cancel between prepare and exec would leave it changed behind an
+	// error: both PRAGMAs run without the caller's context, and a
+	// connection whose setting is in doubt is never handed back.
+	drop := func() { _ = conn.Raw(func(any) error { return driver.ErrBadConn }) }
+	if _, err := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = NORMAL`); err != nil {
+		drop()
 		return storage(op, err)
 	}
 	werr := func() error {
@@ -471,13 +478,13 @@ func (j *Journal) writeUnsynced(ctx context.Context, op string, fn func(tx *sql.
 		// rolling the transaction back on this connection, where the
 		// setting cannot change. Never hand it back: the pool opens a
 		// new one with the DSN's FULL.
-		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		drop()
 		return werr
 	}
 	if _, err := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); err != nil {
 		// Never hand back a connection that would commit sales without
 		// fsync: drop it (the pool opens a new one with the DSN's FULL).
-		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		drop()
 		return storage(op+": restore synchronous", err)
 	}
 	return werr
@@ -487,7 +494,7 @@ func (j *Journal) writeUnsynced(ctx context.Context, op string, fn func(tx *sql.
 // fsyncs (synchronous=FULL). The caller holds the journal's connection
 // (tx), so commits reach the WAL in the order durability sees them.
 func (j *Journal) commit(op string, tx *sql.Tx, fn func(tx *sql.Tx) error, synced bool) error {
-	gen := j.dur.begin()
+	gen := j.dur.begin(synced)
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
 		if isLogical(err) {
@@ -500,7 +507,7 @@ func (j *Journal) commit(op string, tx *sql.Tx, fn func(tx *sql.Tx) error, synce
 		return storage(op+" commit", err)
 	}
 	j.dur.committed(synced, gen)
-	if j.onCommit != nil {
+	if synced && j.onCommit != nil {
 		j.onCommit(time.Since(start))
 	}
 	j.commits.Add(1)
@@ -512,46 +519,52 @@ func (j *Journal) commit(op string, tx *sql.Tx, fn func(tx *sql.Tx) error, synce
 
 // durability follows commits made without their own fsync until a synced
 // commit covers them: the WAL is appended in order, so one fsync makes
-// every earlier frame durable.
+// every earlier frame durable. Every commit of this process goes through
+// the journal's one connection, so transactions do not overlap; but the
+// bookkeeping after one commit may run after the next transaction began,
+// hence the generation.
 type durability struct {
-	mu    sync.Mutex
-	gen   uint64 // counts unsynced commits
-	dirty bool   // an unsynced commit is not yet covered by an fsync
-	// holdFrom is the first outbox event an uncovered commit wrote (0:
-	// none); txFirst the running transaction's first (emit sets it).
-	holdFrom, txFirst uint64
+	mu sync.Mutex
+	// gen counts transactions begun without fsync; a synced commit covers
+	// what came before it only if none began since it did.
+	gen      uint64
+	unsynced bool // the running transaction commits without fsync
+	dirty    bool // such a transaction may have committed, not yet covered
+	// holdFrom is the first outbox event such a transaction wrote (0:
+	// none). It is set as the event is written, before the commit makes
+	// it visible to the publisher's connection, and kept if the
+	// transaction rolls back (the next synced commit clears it).
+	holdFrom uint64
 }
 
 // begin starts a transaction's bookkeeping and returns the generation a
 // synced commit covers.
-func (d *durability) begin() uint64 {
+func (d *durability) begin(synced bool) uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.txFirst = 0
+	d.unsynced = !synced
+	if !synced {
+		d.gen++
+		d.dirty = true
+	}
 	return d.gen
 }
 
+// emitted notes an outbox event written by the running transaction.
 func (d *durability) emitted(seq uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.txFirst == 0 {
-		d.txFirst = seq
+	if d.unsynced && d.holdFrom == 0 {
+		d.holdFrom = seq
 	}
 }
 
-// committed records a commit. A synced one covers the unsynced commits
-// made before it began; one made since (gen moved on) stays uncovered.
+// committed records a synced commit: it covers every transaction begun
+// before it, unless one without fsync began since (gen moved on).
 func (d *durability) committed(synced bool, gen uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	switch {
-	case !synced:
-		d.gen++
-		d.dirty = true
-		if d.holdFrom == 0 {
-			d.holdFrom = d.txFirst
-		}
-	case gen == d.gen:
+	if synced && gen == d.gen {
 		d.dirty, d.holdFrom = false, 0
 	}
 }

@@ -20,7 +20,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -263,13 +262,7 @@ func (o *Outbox) Close() error { return o.db.Close() }
 
 // Pending returns up to limit unsent events after seq, oldest first.
 func (o *Outbox) Pending(ctx context.Context, after uint64, limit int) ([]Pending, error) {
-	before := uint64(math.MaxInt64)
-	if o.holdFrom != nil {
-		if h := o.holdFrom(); h > 0 {
-			before = h
-		}
-	}
-	rows, err := o.db.QueryContext(ctx, `SELECT seq, at, event FROM outbox WHERE seq > ? AND seq < ? AND sent = 0 ORDER BY seq LIMIT ?`, after, before, limit)
+	rows, err := o.db.QueryContext(ctx, `SELECT seq, at, event FROM outbox WHERE seq > ? AND sent = 0 ORDER BY seq LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("outbox pending: %w", err)
 	}
@@ -286,6 +279,18 @@ func (o *Outbox) Pending(ctx context.Context, after uint64, limit int) ([]Pendin
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("outbox pending: %w", err)
+	}
+	// The hold is read after the rows: a row this read saw was committed
+	// before it, and the hold for it was set before that commit (or
+	// cleared since by an fsync that covered it).
+	if o.holdFrom != nil {
+		if h := o.holdFrom(); h > 0 {
+			for i, p := range out {
+				if p.Seq >= h {
+					return out[:i], nil
+				}
+			}
+		}
 	}
 	return out, nil
 }

@@ -258,3 +258,49 @@ func BenchmarkSaleJournal(b *testing.B) {
 		})
 	}
 }
+
+// The publisher never takes an event that a power cut could still undo,
+// even when the commit that wrote it lands while the publisher reads: the
+// hold is set before such a commit becomes visible, and read after the
+// rows.
+func TestOutboxHoldRacesACommit(t *testing.T) {
+	ctx := context.Background()
+	j, path := openTemp(t, Options{})
+	if err := j.SetFleet(ctx, "L01", 1000); err != nil {
+		t.Fatal(err)
+	}
+	o, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 500, Currency: "CAD", Source: "keypad"}, num)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob, err := OpenOutbox(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	raced := false
+	ob.HoldUndurable(func() uint64 {
+		h := j.UndurableFrom()
+		if !raced {
+			// An unsynced commit in the middle of the publisher's read.
+			raced = true
+			if _, err := j.AttachCode(ctx, o.MchOrderNo, Code{Channel: "WX_MICROPAY", CodeMasked: "13****0001", CodeHash: "h1"}); err != nil {
+				t.Error(err)
+			}
+		}
+		return h
+	})
+	for round := 0; round < 2; round++ {
+		for _, e := range pending(t, ob) {
+			if e.Order.State != "ARMED" {
+				t.Fatalf("round %d: the publisher took event %d (%s), written without fsync", round, e.Seq, e.Order.State)
+			}
+		}
+	}
+	if err := j.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if evs := pending(t, ob); len(evs) == 0 || evs[len(evs)-1].Order.State != "SUBMITTING" {
+		t.Fatalf("after the sync the code's event should go: %+v", evs)
+	}
+}
