@@ -522,6 +522,11 @@ func (t *Terminal) Taken(ctx context.Context, r SaleResult) {
 	if r.Outcome == OutcomeUnknown || !r.Final {
 		return
 	}
+	// After the outcome's commit: the register's answer went out before
+	// it, and this mark's fsync is the one that should cover it.
+	if err := t.awaitSettled(ctx); err != nil {
+		return
+	}
 	var err error
 	switch {
 	case r.RefundNo != "":
