@@ -126,10 +126,14 @@ func watchScreen(t *testing.T, f *os.File) *screenWatch {
 			default:
 			}
 			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			if n, err := unix.Poll(pfd, 50); err != nil && err != unix.EINTR || n <= 0 {
+			n, err := unix.Poll(pfd, 50)
+			if err != nil && err != unix.EINTR {
+				return
+			}
+			if n <= 0 {
 				continue
 			}
-			n, err := unix.Read(fd, b)
+			n, err = unix.Read(fd, b)
 			now := time.Now()
 			if n > 0 {
 				s.mu.Lock()

@@ -117,9 +117,10 @@ func ParseReply(body []byte) (*Reply, error) {
 // arrays are not scalars.
 //
 // raw is a value the reply's decoder has already checked, so the common
-// forms are read as they stand: a string without escapes (valid UTF-8),
-// a number's or a boolean's literal. Anything else goes through
-// encoding/json. (Each field of every reply passes here.)
+// forms are read as they stand: a string without escapes (valid UTF-8)
+// and a number's literal (what json.Number keeps). Other strings and
+// booleans go through encoding/json. (Each field of every reply passes
+// here.)
 func scalar(raw json.RawMessage) (string, bool) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
@@ -144,14 +145,11 @@ func scalar(raw json.RawMessage) (string, bool) {
 	case 'n', '{', '[':
 		return "", false
 	default:
-		if json.Valid(raw) {
-			return string(raw), true // a number's literal, as json.Number keeps it
-		}
-		var n json.Number
-		if json.Unmarshal(raw, &n) != nil {
+		// Anything else that is valid JSON is a number.
+		if !json.Valid(raw) {
 			return "", false
 		}
-		return n.String(), true
+		return string(raw), true
 	}
 }
 

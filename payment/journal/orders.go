@@ -132,12 +132,13 @@ func (j *Journal) ArmOrder(ctx context.Context, a Armed, number func(seq uint64)
 // is in flight. ErrCodeUsed means the code's hash is already in the
 // journal (another order took the code meanwhile).
 //
-// Its commit is not fsync'd (writeUnsynced): the sale's final commit, which
-// comes before its result is final on disk and before the next sale is
-// armed, syncs the WAL and this transaction with it. Until then a crash of
-// the process loses nothing, and a power cut leaves the order ARMED, which
-// recovery asks the gateway about like any order that may have been sent:
-// only the masked code and the wallet would be missing from its row.
+// Its commit is not fsync'd (writeUnsynced), and neither is the sale's
+// outcome (Settle), which comes after it in the WAL: the next synced
+// commit (the register's taken mark, the next sale's arm, or Sync) makes
+// both durable, this one first. Until then a crash of the process loses
+// nothing, and a power cut leaves the order ARMED, which recovery asks the
+// gateway about like any order that may have been sent: only the masked
+// code and the wallet would be missing from its row.
 func (j *Journal) AttachCode(ctx context.Context, no string, c Code) (Order, error) {
 	var o Order
 	err := j.writeUnsynced(ctx, "attach code", func(tx *sql.Tx) error {
