@@ -299,7 +299,13 @@ func TestBenchE2E(t *testing.T) {
 
 	floor := benchFloor(t, dir, sales)
 	lane := benchLane(t, dir, sales, rssSales)
-	warm, cold := benchReady(t, dir, big)
+	// An older build (SCANPAY_BENCH_BINARY) may not open a journal of
+	// this schema: SCANPAY_BENCH_READY=0 leaves the READY row out.
+	var warm, cold time.Duration
+	ready := os.Getenv("SCANPAY_BENCH_READY") != "0"
+	if ready {
+		warm, cold = benchReady(t, dir, big)
+	}
 
 	w := os.Stdout
 	fmt.Fprintf(w, "\nscanpay end-to-end benchmark: %d sales each, loopback gateway paying at once, journal on %s\n", sales, dir)
@@ -320,7 +326,9 @@ func TestBenchE2E(t *testing.T) {
 		rss = append(rss, fmt.Sprintf("%.1f (%.1f+%.1f)", float64(st.rssKiB)/1024, float64(st.anonKiB)/1024, float64(st.fileKiB)/1024))
 	}
 	fmt.Fprintf(w, "RSS (MiB, anon+file) every 1000 sales: %s\n  last: %s\n", strings.Join(rss, " "), lane.memory)
-	fmt.Fprintf(w, "READY with %d orders: %s warm, %s with the page cache dropped\n", big, ms(warm), ms(cold))
+	if ready {
+		fmt.Fprintf(w, "READY with %d orders: %s warm, %s with the page cache dropped\n", big, ms(warm), ms(cold))
+	}
 }
 
 // benchSink is where the daemon's log goes in the benchmark: a pipe to
