@@ -194,11 +194,16 @@ type procStats struct {
 
 func readProc(pid int) procStats {
 	var st procStats
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		stt, _ := strconv.ParseInt(f[12], 10, 64)
-		st.cpu = time.Duration(ut+stt) * time.Second / 100 // USER_HZ
+	// CPU time from each thread's schedstat, in nanoseconds (/proc/pid/stat
+	// counts 10 ms ticks).
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	for _, p := range stats {
+		if b, err := os.ReadFile(p); err == nil {
+			if f := strings.Fields(string(b)); len(f) > 0 {
+				ns, _ := strconv.ParseInt(f[0], 10, 64)
+				st.cpu += time.Duration(ns)
+			}
+		}
 	}
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
 	for _, p := range tasks {
