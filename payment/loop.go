@@ -321,7 +321,9 @@ func (l *lane) onSale(req SaleRequest) error {
 	l.screenT.Stop()
 	l.show(Screen{Kind: ScreenAwaitingCode, Amount: req.Amount, Currency: req.Currency})
 	l.setLaneTimer(timerCodeTimeout, l.t.cfg.CodeTimeout)
-	fields := []zap.Field{zap.Int64("amount", req.Amount), zap.String("source", string(req.Source))}
+	// The armed order's number ties the amount to the sale's later lines
+	// (and, naming an order, the line is never held back as a flood).
+	fields := []zap.Field{zap.String("mchOrderNo", o.MchOrderNo), zap.Int64("amount", req.Amount), zap.String("source", string(req.Source))}
 	if req.Source == SourceECR {
 		fields = append(fields, zap.String("ecrRef", req.ECRRef), zap.String("pos", req.POSNumber), zap.String("type", req.ECRType), zap.Uint64("ticket", req.Ticket))
 	}

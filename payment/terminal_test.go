@@ -714,3 +714,26 @@ func TestNoSyncMidSale(t *testing.T) {
 	}
 	h.eventually("the second outcome synced", func() bool { return !h.jr.Unsynced() })
 }
+
+// "amount pending" names the order the amount armed, so a technician can
+// follow a sale from its first line to its last.
+func TestAmountPendingNamesTheOrder(t *testing.T) {
+	h := newHarness(t)
+	h.ready()
+	ctx := context.Background()
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 1500, Source: payment.SourceKeypad}); err != nil {
+		t.Fatal(err)
+	}
+	open, err := h.jr.OpenOrders(ctx)
+	if err != nil || len(open) != 1 || open[0].State != journal.StateArmed {
+		t.Fatalf("open orders %+v %v", open, err)
+	}
+	h.eventually("the amount pending line", func() bool {
+		for _, e := range h.logs.FilterMessage("amount pending").All() {
+			if e.ContextMap()["mchOrderNo"] == open[0].MchOrderNo && e.ContextMap()["amount"] == int64(1500) {
+				return true
+			}
+		}
+		return false
+	})
+}
