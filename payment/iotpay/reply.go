@@ -38,17 +38,14 @@ type Reply struct {
 // ParseReply decodes a reply body. It fails only when the body is not a
 // JSON object.
 func ParseReply(body []byte) (*Reply, error) {
+	// One object and nothing after it (json.Unmarshal refuses trailing
+	// data); its values stay raw, so numbers keep their literals.
 	var top map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(&top); err != nil {
-		return nil, fmt.Errorf("reply is not a JSON object: %w", err)
+	if err := json.Unmarshal(body, &top); err != nil {
+		return nil, fmt.Errorf("reply is not one JSON object: %w", err)
 	}
 	if top == nil {
 		return nil, errors.New("reply is JSON null")
-	}
-	if dec.More() {
-		return nil, errors.New("trailing data after reply object")
 	}
 	r := &Reply{Status: -1, Amount: -1, Signed: make(map[string]string, len(top))}
 	for name, raw := range top {
