@@ -94,9 +94,9 @@ type Config struct {
 }
 
 var (
-	_ payment.ScreenSink = (*Pole)(nil)
-	_ payment.ScreenSink = (*Console)(nil)
-	_ payment.ScreenSink = None{}
+	_ payment.InstantScreenSink = (*Pole)(nil)
+	_ payment.ScreenSink        = (*Console)(nil)
+	_ payment.ScreenSink        = None{}
 )
 
 // Pole drives a serial line display. Show never blocks: it records the
@@ -121,6 +121,10 @@ func NewPole(cfg Config) *Pole {
 	}
 	return &Pole{cfg: cfg, wake: make(chan struct{}, 1)}
 }
+
+// ShowsInstantly marks Show as never blocking (payment.InstantScreenSink):
+// it only records the screen for Run.
+func (p *Pole) ShowsInstantly() {}
 
 // Show implements payment.ScreenSink.
 func (p *Pole) Show(s payment.Screen) error {

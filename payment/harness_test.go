@@ -106,6 +106,7 @@ type harness struct {
 	cancel   context.CancelFunc
 	runErr   chan error
 	wrapJ    func(payment.Journal) payment.Journal
+	screen   payment.ScreenSink // instead of the recorder
 	gw       payment.Gateway
 	obs      payment.Observer
 	now      func() time.Time // the terminal's wall clock; nil: time.Now
@@ -122,6 +123,8 @@ func withNow(now func() time.Time) option { return func(h *harness) { h.now = no
 func withJournal(wrap func(payment.Journal) payment.Journal) option {
 	return func(h *harness) { h.wrapJ = wrap }
 }
+
+func withScreen(s payment.ScreenSink) option { return func(h *harness) { h.screen = s } }
 
 func withGateway(gw func(h *harness) payment.Gateway) option {
 	return func(h *harness) { h.gw = gw(h) }
@@ -181,10 +184,14 @@ func (h *harness) start() {
 		gw = h.gw
 	}
 	h.rec = newRecorder()
+	var screen payment.ScreenSink = h.rec
+	if h.screen != nil {
+		screen = h.screen
+	}
 	seen, logs := observer.New(zap.InfoLevel)
 	h.logs = logs
 	h.term, err = payment.New(h.cfg, payment.Deps{Gateway: gw, Journal: jr, Wallets: wallets,
-		Screen: h.rec, Beeper: h.rec, Results: h.rec, Logger: zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), seen)), Observer: h.obs, Now: h.now})
+		Screen: screen, Beeper: h.rec, Results: h.rec, Logger: zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), seen)), Observer: h.obs, Now: h.now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -187,7 +187,7 @@ func stoppedTimer() *time.Timer {
 // fatal shows the lane out of service and wraps storage errors.
 func (l *lane) fatal(err error) error {
 	l.t.log.Error("stopping: journal failure", zap.Error(err))
-	l.t.out.screen.put(Screen{Kind: ScreenOutOfService, Reason: "storage error"})
+	l.t.out.show(Screen{Kind: ScreenOutOfService, Reason: "storage error"})
 	var fe *FatalError
 	if errors.As(err, &fe) {
 		return fe
@@ -217,13 +217,13 @@ func (l *lane) move(to State) error {
 func (l *lane) show(s Screen) {
 	l.base = s
 	if !l.resultOn {
-		l.t.out.screen.put(s)
+		l.t.out.show(s)
 	}
 }
 
 // notice shows s briefly, then the lane's screen again.
 func (l *lane) notice(s Screen) {
-	l.t.out.screen.put(s)
+	l.t.out.show(s)
 	l.resultOn = true
 	l.screenT.Reset(l.t.cfg.NoticeFor)
 }
@@ -231,7 +231,7 @@ func (l *lane) notice(s Screen) {
 // showResult shows a sale's outcome for ResultFor, then idle.
 func (l *lane) showResult(s Screen) {
 	l.base = Screen{Kind: ScreenIdle}
-	l.t.out.screen.put(s)
+	l.t.out.show(s)
 	l.resultOn = true
 	l.screenT.Reset(l.t.cfg.ResultFor)
 }

@@ -12,12 +12,13 @@ import (
 // latest-wins (an intermediate screen may be skipped); beeps are dropped
 // when a backlog builds up; results are queued and never dropped.
 type outputs struct {
-	log    *zap.Logger
-	obs    Observer
-	screen *mailbox[Screen]
-	beep   *mailbox[Beep]
-	result *mailbox[SaleResult]
-	wg     sync.WaitGroup
+	log     *zap.Logger
+	obs     Observer
+	instant InstantScreenSink // called by the lane itself (no mailbox)
+	screen  *mailbox[Screen]
+	beep    *mailbox[Beep]
+	result  *mailbox[SaleResult]
+	wg      sync.WaitGroup
 }
 
 func newOutputs(log *zap.Logger, obs Observer, s ScreenSink, b BeepSink, r ResultSink) *outputs {
@@ -25,7 +26,9 @@ func newOutputs(log *zap.Logger, obs Observer, s ScreenSink, b BeepSink, r Resul
 	o.screen = newMailbox[Screen](1)
 	o.beep = newMailbox[Beep](4)
 	o.result = newMailbox[SaleResult](0)
-	if s != nil {
+	if is, ok := s.(InstantScreenSink); ok {
+		o.instant = is
+	} else if s != nil {
 		deliver(o, "display", o.screen, s.Show)
 	}
 	if b != nil {
@@ -63,6 +66,16 @@ func deliver[T any](o *outputs, name string, mb *mailbox[T], fn func(T) error) {
 			}
 		}
 	}()
+}
+
+// show hands the display a screen: at once to an instant sink, else
+// through its mailbox (the newest wins).
+func (o *outputs) show(s Screen) {
+	if o.instant != nil {
+		_ = o.instant.Show(s) // never fails
+		return
+	}
+	o.screen.put(s)
 }
 
 // close stops the output goroutines after they drain. A sink stuck past

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -736,4 +737,49 @@ func TestAmountPendingNamesTheOrder(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// instantScreen records screens; its Show never blocks.
+type instantScreen struct {
+	mu      sync.Mutex
+	screens []payment.Screen
+}
+
+func (s *instantScreen) Show(sc payment.Screen) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.screens = append(s.screens, sc)
+	return nil
+}
+
+func (s *instantScreen) ShowsInstantly() {}
+
+func (s *instantScreen) last() payment.Screen {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.screens) == 0 {
+		return payment.Screen{}
+	}
+	return s.screens[len(s.screens)-1]
+}
+
+// A display whose Show never blocks is called by the lane itself: the
+// screen for an armed amount is there by the time RequestSale returns.
+func TestInstantScreenShownByTheLane(t *testing.T) {
+	sink := &instantScreen{}
+	h := newHarness(t, withScreen(sink))
+	h.ready()
+	if err := h.term.RequestSale(context.Background(), payment.SaleRequest{Amount: 1200}); err != nil {
+		t.Fatal(err)
+	}
+	if s := sink.last(); s.Kind != payment.ScreenAwaitingCode || s.Amount != 1200 {
+		t.Fatalf("when RequestSale returned the display showed %+v", s)
+	}
+	if err := h.term.Scan(context.Background(), payment.Code{Text: h.code()}); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.result(); r.Outcome != payment.OutcomeApproved {
+		t.Fatalf("sale: %+v", r)
+	}
+	h.eventually("the approved screen", func() bool { return sink.last().Kind == payment.ScreenApproved })
 }

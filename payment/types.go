@@ -258,6 +258,15 @@ type Classifier interface {
 // the terminal never waits for them.
 type ScreenSink interface{ Show(Screen) error }
 
+// InstantScreenSink is a ScreenSink whose Show only records the screen
+// for a goroutine of its own to draw: it never blocks and never fails.
+// The lane calls it directly, one hand-off fewer between the gateway's
+// answer and the display.
+type InstantScreenSink interface {
+	ScreenSink
+	ShowsInstantly()
+}
+
 // BeepSink plays beeper patterns. Same contract as ScreenSink.
 type BeepSink interface{ Beep(Beep) error }
 
