@@ -610,7 +610,7 @@ func (l *lane) stateConflict(err error) error {
 	if o.State.Open() {
 		return nil
 	}
-	l.announce(o)
+	l.announce(o)()
 	return l.nextRecovery()
 }
 
@@ -667,13 +667,14 @@ func (l *lane) finish(to journal.State, u journal.Update) error {
 	from := s.order.State
 	settled := journal.Apply(s.order, to, u)
 	committed := l.t.beginSettle()
-	l.announce(settled)
+	logFinished := l.announce(settled)
 	write := l.t.jr.Settle
 	if s.recovered {
 		write = l.t.jr.Transition
 	}
 	o, err := write(l.ctx, settled.MchOrderNo, from, to, u)
 	committed()
+	logFinished()
 	if !s.recovered {
 		l.syncT.Reset(l.t.cfg.SyncAfter)
 	}
@@ -690,8 +691,12 @@ func (l *lane) finish(to journal.State, u journal.Update) error {
 	return l.nextRecovery()
 }
 
-// announce shows, beeps and reports an outcome, and frees the lane.
-func (l *lane) announce(o journal.Order) {
+// announce shows, beeps and reports an outcome, and frees the lane. It
+// returns the outcome's log line (and metric), which the caller writes
+// once the outcome is committed: the line is bookkeeping, like the commit,
+// and waking the log's reader (journald) must not compete with the
+// display's bytes.
+func (l *lane) announce(o journal.Order) (logFinished func()) {
 	s := l.sale
 	l.stopLaneTimer()
 	l.saleT.Stop()
@@ -722,20 +727,22 @@ func (l *lane) announce(o journal.Order) {
 	// The screen is put last: the runtime runs the goroutine woken last
 	// first, and the customer is watching it.
 	l.showResult(scr)
-	// The outputs go out now; logging and the commit wait (on one P, the
-	// daemon's default, they would otherwise go first).
+	// The outputs go out now; the commit and the log line wait (on one P,
+	// the daemon's default, they would otherwise go first).
 	runtime.Gosched()
-	fields := []zap.Field{zap.String("mchOrderNo", o.MchOrderNo), zap.Stringer("state", o.State),
-		zap.String("payOrderId", o.PayOrderID), zap.String("message", o.Message), zap.Bool("recovered", s.recovered)}
-	if r := s.decisive; r != nil {
-		fields = append(fields, zap.String("reply", r.op), zap.Stringer("outcome", r.result.Outcome), zap.Int("status", r.result.Status))
-	}
-	if r := s.paidCreate; r != nil {
-		fields = append(fields, zap.Int("createStatus", r.result.Status), zap.String("createPayOrderId", r.result.PayOrderID))
-	}
-	l.t.log.Info("sale finished", fields...)
-	if l.t.obs != nil {
-		l.t.obs.SaleFinished(o.Channel, o.State)
+	return func() {
+		fields := []zap.Field{zap.String("mchOrderNo", o.MchOrderNo), zap.Stringer("state", o.State),
+			zap.String("payOrderId", o.PayOrderID), zap.String("message", o.Message), zap.Bool("recovered", s.recovered)}
+		if r := s.decisive; r != nil {
+			fields = append(fields, zap.String("reply", r.op), zap.Stringer("outcome", r.result.Outcome), zap.Int("status", r.result.Status))
+		}
+		if r := s.paidCreate; r != nil {
+			fields = append(fields, zap.Int("createStatus", r.result.Status), zap.String("createPayOrderId", r.result.PayOrderID))
+		}
+		l.t.log.Info("sale finished", fields...)
+		if l.t.obs != nil {
+			l.t.obs.SaleFinished(o.Channel, o.State)
+		}
 	}
 }
 
