@@ -613,7 +613,7 @@ func TestRefundOutcomeWriteFailureStopsAfterCallerLeft(t *testing.T) {
 // leave it to a power cut for long. Two fsyncs per keypad sale: the arm,
 // and the sync that covers the code's link and the outcome.
 func TestOutcomeSyncedSoonAfterSale(t *testing.T) {
-	h := newHarness(t, withConfig(func(c *payment.Config) { c.SyncAfter = 300 * time.Millisecond }))
+	h := newHarness(t) // SyncAfter as shipped: a second
 	h.ready()
 	synced := h.jr.SyncedCommits()
 	r := h.sale(900, h.code())
@@ -699,12 +699,12 @@ func TestStopRightAfterResultIsClean(t *testing.T) {
 // the next sale, where it would hold up the reply for an fsync.
 func TestNoSyncMidSale(t *testing.T) {
 	slow := make(chan struct{})
-	h := newHarness(t, withConfig(func(c *payment.Config) { c.SyncAfter = 150 * time.Millisecond }),
+	h := newHarness(t, withConfig(func(c *payment.Config) { c.SyncAfter = 400 * time.Millisecond }),
 		withGateway(func(h *harness) payment.Gateway {
 			return &scriptGateway{Gateway: h.client, create: func(ctx context.Context, r iotpay.CreateRequest) (iotpay.Result, bool) {
 				select {
 				case <-slow:
-					time.Sleep(500 * time.Millisecond) // well past SyncAfter
+					time.Sleep(1200 * time.Millisecond) // well past SyncAfter
 				default:
 				}
 				return h.client.CreateOrder(ctx, r), true
@@ -716,7 +716,7 @@ func TestNoSyncMidSale(t *testing.T) {
 	}
 	close(slow)
 	synced := h.jr.SyncedCommits()
-	r := h.sale(800, h.code()) // armed at once, its reply 500 ms away
+	r := h.sale(800, h.code()) // armed at once (well within SyncAfter), its reply 1.2 s away
 	if r.Outcome != payment.OutcomeApproved {
 		t.Fatalf("second sale: %+v", r)
 	}
