@@ -170,7 +170,11 @@ func create(path string) error {
 	}
 	tmp := path + ".new"
 	_ = os.Remove(tmp)
-	db, err := sql.Open("sqlite", "file:"+tmp+"?_pragma=synchronous(FULL)&_pragma=journal_mode(DELETE)")
+	// 2 KiB pages: a sale's commits rewrite the same dozen or so pages,
+	// and smaller pages halve what each one writes to the WAL and fsyncs,
+	// which is less CPU and less wear on a Pi's SD card. (An existing
+	// journal keeps its page size.)
+	db, err := sql.Open("sqlite", "file:"+tmp+"?_pragma=page_size(2048)&_pragma=synchronous(FULL)&_pragma=journal_mode(DELETE)")
 	if err != nil {
 		return fmt.Errorf("create journal %s: %w", path, err)
 	}

@@ -142,29 +142,19 @@ func (j *Journal) ArmOrder(ctx context.Context, a Armed, number func(seq uint64)
 func (j *Journal) AttachCode(ctx context.Context, no string, c Code) (Order, error) {
 	var o Order
 	err := j.writeUnsynced(ctx, "attach code", func(tx *sql.Tx) error {
-		cur, err := scanOrder(tx.StmtContext(ctx, j.st.getOrder).QueryRowContext(ctx, no))
+		now := ms(j.now())
+		var err error
+		o, err = scanOrder(tx.StmtContext(ctx, j.st.attachArmed).QueryRowContext(ctx, c.Channel, c.CodeMasked, c.CodeHash, now, no))
+		if uniqueViolation(err) {
+			// code_hash is the one unique column this statement sets.
+			return ErrCodeUsed
+		}
 		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("%w: %s", ErrNotFound, no)
+			return j.notIn(ctx, tx, no, StateArmed)
 		}
 		if err != nil {
 			return err
 		}
-		if cur.State != StateArmed {
-			return fmt.Errorf("%w: %s is %s, not %s", ErrStateChanged, no, cur.State, StateArmed)
-		}
-		var used int
-		if err := tx.StmtContext(ctx, j.st.codeUsed).QueryRowContext(ctx, c.CodeHash).Scan(&used); err != nil {
-			return err
-		}
-		if used > 0 {
-			return ErrCodeUsed
-		}
-		now := ms(j.now())
-		if _, err := tx.StmtContext(ctx, j.st.attachCode).ExecContext(ctx, c.Channel, c.CodeMasked, c.CodeHash, StateSubmitting.String(), now, no); err != nil {
-			return err
-		}
-		o = cur
-		o.Channel, o.CodeMasked, o.CodeHash, o.State, o.UpdatedAt = c.Channel, c.CodeMasked, c.CodeHash, StateSubmitting, time.UnixMilli(now)
 		if err := j.logTransition(ctx, tx, o.Seq, now, StateArmed.String(), StateSubmitting.String(), -1,
 			fmt.Sprintf("%s %d %s %s", o.Channel, o.Amount, o.Currency, o.CodeMasked)); err != nil {
 			return err
@@ -172,6 +162,26 @@ func (j *Journal) AttachCode(ctx context.Context, no string, c Code) (Order, err
 		return j.emit(ctx, tx, event.KindOrder, no, "")
 	})
 	return o, err
+}
+
+// notIn is the error for an order that a guarded update did not find in
+// state want: gone (ErrNotFound) or moved on (ErrStateChanged).
+func (j *Journal) notIn(ctx context.Context, tx *sql.Tx, no string, want State) error {
+	cur, err := scanOrder(tx.StmtContext(ctx, j.st.getOrder).QueryRowContext(ctx, no))
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%w: %s", ErrNotFound, no)
+	}
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %s is %s, not %s", ErrStateChanged, no, cur.State, want)
+}
+
+// uniqueViolation reports whether err is SQLite's UNIQUE constraint
+// failure (SQLITE_CONSTRAINT_UNIQUE).
+func uniqueViolation(err error) bool {
+	var se interface{ Code() int }
+	return errors.As(err, &se) && se.Code() == 2067
 }
 
 // AddOrder commits a new order with its code in state SUBMITTING, in one
@@ -265,20 +275,15 @@ func (j *Journal) transition(ctx context.Context, no string, from, to State, u U
 	}
 	var o Order
 	err := write(ctx, "transition", func(tx *sql.Tx) error {
-		cur, err := scanOrder(tx.StmtContext(ctx, j.st.getOrder).QueryRowContext(ctx, no))
+		now := ms(j.now())
+		// The row as Apply(cur, to, u) makes it, in one guarded statement.
+		var err error
+		o, err = scanOrder(tx.StmtContext(ctx, j.st.moveOrder).QueryRowContext(ctx, to.String(), u.PayOrderID, u.PayOrderID,
+			u.Status, u.Status, u.Message, u.NotSent, u.Interrupted, now, no, from.String()))
 		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("%w: %s", ErrNotFound, no)
+			return j.notIn(ctx, tx, no, from)
 		}
 		if err != nil {
-			return err
-		}
-		if cur.State != from {
-			return fmt.Errorf("%w: %s is %s, not %s", ErrStateChanged, no, cur.State, from)
-		}
-		now := ms(j.now())
-		o = Apply(cur, to, u)
-		o.UpdatedAt = time.UnixMilli(now)
-		if _, err := tx.StmtContext(ctx, j.st.updateOrder).ExecContext(ctx, to.String(), o.PayOrderID, o.Status, o.Message, o.NotSent, o.Interrupted, now, no); err != nil {
 			return err
 		}
 		if err := j.logTransition(ctx, tx, o.Seq, now, from.String(), to.String(), o.Status, u.Message); err != nil {

@@ -10,11 +10,11 @@ import (
 type statements struct {
 	list []*sql.Stmt
 
-	nextOrderSeq, insertOrder, getOrder, getOrderByPay, codeUsed, attachCode, updateOrder      *sql.Stmt
+	nextOrderSeq, insertOrder, getOrder, getOrderByPay, codeUsed                               *sql.Stmt
 	insertTransition, lastByRef, lastByRefAmount, lastPaid                                     *sql.Stmt
 	nextRefundSeq, insertRefund, getRefund, finishRefund, refundOrderUpdate                    *sql.Stmt
 	committedRefunds, orderForRefund, openRefunds, recentECRRefund, markTaken, markRefundTaken *sql.Stmt
-	markInterrupted                                                                            *sql.Stmt
+	markInterrupted, moveOrder, attachArmed                                                    *sql.Stmt
 }
 
 func prepare(db *sql.DB) (*statements, error) {
@@ -35,8 +35,14 @@ func prepare(db *sql.DB) (*statements, error) {
 	s.getOrder = p(`SELECT ` + orderCols + ` FROM orders WHERE mch_order_no = ?`)
 	s.getOrderByPay = p(`SELECT ` + orderCols + ` FROM orders WHERE pay_order_id = ? AND pay_order_id <> '' ORDER BY seq DESC LIMIT 1`)
 	s.codeUsed = p(`SELECT COUNT(*) FROM orders WHERE code_hash = ?`)
-	s.attachCode = p(`UPDATE orders SET channel = ?, code_masked = ?, code_hash = ?, state = ?, updated_at = ? WHERE mch_order_no = ?`)
-	s.updateOrder = p(`UPDATE orders SET state = ?, pay_order_id = ?, status = ?, message = ?, not_sent = ?, interrupted = ?, updated_at = ? WHERE mch_order_no = ?`)
+	// moveOrder and attachArmed check the order's state and change it in
+	// one statement, returning the row as it now is: a sale's commits do
+	// not read the order first. No row means it is gone or was moved.
+	s.moveOrder = p(`UPDATE orders SET state = ?, pay_order_id = CASE WHEN ? = '' THEN pay_order_id ELSE ? END,
+		status = CASE WHEN ? < 0 THEN status ELSE ? END, message = ?, not_sent = (not_sent OR ?), interrupted = (interrupted OR ?),
+		updated_at = ? WHERE mch_order_no = ? AND state = ? RETURNING ` + orderCols)
+	s.attachArmed = p(`UPDATE orders SET channel = ?, code_masked = ?, code_hash = ?, state = 'SUBMITTING', updated_at = ?
+		WHERE mch_order_no = ? AND state = 'ARMED' RETURNING ` + orderCols)
 	s.insertTransition = p(`INSERT INTO transitions(order_seq, n, at, from_state, to_state, status, detail)
 		VALUES (?, (SELECT COALESCE(MAX(n), 0) + 1 FROM transitions WHERE order_seq = ?), ?, ?, ?, ?, ?)`)
 	s.lastByRef = p(`SELECT ` + orderCols + ` FROM orders WHERE ecr_ref = ? AND ecr_ref <> '' ORDER BY seq DESC LIMIT 1`)
