@@ -1,21 +1,21 @@
 package iotpay
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // MaxReplyBytes caps how much of a reply body is read.
@@ -232,29 +232,145 @@ type field struct {
 
 type fields []field
 
-// encode builds the signed JSON object and the form body carrying it.
+// encode builds the signed JSON object and the form body carrying it:
+// the object's names in byte order ("sign" among them), as encoding/json
+// writes a map without HTML escaping, built directly because a sale sends
+// two requests and the map, reflection and sort cost more than the rest of
+// the request's preparation (FuzzEncode holds it to encoding/json).
 func (f fields) encode(key string) (string, error) {
-	m := make(map[string]string, len(f))
-	obj := make(map[string]any, len(f)+1)
+	kept := make(fields, 0, len(f)+1)
 	for _, fl := range f {
-		if fl.value == "" {
+		if fl.value != "" && fl.name != "sign" {
+			kept = append(kept, fl)
+		}
+	}
+	// A name given twice keeps its last value, as a map would.
+	slices.SortStableFunc(kept, func(a, b field) int { return strings.Compare(a.name, b.name) })
+	uniq := kept[:0]
+	for i, fl := range kept {
+		if i+1 < len(kept) && kept[i+1].name == fl.name {
 			continue
 		}
-		m[fl.name] = fl.value
-		if fl.number {
-			obj[fl.name] = json.Number(fl.value)
-		} else {
-			obj[fl.name] = fl.value
+		uniq = append(uniq, fl)
+	}
+	kept = uniq
+	sign := field{name: "sign", value: signSorted(kept, key)}
+	at, _ := slices.BinarySearchFunc(kept, "sign", func(fl field, name string) int { return strings.Compare(fl.name, name) })
+	kept = slices.Insert(kept, at, sign)
+
+	b := make([]byte, 0, 512)
+	b = append(b, '{')
+	for i, fl := range kept {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, fl.name)
+		b = append(b, ':')
+		if !fl.number {
+			b = appendJSONString(b, fl.value)
+			continue
+		}
+		if !validNumber(fl.value) {
+			return "", fmt.Errorf("json: invalid number literal %q", fl.value)
+		}
+		b = append(b, fl.value...)
+	}
+	b = append(b, '}')
+	return "params=" + url.QueryEscape(string(b)), nil
+}
+
+// validNumber reports whether s is a JSON number literal, the check
+// encoding/json makes of a json.Number.
+func validNumber(s string) bool {
+	i := 0
+	digits := func() bool {
+		n := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		return i > n
+	}
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case !digits():
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if !digits() {
+			return false
 		}
 	}
-	obj["sign"] = Sign(m, key)
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(obj); err != nil {
-		return "", err
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if !digits() {
+			return false
+		}
 	}
-	return url.Values{"params": {strings.TrimSuffix(buf.String(), "\n")}}.Encode(), nil
+	return i == len(s)
+}
+
+// appendJSONString appends s as a JSON string the way encoding/json writes
+// it with HTML escaping off: quote, backslash and control bytes escaped,
+// U+2028 and U+2029 escaped, invalid UTF-8 replaced by U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // EncodeParams returns the form body for fields (name → value); numeric

@@ -3,7 +3,9 @@ package iotpay
 import (
 	"bytes"
 	"encoding/json"
+	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -127,4 +129,49 @@ func scalarReference(raw []byte) (string, bool) {
 		}
 		return n.String(), true
 	}
+}
+
+// FuzzEncode holds the request encoder to what encoding/json makes of the
+// same object as a map (HTML escaping off), and to Sign over the same
+// fields: names, values and number literals of any shape, duplicates and a
+// field named "sign" included.
+func FuzzEncode(f *testing.F) {
+	f.Add("mchOrderNo", "L01-00000042-AB12", "amount", "2865", true, "subject", "Caf\u00e9 <A&B> \"q\" \\ \u2028", "TESTKEY")
+	f.Add("a", "\x00\x1f\x7f\xff\xfe", "b", "-0.5e+3", true, "a", "again", "k")
+	f.Add("sign", "forged", "amount", "01", true, "body", "\t\n\r\b\f", "")
+	f.Add("x", "1", "y", " 1", true, "z", "\ud7ff\U0010ffff\u2029", "key")
+	f.Fuzz(func(t *testing.T, n1, v1, n2, v2 string, num bool, n3, v3, key string) {
+		fs := fields{{n1, v1, false}, {n2, v2, num}, {n3, v3, false}}
+		got, gotErr := fs.encode(key)
+
+		// The encoding as it was built before: a map through encoding/json.
+		m := map[string]string{}
+		obj := map[string]any{}
+		for _, fl := range fs {
+			if fl.value == "" {
+				continue
+			}
+			m[fl.name] = fl.value
+			if fl.number {
+				obj[fl.name] = json.Number(fl.value)
+			} else {
+				obj[fl.name] = fl.value
+			}
+		}
+		obj["sign"] = Sign(m, key)
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		wantErr := enc.Encode(obj)
+		if (gotErr != nil) != (wantErr != nil) {
+			t.Fatalf("error %v, encoding/json says %v", gotErr, wantErr)
+		}
+		if wantErr != nil {
+			return
+		}
+		want := url.Values{"params": {strings.TrimSuffix(buf.String(), "\n")}}.Encode()
+		if got != want {
+			t.Fatalf("encoded\n %s\nwant\n %s", got, want)
+		}
+	})
 }

@@ -10,8 +10,7 @@ package iotpay
 import (
 	"crypto/md5"
 	"crypto/subtle"
-	"encoding/hex"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -20,30 +19,42 @@ import (
 // name=value with raw values, "&key=KEY" is appended, and the MD5 digest is
 // returned as 32 upper-case hex characters.
 func Sign(fields map[string]string, key string) string {
-	names := make([]string, 0, len(fields))
-	size := len("&key=") + len(key)
+	sorted := make([]field, 0, len(fields))
 	for name, value := range fields {
 		if name == "sign" || value == "" {
 			continue
 		}
-		names = append(names, name)
-		size += len(name) + len(value) + 2
+		sorted = append(sorted, field{name: name, value: value})
 	}
-	sort.Strings(names)
-	var b strings.Builder
-	b.Grow(size)
-	for i, name := range names {
+	slices.SortFunc(sorted, func(a, b field) int { return strings.Compare(a.name, b.name) })
+	return signSorted(sorted, key)
+}
+
+// signSorted is Sign over fields already sorted by name, without "sign"
+// or empty values.
+func signSorted(sorted []field, key string) string {
+	size := len("&key=") + len(key)
+	for _, f := range sorted {
+		size += len(f.name) + len(f.value) + 2
+	}
+	b := make([]byte, 0, size)
+	for i, f := range sorted {
 		if i > 0 {
-			b.WriteByte('&')
+			b = append(b, '&')
 		}
-		b.WriteString(name)
-		b.WriteByte('=')
-		b.WriteString(fields[name])
+		b = append(b, f.name...)
+		b = append(b, '=')
+		b = append(b, f.value...)
 	}
-	b.WriteString("&key=")
-	b.WriteString(key)
-	sum := md5.Sum([]byte(b.String()))
-	return strings.ToUpper(hex.EncodeToString(sum[:]))
+	b = append(b, "&key="...)
+	b = append(b, key...)
+	sum := md5.Sum(b)
+	var out [2 * md5.Size]byte
+	const upperHex = "0123456789ABCDEF"
+	for i, c := range sum {
+		out[2*i], out[2*i+1] = upperHex[c>>4], upperHex[c&0xf]
+	}
+	return string(out[:])
 }
 
 // Verify reports whether sign is the signature of fields under key. The
