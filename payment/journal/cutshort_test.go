@@ -13,7 +13,7 @@ func TestUnsyncedWriteCutShort(t *testing.T) {
 	j, _ := openTemp(t, Options{})
 	for i := 0; i < 300; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
-		err := j.writeUnsynced(ctx, "cut short", func(tx *sql.Tx) error {
+		err := j.writeUnsynced(ctx, "cut short", func(_ context.Context, tx *sql.Tx) error {
 			if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO meta(key, value) VALUES ('cut', 'x')`); err != nil {
 				return err
 			}
@@ -35,6 +35,39 @@ func TestUnsyncedWriteCutShort(t *testing.T) {
 		}
 		if j.SyncedCommits() != synced+1 {
 			t.Fatalf("round %d: the next write was not synced", i)
+		}
+	}
+}
+
+// The statements of a write run on a context that is never cancelled (the
+// driver would watch it with a goroutine each), yet a stop still ends the
+// write: the commit after it fails, and nothing of it is on disk.
+func TestStopEndsAWriteBetweenStatements(t *testing.T) {
+	j, _ := openTemp(t, Options{})
+	for _, synced := range []bool{true, false} {
+		ctx, cancel := context.WithCancel(context.Background())
+		fn := func(sctx context.Context, tx *sql.Tx) error {
+			if sctx.Done() != nil {
+				t.Error("the statements' context can be cancelled")
+			}
+			if _, err := tx.ExecContext(sctx, `INSERT OR REPLACE INTO meta(key, value) VALUES ('stopped', 'x')`); err != nil {
+				return err
+			}
+			cancel()
+			return nil
+		}
+		var err error
+		if synced {
+			err = j.write(ctx, "stopped", fn)
+		} else {
+			err = j.writeUnsynced(ctx, "stopped", fn)
+		}
+		if !Interrupted(err) {
+			t.Fatalf("synced=%v: a write stopped before its commit returned %v", synced, err)
+		}
+		var n int
+		if err := j.db.QueryRow(`SELECT COUNT(*) FROM meta WHERE key = 'stopped'`).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("synced=%v: the stopped write left %d rows (%v)", synced, n, err)
 		}
 	}
 }

@@ -365,7 +365,7 @@ func (j *Journal) migrate(from int) error {
 				return err
 			}
 		}
-		err := j.write(context.Background(), "migrate", func(tx *sql.Tx) error {
+		err := j.write(context.Background(), "migrate", func(ctx context.Context, tx *sql.Tx) error {
 			if _, err := tx.Exec(migrations[v-1]); err != nil {
 				return err
 			}
@@ -438,12 +438,12 @@ func storage(op string, err error) error {
 }
 
 // write runs fn in one immediate transaction and commits it.
-func (j *Journal) write(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
+func (j *Journal) write(ctx context.Context, op string, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	tx, err := j.db.BeginTx(ctx, nil)
 	if err != nil {
 		return storage(op, err)
 	}
-	return j.commit(op, tx, fn, true)
+	return j.commit(ctx, op, tx, fn, true)
 }
 
 // writeUnsynced is write without the commit's fsync (synchronous=NORMAL
@@ -453,7 +453,7 @@ func (j *Journal) write(ctx context.Context, op string, fn func(tx *sql.Tx) erro
 // nothing; a power cut before the next synced commit loses this
 // transaction. Until that commit, Unsynced is true and the outbox holds
 // back the events this transaction wrote (UndurableFrom).
-func (j *Journal) writeUnsynced(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
+func (j *Journal) writeUnsynced(ctx context.Context, op string, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	// The journal's one connection, held so that no other write commits
 	// while it is not synchronous=FULL.
 	conn, err := j.db.Conn(ctx)
@@ -475,7 +475,7 @@ func (j *Journal) writeUnsynced(ctx context.Context, op string, fn func(tx *sql.
 		if err != nil {
 			return storage(op, err)
 		}
-		return j.commit(op, tx, fn, false)
+		return j.commit(ctx, op, tx, fn, false)
 	}()
 	if werr != nil && Interrupted(werr) {
 		// The caller stopped mid-write: database/sql may still be
@@ -497,9 +497,13 @@ func (j *Journal) writeUnsynced(ctx context.Context, op string, fn func(tx *sql.
 // commit runs fn in tx and commits it; synced says whether the commit
 // fsyncs (synchronous=FULL). The caller holds the journal's connection
 // (tx), so commits reach the WAL in the order durability sees them.
-func (j *Journal) commit(op string, tx *sql.Tx, fn func(tx *sql.Tx) error, synced bool) error {
+func (j *Journal) commit(ctx context.Context, op string, tx *sql.Tx, fn func(ctx context.Context, tx *sql.Tx) error, synced bool) error {
 	gen := j.dur.begin(synced)
-	if err := fn(tx); err != nil {
+	// The statements run on a context that is never cancelled: the
+	// driver watches a cancellable one with a goroutine per statement (a
+	// dozen a sale). The transaction still ends with ctx: database/sql
+	// rolls it back, so later statements and the commit fail.
+	if err := fn(context.WithoutCancel(ctx), tx); err != nil {
 		_ = tx.Rollback()
 		if isLogical(err) {
 			return err
@@ -596,7 +600,7 @@ func (j *Journal) Sync(ctx context.Context) error {
 	if !j.Unsynced() {
 		return nil
 	}
-	return j.write(ctx, "sync", func(tx *sql.Tx) error {
+	return j.write(ctx, "sync", func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO meta(key, value) VALUES ('synced_at', ?)`, fmt.Sprint(ms(j.now())))
 		return err
 	})

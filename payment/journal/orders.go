@@ -118,7 +118,7 @@ type Code struct {
 // durable before a code is scanned, so a scan sends create_order at once.
 func (j *Journal) ArmOrder(ctx context.Context, a Armed, number func(seq uint64) string) (Order, error) {
 	var o Order
-	err := j.write(ctx, "arm order", func(tx *sql.Tx) error {
+	err := j.write(ctx, "arm order", func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		o, err = j.insertOrder(ctx, tx, NewOrder{TerminalID: a.TerminalID, Amount: a.Amount, Currency: a.Currency,
 			Source: a.Source, ECRRef: a.ECRRef, POSNumber: a.POSNumber, ECRType: a.ECRType}, StateArmed, number)
@@ -141,7 +141,7 @@ func (j *Journal) ArmOrder(ctx context.Context, a Armed, number func(seq uint64)
 // code and the wallet would be missing from its row.
 func (j *Journal) AttachCode(ctx context.Context, no string, c Code) (Order, error) {
 	var o Order
-	err := j.writeUnsynced(ctx, "attach code", func(tx *sql.Tx) error {
+	err := j.writeUnsynced(ctx, "attach code", func(ctx context.Context, tx *sql.Tx) error {
 		now := ms(j.now())
 		var err error
 		o, err = scanOrder(tx.StmtContext(ctx, j.st.attachArmed).QueryRowContext(ctx, c.Channel, c.CodeMasked, c.CodeHash, now, no))
@@ -189,7 +189,7 @@ func uniqueViolation(err error) bool {
 // returns ErrCodeUsed when the code hash is already in the journal.
 func (j *Journal) AddOrder(ctx context.Context, n NewOrder, number func(counter uint64) string) (Order, error) {
 	var o Order
-	err := j.write(ctx, "add order", func(tx *sql.Tx) error {
+	err := j.write(ctx, "add order", func(ctx context.Context, tx *sql.Tx) error {
 		var used int
 		if err := tx.StmtContext(ctx, j.st.codeUsed).QueryRowContext(ctx, n.CodeHash).Scan(&used); err != nil {
 			return err
@@ -241,10 +241,15 @@ func (j *Journal) logTransition(ctx context.Context, tx *sql.Tx, seq uint64, at 
 	return err
 }
 
+// lookup is the context of a one-row read by index: it takes
+// microseconds, so it is never worth interrupting, and the driver watches
+// a cancellable context with a goroutine per statement.
+func lookup(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
+
 // CodeUsed reports whether a code hash is already in the journal.
 func (j *Journal) CodeUsed(ctx context.Context, hash string) (bool, error) {
 	var n int
-	if err := j.st.codeUsed.QueryRowContext(ctx, hash).Scan(&n); err != nil {
+	if err := j.st.codeUsed.QueryRowContext(lookup(ctx), hash).Scan(&n); err != nil {
 		return false, storage("code lookup", err)
 	}
 	return n > 0, nil
@@ -269,12 +274,12 @@ func (j *Journal) Settle(ctx context.Context, no string, from, to State, u Updat
 	return j.transition(ctx, no, from, to, u, j.writeUnsynced)
 }
 
-func (j *Journal) transition(ctx context.Context, no string, from, to State, u Update, write func(context.Context, string, func(*sql.Tx) error) error) (Order, error) {
+func (j *Journal) transition(ctx context.Context, no string, from, to State, u Update, write func(context.Context, string, func(context.Context, *sql.Tx) error) error) (Order, error) {
 	if from != to && !CanMove(from, to) {
 		return Order{}, fmt.Errorf("%w: %s → %s", ErrInvalidTransition, from, to)
 	}
 	var o Order
-	err := write(ctx, "transition", func(tx *sql.Tx) error {
+	err := write(ctx, "transition", func(ctx context.Context, tx *sql.Tx) error {
 		now := ms(j.now())
 		// The row as Apply(cur, to, u) makes it, in one guarded statement.
 		var err error
@@ -312,7 +317,7 @@ func Apply(o Order, to State, u Update) Order {
 
 // Get returns one order.
 func (j *Journal) Get(ctx context.Context, no string) (Order, error) {
-	o, err := scanOrder(j.st.getOrder.QueryRowContext(ctx, no))
+	o, err := scanOrder(j.st.getOrder.QueryRowContext(lookup(ctx), no))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, fmt.Errorf("%w: %s", ErrNotFound, no)
 	}
@@ -324,9 +329,9 @@ func (j *Journal) Get(ctx context.Context, no string) (Order, error) {
 
 // Find returns the order with this mchOrderNo or payOrderId.
 func (j *Journal) Find(ctx context.Context, id string) (Order, error) {
-	o, err := scanOrder(j.st.getOrder.QueryRowContext(ctx, id))
+	o, err := scanOrder(j.st.getOrder.QueryRowContext(lookup(ctx), id))
 	if errors.Is(err, sql.ErrNoRows) {
-		o, err = scanOrder(j.st.getOrderByPay.QueryRowContext(ctx, id))
+		o, err = scanOrder(j.st.getOrderByPay.QueryRowContext(lookup(ctx), id))
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, fmt.Errorf("%w: %s", ErrNotFound, id)
@@ -407,7 +412,7 @@ func (j *Journal) OpenOrders(ctx context.Context) ([]Order, error) {
 // LastByRef returns the newest order with this ECR reference. Newest is
 // the highest journal sequence: a clock that jumped cannot reorder sales.
 func (j *Journal) LastByRef(ctx context.Context, ref string) (Order, error) {
-	o, err := scanOrder(j.st.lastByRef.QueryRowContext(ctx, ref))
+	o, err := scanOrder(j.st.lastByRef.QueryRowContext(lookup(ctx), ref))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, fmt.Errorf("%w: reference %q", ErrNotFound, ref)
 	}
@@ -421,7 +426,7 @@ func (j *Journal) LastByRef(ctx context.Context, ref string) (Order, error) {
 // ref for amount cents, by journal sequence: the sale a register asking
 // again means when its reference was reused since for another amount.
 func (j *Journal) LastByRefAmount(ctx context.Context, ref string, amount int64) (Order, error) {
-	o, err := scanOrder(j.st.lastByRefAmount.QueryRowContext(ctx, ref, amount))
+	o, err := scanOrder(j.st.lastByRefAmount.QueryRowContext(lookup(ctx), ref, amount))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, fmt.Errorf("%w: reference %q for %d", ErrNotFound, ref, amount)
 	}
@@ -433,7 +438,7 @@ func (j *Journal) LastByRefAmount(ctx context.Context, ref string, amount int64)
 
 // LastPaid returns the newest paid order, by journal sequence.
 func (j *Journal) LastPaid(ctx context.Context) (Order, error) {
-	o, err := scanOrder(j.st.lastPaid.QueryRowContext(ctx))
+	o, err := scanOrder(j.st.lastPaid.QueryRowContext(lookup(ctx)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, fmt.Errorf("%w: no paid order", ErrNotFound)
 	}
@@ -538,7 +543,7 @@ func (j *Journal) MarkTaken(ctx context.Context, no string) error {
 	if j.readOnly {
 		return errors.New("journal opened read-only")
 	}
-	return j.write(ctx, "mark taken", func(tx *sql.Tx) error {
+	return j.write(ctx, "mark taken", func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.StmtContext(ctx, j.st.markTaken).ExecContext(ctx, no)
 		if err != nil {
 			return err

@@ -161,7 +161,7 @@ func (j *Journal) SetFleet(ctx context.Context, lane string, maxBacklog int) err
 	old := j.fleet.Load()
 	// The snapshot below is emitted under the new setting.
 	j.fleet.Store(&fleetSetting{lane: lane, maxBacklog: uint64(maxBacklog), st: old.st})
-	err := j.write(ctx, "set fleet", func(tx *sql.Tx) error {
+	err := j.write(ctx, "set fleet", func(ctx context.Context, tx *sql.Tx) error {
 		var was string
 		if err := tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'fleet_lane'`).Scan(&was); err != nil {
 			return err

@@ -61,7 +61,7 @@ func scanRefund(s scanner) (Refund, error) {
 func (j *Journal) AddRefund(ctx context.Context, n NewRefund, number func(counter uint64) string) (Refund, error) {
 	orderNo, amount := n.OrderNo, n.Amount
 	var r Refund
-	err := j.write(ctx, "add refund", func(tx *sql.Tx) error {
+	err := j.write(ctx, "add refund", func(ctx context.Context, tx *sql.Tx) error {
 		var state string
 		var paid int64
 		var orderSeq uint64
@@ -122,7 +122,7 @@ func (j *Journal) SettleRefund(ctx context.Context, refundNo string, done bool, 
 
 func (j *Journal) finishRefund(ctx context.Context, refundNo string, state RefundState, msg string, onlyUnknown bool) (Refund, error) {
 	var r Refund
-	err := j.write(ctx, "finish refund", func(tx *sql.Tx) error {
+	err := j.write(ctx, "finish refund", func(ctx context.Context, tx *sql.Tx) error {
 		var cur string
 		var created int64
 		err := tx.StmtContext(ctx, j.st.getRefund).QueryRowContext(ctx, refundNo).Scan(&r.MchOrderNo, &r.Amount, &cur, &r.Source, &r.ECRRef, &created)
@@ -229,7 +229,7 @@ func (j *Journal) MarkRefundTaken(ctx context.Context, no string) error {
 	if j.readOnly {
 		return errors.New("journal opened read-only")
 	}
-	return j.write(ctx, "mark refund taken", func(tx *sql.Tx) error {
+	return j.write(ctx, "mark refund taken", func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.StmtContext(ctx, j.st.markRefundTaken).ExecContext(ctx, no)
 		if err != nil {
 			return err
