@@ -180,6 +180,20 @@ func TestMigrateFromV1(t *testing.T) {
 	if _, err := j.AddRefund(ctx, NewRefund{OrderNo: last.MchOrderNo, Amount: 50, Source: RefundByECR, ECRRef: "INV1"}, func(c uint64) string { return fmt.Sprint("R", c) }); err != nil {
 		t.Fatal(err)
 	}
+	// An upgraded journal keeps code_hash UNIQUE on the column (new ones
+	// have a partial index): armed orders without a code live side by
+	// side, and a used code is refused the same way.
+	a1, err1 := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 400, Currency: "CAD", Source: "keypad"}, num)
+	a2, err2 := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 500, Currency: "CAD", Source: "keypad"}, num)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("arming after upgrade: %v %v", err1, err2)
+	}
+	if _, err := j.AttachCode(ctx, a1.MchOrderNo, Code{Channel: "WX_MICROPAY", CodeMasked: "13****6789", CodeHash: "h1"}); !errors.Is(err, ErrCodeUsed) {
+		t.Fatalf("a used code attached after upgrade: %v", err)
+	}
+	if _, err := j.AttachCode(ctx, a2.MchOrderNo, Code{Channel: "WX_MICROPAY", CodeMasked: "13****6781", CodeHash: "h9"}); err != nil {
+		t.Fatalf("a new code after upgrade: %v", err)
+	}
 }
 
 // A journal another process holds is reported as locked, never as damaged
