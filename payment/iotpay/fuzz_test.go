@@ -3,7 +3,10 @@ package iotpay
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -174,4 +177,110 @@ func FuzzEncode(f *testing.F) {
 			t.Fatalf("encoded\n %s\nwant\n %s", got, want)
 		}
 	})
+}
+
+// FuzzParseReplySplit holds ParseReply, which splits a reply's object
+// itself, to the parser it replaced (parseReplyStd below: a map through
+// encoding/json): the same Reply, field for field, or an error for the
+// same bodies. Duplicate names, escaped and non-ASCII names, nested
+// payOrder of every type, whitespace and invalid JSON among the seeds.
+func FuzzParseReplySplit(f *testing.F) {
+	for _, s := range []string{
+		`{"retCode":"SUCCESS","resCode":"SUCCESS","payOrder":{"payOrderId":"AM1","mchOrderNo":"M1","status":2}}`,
+		`{"retCode":"SUCCESS","resCode":"SUCCESS","mchOrderNo":"L01-1","payOrderId":"AM2","status":2,"amount":2865,"currency":"cad","sign":"AB"}`,
+		` { "status" : "1" , "status" : {} , "amount":1e3, "sign":"x", "sign":null } `,
+		`{"a\u0062":"1","\u00e9":"2","\xff":"3","a\"b":4,"":5}`,
+		`{"payOrder":null}`, `{"payOrder":[1,{"status":2}]}`, `{"payOrder":"{\"status\":2}"}`,
+		`{"payOrder":{"status":2,"status":3,"amount":"7","currency":"usd","channelId":"WX"},"payOrder":{"status":4}}`,
+		`{"status":2}x`, `{"status":2,}`, `{"status"2}`, `[{"status":2}]`, `null`, ` null `, `"x"`, `{}`, `{"k":[]}`,
+		`{"retMsg":"a\nb\u2028","errCode":"0112","paySuccTime":"1764400000000","status":-1,"amount":"-5"}`,
+		`{"status":true,"amount":false,"retCode":"success","resCode":["SUCCESS"]}`,
+		"{\"status\":\"2\"\t,\r\n\"sign\" :\"Z\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, gotErr := ParseReply(body)
+		want, wantErr := parseReplyStd(body)
+		if (gotErr != nil) != (wantErr != nil) || gotErr != nil && gotErr.Error() != wantErr.Error() {
+			t.Fatalf("%q: error %v, encoding/json's parser says %v", body, gotErr, wantErr)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\n got %+v\nwant %+v", body, got, want)
+		}
+	})
+}
+
+// parseReplyStd is ParseReply as it was: the reply's object decoded into a
+// map by encoding/json. FuzzParseReplySplit holds the new one to it.
+func parseReplyStd(body []byte) (*Reply, error) {
+	// One object and nothing after it (json.Unmarshal refuses trailing
+	// data); its values stay raw, so numbers keep their literals.
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil {
+		return nil, fmt.Errorf("reply is not one JSON object: %w", err)
+	}
+	if top == nil {
+		return nil, errors.New("reply is JSON null")
+	}
+	r := &Reply{Status: -1, Amount: -1, Signed: make(map[string]string, len(top))}
+	for name, raw := range top {
+		s, ok := scalar(raw)
+		if !ok || s == "" || name == "sign" {
+			continue
+		}
+		r.Signed[name] = s
+	}
+	get := func(m map[string]json.RawMessage, name string) string {
+		s, _ := scalar(m[name])
+		return s
+	}
+	r.Sign = get(top, "sign")
+	r.RetCode = strings.ToUpper(get(top, "retCode"))
+	r.ResCode = strings.ToUpper(get(top, "resCode"))
+	r.RetMsg = get(top, "retMsg")
+	r.ErrCode = get(top, "errCode")
+	r.ErrCodeDes = get(top, "errCodeDes")
+	r.PayOrderID = get(top, "payOrderId")
+	r.MchOrderNo = get(top, "mchOrderNo")
+	r.ChannelID = get(top, "channelId")
+	r.Currency = strings.ToUpper(get(top, "currency"))
+	status := get(top, "status")
+	amount := get(top, "amount")
+	paid := get(top, "paySuccTime")
+	if raw, ok := top["payOrder"]; ok {
+		var nested map[string]json.RawMessage
+		if json.Unmarshal(raw, &nested) == nil && nested != nil {
+			if v := get(nested, "payOrderId"); v != "" {
+				r.PayOrderID = v
+			}
+			if v := get(nested, "mchOrderNo"); v != "" {
+				r.MchOrderNo = v
+			}
+			// The signed top-level status wins; the nested one is used
+			// only when there is no other, and is marked as unsigned.
+			if v := get(nested, "status"); v != "" && status == "" {
+				status, r.StatusNested = v, true
+			}
+			if v := get(nested, "amount"); v != "" && amount == "" {
+				amount = v
+			}
+			if v := get(nested, "channelId"); v != "" && r.ChannelID == "" {
+				r.ChannelID = v
+			}
+			if v := get(nested, "currency"); v != "" && r.Currency == "" {
+				r.Currency = strings.ToUpper(v)
+			}
+		}
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(status)); err == nil && n >= 0 {
+		r.Status = n
+	}
+	if n, err := strconv.ParseInt(strings.TrimSpace(amount), 10, 64); err == nil && n >= 0 {
+		r.Amount = n
+	}
+	if n, err := strconv.ParseInt(strings.TrimSpace(paid), 10, 64); err == nil && n > 0 {
+		r.PaidAt = n
+	}
+	return r, nil
 }

@@ -38,61 +38,65 @@ type Reply struct {
 // ParseReply decodes a reply body. It fails only when the body is not a
 // JSON object.
 func ParseReply(body []byte) (*Reply, error) {
-	// One object and nothing after it (json.Unmarshal refuses trailing
-	// data); its values stay raw, so numbers keep their literals.
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(body, &top); err != nil {
-		return nil, fmt.Errorf("reply is not one JSON object: %w", err)
-	}
-	if top == nil {
-		return nil, errors.New("reply is JSON null")
+	top, ok := splitObject(body)
+	if !ok {
+		// Not an object, or not valid JSON: encoding/json says which.
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(body, &m); err != nil {
+			return nil, fmt.Errorf("reply is not one JSON object: %w", err)
+		}
+		if m == nil {
+			return nil, errors.New("reply is JSON null")
+		}
+		top = fromMap(m)
 	}
 	r := &Reply{Status: -1, Amount: -1, Signed: make(map[string]string, len(top))}
-	for name, raw := range top {
-		s, ok := scalar(raw)
-		if !ok || s == "" || name == "sign" {
+	// A name given twice counts once, with its last value (as a map
+	// decodes it).
+	for _, m := range top {
+		s, ok := scalar(m.raw)
+		if !ok || s == "" || m.name == "sign" {
+			delete(r.Signed, m.name)
 			continue
 		}
-		r.Signed[name] = s
+		r.Signed[m.name] = s
 	}
-	get := func(m map[string]json.RawMessage, name string) string {
-		s, _ := scalar(m[name])
-		return s
-	}
-	r.Sign = get(top, "sign")
-	r.RetCode = strings.ToUpper(get(top, "retCode"))
-	r.ResCode = strings.ToUpper(get(top, "resCode"))
-	r.RetMsg = get(top, "retMsg")
-	r.ErrCode = get(top, "errCode")
-	r.ErrCodeDes = get(top, "errCodeDes")
-	r.PayOrderID = get(top, "payOrderId")
-	r.MchOrderNo = get(top, "mchOrderNo")
-	r.ChannelID = get(top, "channelId")
-	r.Currency = strings.ToUpper(get(top, "currency"))
-	status := get(top, "status")
-	amount := get(top, "amount")
-	paid := get(top, "paySuccTime")
-	if raw, ok := top["payOrder"]; ok {
-		var nested map[string]json.RawMessage
-		if json.Unmarshal(raw, &nested) == nil && nested != nil {
-			if v := get(nested, "payOrderId"); v != "" {
+	// Every other field's text is its Signed value: a field left out of
+	// Signed is empty or not a scalar, which reads as "" too.
+	f := r.Signed
+	r.Sign = top.get("sign")
+	r.RetCode = strings.ToUpper(f["retCode"])
+	r.ResCode = strings.ToUpper(f["resCode"])
+	r.RetMsg = f["retMsg"]
+	r.ErrCode = f["errCode"]
+	r.ErrCodeDes = f["errCodeDes"]
+	r.PayOrderID = f["payOrderId"]
+	r.MchOrderNo = f["mchOrderNo"]
+	r.ChannelID = f["channelId"]
+	r.Currency = strings.ToUpper(f["currency"])
+	status := f["status"]
+	amount := f["amount"]
+	paid := f["paySuccTime"]
+	if raw, ok := top.raw("payOrder"); ok {
+		if nested, ok := nestedObject(raw); ok {
+			if v := nested.get("payOrderId"); v != "" {
 				r.PayOrderID = v
 			}
-			if v := get(nested, "mchOrderNo"); v != "" {
+			if v := nested.get("mchOrderNo"); v != "" {
 				r.MchOrderNo = v
 			}
 			// The signed top-level status wins; the nested one is used
 			// only when there is no other, and is marked as unsigned.
-			if v := get(nested, "status"); v != "" && status == "" {
+			if v := nested.get("status"); v != "" && status == "" {
 				status, r.StatusNested = v, true
 			}
-			if v := get(nested, "amount"); v != "" && amount == "" {
+			if v := nested.get("amount"); v != "" && amount == "" {
 				amount = v
 			}
-			if v := get(nested, "channelId"); v != "" && r.ChannelID == "" {
+			if v := nested.get("channelId"); v != "" && r.ChannelID == "" {
 				r.ChannelID = v
 			}
-			if v := get(nested, "currency"); v != "" && r.Currency == "" {
+			if v := nested.get("currency"); v != "" && r.Currency == "" {
 				r.Currency = strings.ToUpper(v)
 			}
 		}
@@ -107,6 +111,186 @@ func ParseReply(body []byte) (*Reply, error) {
 		r.PaidAt = n
 	}
 	return r, nil
+}
+
+// member is one name and raw value of a JSON object.
+type member struct {
+	name string
+	raw  json.RawMessage
+}
+
+// object is a JSON object's members in order; a name given twice means
+// its last value.
+type object []member
+
+func (o object) raw(name string) (json.RawMessage, bool) {
+	for i := len(o) - 1; i >= 0; i-- {
+		if o[i].name == name {
+			return o[i].raw, true
+		}
+	}
+	return nil, false
+}
+
+func (o object) get(name string) string {
+	raw, _ := o.raw(name)
+	s, _ := scalar(raw)
+	return s
+}
+
+func fromMap(m map[string]json.RawMessage) object {
+	o := make(object, 0, len(m))
+	for name, raw := range m {
+		o = append(o, member{name, raw})
+	}
+	return o
+}
+
+// nestedObject is the object raw holds, as json.Unmarshal into a map
+// would take it: ok is false for null and for anything not an object.
+func nestedObject(raw json.RawMessage) (object, bool) {
+	if o, ok := splitObject(raw); ok {
+		return o, true
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil || m == nil {
+		return nil, false
+	}
+	return fromMap(m), true
+}
+
+// splitObject splits data into its members when data is one valid JSON
+// object, without decoding the values: a reply is split twice per sale,
+// and a map through encoding/json costs most of a reply's handling.
+// Names with an escape or a byte above ASCII are decoded by encoding/json.
+// ok is false for anything else (invalid JSON, null, another type); the
+// caller then asks encoding/json. FuzzParseReplySplit holds the result to
+// encoding/json's.
+func splitObject(data []byte) (o object, ok bool) {
+	if !json.Valid(data) {
+		return nil, false
+	}
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return nil, false
+	}
+	o = make(object, 0, 12)
+	i = skipSpace(data, i+1)
+	if i < len(data) && data[i] == '}' {
+		return o, true
+	}
+	for i < len(data) && data[i] == '"' {
+		kEnd := stringEnd(data, i)
+		if kEnd < 0 {
+			return nil, false
+		}
+		name, ok := objectName(data[i:kEnd])
+		if !ok {
+			return nil, false
+		}
+		i = skipSpace(data, kEnd)
+		if i >= len(data) || data[i] != ':' {
+			return nil, false
+		}
+		i = skipSpace(data, i+1)
+		vEnd := valueEnd(data, i)
+		if vEnd < 0 {
+			return nil, false
+		}
+		o = append(o, member{name, data[i:vEnd:vEnd]})
+		i = skipSpace(data, vEnd)
+		if i >= len(data) {
+			return nil, false
+		}
+		switch data[i] {
+		case ',':
+			i = skipSpace(data, i+1)
+		case '}':
+			return o, true
+		default:
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd is the index after the string that starts at data[i] (a
+// quote), or -1.
+func stringEnd(data []byte, i int) int {
+	for j := i + 1; j < len(data); j++ {
+		switch data[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return -1
+}
+
+// valueEnd is the index after the value that starts at data[i], or -1.
+func valueEnd(data []byte, i int) int {
+	if i >= len(data) {
+		return -1
+	}
+	switch data[i] {
+	case '"':
+		return stringEnd(data, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(data); j++ {
+			switch data[j] {
+			case '"':
+				end := stringEnd(data, j)
+				if end < 0 {
+					return -1
+				}
+				j = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return -1
+	default: // a number, true, false or null
+		j := i
+		for j < len(data) && data[j] != ',' && data[j] != '}' && data[j] != ']' &&
+			data[j] != ' ' && data[j] != '\t' && data[j] != '\n' && data[j] != '\r' {
+			j++
+		}
+		return j
+	}
+}
+
+// objectName decodes a member's quoted name.
+func objectName(quoted []byte) (string, bool) {
+	inner := quoted[1 : len(quoted)-1]
+	plain := true
+	for _, c := range inner {
+		if c == '\\' || c >= utf8.RuneSelf {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return string(inner), true
+	}
+	var s string
+	if json.Unmarshal(quoted, &s) != nil {
+		return "", false
+	}
+	return s, true
 }
 
 // scalar renders a JSON scalar as the text the signature uses: strings
