@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -450,6 +451,11 @@ func startWithSlack(t *testing.T, proc *exec.Cmd, slack time.Duration) error {
 		return err
 	}
 	got, err := os.ReadFile(fmt.Sprintf("/proc/%d/timerslack_ns", proc.Process.Pid))
+	if errors.Is(err, os.ErrPermission) {
+		// Reading another process's slack takes CAP_SYS_NICE.
+		t.Logf("cannot check %s's timer slack as this user: %v", proc.Path, err)
+		return nil
+	}
 	if err != nil || strings.TrimSpace(string(got)) != strconv.FormatInt(slack.Nanoseconds(), 10) {
 		t.Fatalf("%s runs with timer slack %q (%v), want %v", proc.Path, got, err, slack)
 	}

@@ -3,6 +3,8 @@ package journal
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -41,10 +43,14 @@ func TestUnsyncedWriteCutShort(t *testing.T) {
 
 // The statements of a write run on a context that is never cancelled (the
 // driver would watch it with a goroutine each), yet a stop still ends the
-// write: the commit after it fails, and nothing of it is on disk.
+// write: the commit after it fails as interrupted, nothing of it is on
+// disk, and a refusal met as the stop lands (an order that moved on) is
+// returned as a refusal, never as a storage failure, with the connection
+// never left committing without fsync.
 func TestStopEndsAWriteBetweenStatements(t *testing.T) {
 	j, _ := openTemp(t, Options{})
-	for _, synced := range []bool{true, false} {
+	for i := 0; i < 1500; i++ {
+		synced, refuse := i%3 == 0, i%2 == 1
 		ctx, cancel := context.WithCancel(context.Background())
 		fn := func(sctx context.Context, tx *sql.Tx) error {
 			if sctx.Done() != nil {
@@ -54,7 +60,12 @@ func TestStopEndsAWriteBetweenStatements(t *testing.T) {
 				return err
 			}
 			cancel()
-			return nil
+			if refuse {
+				return fmt.Errorf("%w: refused as the stop came", ErrStateChanged)
+			}
+			// A statement after the stop: it may meet the rollback.
+			_, err := tx.ExecContext(sctx, `INSERT OR REPLACE INTO meta(key, value) VALUES ('stopped2', 'x')`)
+			return err
 		}
 		var err error
 		if synced {
@@ -62,12 +73,20 @@ func TestStopEndsAWriteBetweenStatements(t *testing.T) {
 		} else {
 			err = j.writeUnsynced(ctx, "stopped", fn)
 		}
-		if !Interrupted(err) {
-			t.Fatalf("synced=%v: a write stopped before its commit returned %v", synced, err)
+		switch {
+		case refuse && !errors.Is(err, ErrStateChanged):
+			t.Fatalf("round %d (synced=%v): a refusal met as the stop came returned %v", i, synced, err)
+		case !refuse && !Interrupted(err):
+			t.Fatalf("round %d (synced=%v): a write stopped before its commit returned %v", i, synced, err)
+		case errors.Is(err, ErrStorage) && !Interrupted(err):
+			t.Fatalf("round %d (synced=%v): a stop reported as a storage failure: %v", i, synced, err)
 		}
-		var n int
-		if err := j.db.QueryRow(`SELECT COUNT(*) FROM meta WHERE key = 'stopped'`).Scan(&n); err != nil || n != 0 {
-			t.Fatalf("synced=%v: the stopped write left %d rows (%v)", synced, n, err)
+		var n, level int
+		if err := j.db.QueryRow(`SELECT COUNT(*) FROM meta WHERE key IN ('stopped', 'stopped2')`).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("round %d: the stopped write left %d rows (%v)", i, n, err)
+		}
+		if err := j.db.QueryRow(`PRAGMA synchronous`).Scan(&level); err != nil || level != 2 {
+			t.Fatalf("round %d: the connection is left at synchronous=%d (%v), want FULL (2)", i, level, err)
 		}
 	}
 }

@@ -477,11 +477,12 @@ func (j *Journal) writeUnsynced(ctx context.Context, op string, fn func(ctx cont
 		}
 		return j.commit(ctx, op, tx, fn, false)
 	}()
-	if werr != nil && Interrupted(werr) {
-		// The caller stopped mid-write: database/sql may still be
-		// rolling the transaction back on this connection, where the
-		// setting cannot change. Never hand it back: the pool opens a
-		// new one with the DSN's FULL.
+	if werr != nil && (Interrupted(werr) || ctx.Err() != nil) {
+		// The caller stopped mid-write (the write may also have been
+		// refused meanwhile, which is returned as it is): database/sql
+		// may still be rolling the transaction back on this connection,
+		// where the setting cannot change. Never hand it back: the pool
+		// opens a new one with the DSN's FULL.
 		drop()
 		return werr
 	}
@@ -508,11 +509,11 @@ func (j *Journal) commit(ctx context.Context, op string, tx *sql.Tx, fn func(ctx
 		if isLogical(err) {
 			return err
 		}
-		return storage(op, err)
+		return failed(ctx, op, err)
 	}
 	start := time.Now()
 	if err := tx.Commit(); err != nil {
-		return storage(op+" commit", err)
+		return failed(ctx, op+" commit", err)
 	}
 	j.dur.committed(synced, gen)
 	if synced && j.onCommit != nil {
@@ -523,6 +524,19 @@ func (j *Journal) commit(ctx context.Context, op string, tx *sql.Tx, fn func(ctx
 		j.synced.Add(1)
 	}
 	return nil
+}
+
+// failed is the error of a write that did not commit. When the caller
+// stopped meanwhile (ctx ended), database/sql rolls the transaction back
+// from a goroutine of its own, and what the write then meets ("statement
+// is closed", "transaction has already been committed or rolled back")
+// is that stop, not the disk: an interrupted write, nothing of it on
+// disk. Otherwise it is a storage failure.
+func failed(ctx context.Context, op string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("%s: %w (%v)", op, cerr, err)
+	}
+	return storage(op, err)
 }
 
 // durability follows commits made without their own fsync until a synced
