@@ -167,7 +167,11 @@ const (
 func (m *metrics) server(listen string, d *daemon, log *zap.Logger) runner {
 	return runner{name: "metrics", fatal: true, run: func(ctx context.Context) error {
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+		// No gzip: the scraper is on loopback or the shop's LAN, and
+		// each compressed scrape held a 1.3 MB compressor on the heap
+		// (bench-e2e: RSS 19.8 MiB instead of 18.8 with a scrape every
+		// 100 sales).
+		mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{DisableCompression: true}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 			pctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 			defer cancel()
