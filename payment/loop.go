@@ -209,6 +209,9 @@ func (l *lane) move(to State) error {
 		l.ready = true
 		close(l.t.ready)
 		l.t.log.Info("lane ready")
+		// Used codes are then checked in memory, once loaded (the load
+		// reads the whole code index, so it waits until READY).
+		l.t.jr.FilterCodes()
 	}
 	return nil
 }

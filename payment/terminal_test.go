@@ -198,6 +198,32 @@ func TestConnectionRefused(t *testing.T) {
 	}
 }
 
+// A code used before a restart is refused after it, once the lane checks
+// codes in memory (the journal's code filter) as before it.
+func TestUsedCodeRefusedAfterRestart(t *testing.T) {
+	h := newHarness(t)
+	used, fresh := h.code(), h.code()
+	if r := h.sale(100, used); r.Outcome != payment.OutcomeApproved {
+		t.Fatalf("first use: %+v", r)
+	}
+	h.restart()
+	h.ready()
+	h.eventually("code filter loaded", h.jr.CodesFiltered)
+	ctx := context.Background()
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 200}); err != nil {
+		t.Fatal(err)
+	}
+	h.term.Scan(ctx, payment.Code{Text: used})
+	h.eventually("code used", func() bool { return h.rec.sawScreen(payment.ScreenCodeUsed) })
+	if n := h.sim.Requests("create_order"); n != 1 {
+		t.Fatalf("%d create_order requests after a used code, want 1", n)
+	}
+	h.term.Scan(ctx, payment.Code{Text: fresh})
+	if r := h.result(); r.Outcome != payment.OutcomeApproved || r.Request.Amount != 200 {
+		t.Fatalf("a fresh code after the used one: %+v", r)
+	}
+}
+
 func TestCodeChecks(t *testing.T) {
 	h := newHarness(t)
 	h.ready()

@@ -228,6 +228,7 @@ type Journal interface {
 	ArmOrder(ctx context.Context, a journal.Armed, number func(uint64) string) (journal.Order, error)
 	AttachCode(ctx context.Context, no string, c journal.Code) (journal.Order, error)
 	CodeUsed(ctx context.Context, hash string) (bool, error)
+	FilterCodes()
 	Transition(ctx context.Context, no string, from, to journal.State, u journal.Update) (journal.Order, error)
 	Settle(ctx context.Context, no string, from, to journal.State, u journal.Update) (journal.Order, error)
 	Sync(ctx context.Context) error

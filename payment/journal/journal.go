@@ -7,6 +7,7 @@
 package journal
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -14,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +58,9 @@ type Options struct {
 	// a read of the whole file. After a crash or power cut it runs.
 	// CheckIntegrity does the full read in the background.
 	TrackCleanStop bool
+
+	// codeChunk is the code filter's load chunk; tests make it small.
+	codeChunk int
 }
 
 // Journal is an open journal. It is safe for concurrent use.
@@ -75,6 +80,16 @@ type Journal struct {
 	// CheckedAtOpen reports whether Open read the whole file (quick_check);
 	// false after a clean stop with TrackCleanStop.
 	CheckedAtOpen bool
+
+	// codes answers most "is this code used?" checks without a read
+	// (codefilter.go) once FilterCodes has loaded it; nil when read-only.
+	// loadStop and loadDone end and wait for that background load.
+	codes     *codeFilter
+	codeChunk int
+	loadMu    sync.Mutex
+	loadStop  context.CancelFunc
+	loadDone  chan struct{}
+	closed    bool
 
 	// The code secret, from its own file (secret.go); secretRenewed: a
 	// new one was made for a journal that has orders.
@@ -136,8 +151,42 @@ func Open(path string, opts Options) (*Journal, error) {
 			return nil, storage("mark open", err)
 		}
 	}
+	if !opts.ReadOnly {
+		j.codes = newCodeFilter()
+		j.codeChunk = cmp.Or(opts.codeChunk, codeLoadChunk)
+	}
 	return j, nil
 }
+
+// FilterCodes starts loading the code hashes on disk into the code filter
+// in the background, once; until the load completes, CodeUsed reads the
+// index. The daemon calls it once it is READY: on a large journal the
+// load reads the whole code index, and start-up does not wait for it.
+// Close stops it. A read-only journal has no filter.
+func (j *Journal) FilterCodes() {
+	j.loadMu.Lock()
+	defer j.loadMu.Unlock()
+	if j.codes == nil || j.loadDone != nil || j.closed {
+		return
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	j.loadStop, j.loadDone = stop, done
+	chunk := j.codeChunk
+	go func() {
+		defer stop()
+		defer close(done)
+		// Whoever was woken with it (the daemon's READY) goes first.
+		runtime.Gosched()
+		// A failed load only leaves every check on the index, as before
+		// the filter; a journal that cannot be read fails its next sale.
+		_ = j.loadCodes(ctx, chunk)
+	}()
+}
+
+// CodesFiltered reports whether the code filter has loaded and answers
+// CodeUsed for unused codes without a read.
+func (j *Journal) CodesFiltered() bool { return j.codes != nil && j.codes.complete.Load() }
 
 func dsn(path string, opts Options) string {
 	q := []string{
@@ -401,6 +450,14 @@ func (j *Journal) migrate(from int) error {
 // Close closes the database; with TrackCleanStop it first marks the
 // journal as closed cleanly.
 func (j *Journal) Close() error {
+	j.loadMu.Lock()
+	j.closed = true
+	stop, done := j.loadStop, j.loadDone
+	j.loadMu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
 	var err error
 	if j.trackStop && !j.unclean.Load() {
 		_, err = j.db.Exec(`UPDATE meta SET value = '1' WHERE key = 'clean_stop'`)

@@ -140,6 +140,10 @@ func (j *Journal) ArmOrder(ctx context.Context, a Armed, number func(seq uint64)
 // gateway about like any order that may have been sent: only the masked
 // code and the wallet would be missing from its row.
 func (j *Journal) AttachCode(ctx context.Context, no string, c Code) (Order, error) {
+	// Into the filter before the write: once the hash can be on disk, no
+	// check may answer "unused" from the filter (a write that fails only
+	// costs later checks of this code a read).
+	j.filterCode(c.CodeHash)
 	var o Order
 	err := j.writeUnsynced(ctx, "attach code", func(ctx context.Context, tx *sql.Tx) error {
 		now := ms(j.now())
@@ -162,6 +166,13 @@ func (j *Journal) AttachCode(ctx context.Context, no string, c Code) (Order, err
 		return j.emit(ctx, tx, event.KindOrder, no, "")
 	})
 	return o, err
+}
+
+// filterCode adds a hash about to be written to the code filter.
+func (j *Journal) filterCode(hash string) {
+	if j.codes != nil && hash != "" {
+		j.codes.add(hash)
+	}
 }
 
 // notIn is the error for an order that a guarded update did not find in
@@ -188,6 +199,7 @@ func uniqueViolation(err error) bool {
 // transaction (arming and attaching at once; tools and tests use it). It
 // returns ErrCodeUsed when the code hash is already in the journal.
 func (j *Journal) AddOrder(ctx context.Context, n NewOrder, number func(counter uint64) string) (Order, error) {
+	j.filterCode(n.CodeHash)
 	var o Order
 	err := j.write(ctx, "add order", func(ctx context.Context, tx *sql.Tx) error {
 		var used int
@@ -246,8 +258,12 @@ func (j *Journal) logTransition(ctx context.Context, tx *sql.Tx, seq uint64, at 
 // a cancellable context with a goroutine per statement.
 func lookup(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
 
-// CodeUsed reports whether a code hash is already in the journal.
+// CodeUsed reports whether a code hash is already in the journal. Most
+// unused codes are answered by the code filter without a read.
 func (j *Journal) CodeUsed(ctx context.Context, hash string) (bool, error) {
+	if j.codes != nil && j.codes.surelyUnused(hash) {
+		return false, nil
+	}
 	var n int
 	if err := j.st.codeUsed.QueryRowContext(lookup(ctx), hash).Scan(&n); err != nil {
 		return false, storage("code lookup", err)

@@ -14,7 +14,7 @@ type statements struct {
 	insertTransition, lastByRef, lastByRefAmount, lastPaid                                     *sql.Stmt
 	nextRefundSeq, insertRefund, getRefund, finishRefund, refundOrderUpdate                    *sql.Stmt
 	committedRefunds, orderForRefund, openRefunds, recentECRRefund, markTaken, markRefundTaken *sql.Stmt
-	markInterrupted, moveOrder, attachArmed                                                    *sql.Stmt
+	markInterrupted, moveOrder, attachArmed, codesAfter                                        *sql.Stmt
 }
 
 func prepare(db *sql.DB) (*statements, error) {
@@ -35,6 +35,9 @@ func prepare(db *sql.DB) (*statements, error) {
 	s.getOrder = p(`SELECT ` + orderCols + ` FROM orders WHERE mch_order_no = ?`)
 	s.getOrderByPay = p(`SELECT ` + orderCols + ` FROM orders WHERE pay_order_id = ? AND pay_order_id <> '' ORDER BY seq DESC LIMIT 1`)
 	s.codeUsed = p(`SELECT COUNT(*) FROM orders WHERE code_hash = ?`)
+	// In the code index's order (a comparison on code_hash lets SQLite use
+	// the partial index): the code filter's load reads it a chunk at a time.
+	s.codesAfter = p(`SELECT code_hash FROM orders WHERE code_hash > ? ORDER BY code_hash LIMIT ?`)
 	// moveOrder and attachArmed check the order's state and change it in
 	// one statement, returning the row as it now is: a sale's commits do
 	// not read the order first. No row means it is gone or was moved.
