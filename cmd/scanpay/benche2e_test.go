@@ -51,16 +51,25 @@ const fsyncSales = 200
 type benchGateway struct {
 	sim *iotpaysim.Sim
 	mu  sync.Mutex
-	// createAt is when the newest create_order arrived; replyAt when the
-	// newest reply was written and flushed.
-	createAt, replyAt time.Time
+	// createAt is when the newest create_order reached the socket (the
+	// kernel's stamp, benchwire_test.go), createSeen when its handler ran;
+	// replyAt when the newest reply was written and flushed.
+	createAt, createSeen, replyAt time.Time
+	unstamped                     int // requests the kernel gave no receive stamp for
 }
 
 func (g *benchGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	wire := wireArrival(r) // every request's, so that none is left for the next
 	if strings.HasSuffix(r.URL.Path, "create_order") {
 		now := time.Now()
+		if wire.IsZero() {
+			wire = now
+			g.mu.Lock()
+			g.unstamped++
+			g.mu.Unlock()
+		}
 		g.mu.Lock()
-		g.createAt = now
+		g.createAt, g.createSeen = wire, now
 		g.mu.Unlock()
 	}
 	// The reply goes out whole, with its length, in one write, as a real
@@ -83,10 +92,16 @@ func (g *benchGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.mu.Unlock()
 }
 
-func (g *benchGateway) times() (create, reply time.Time) {
+func (g *benchGateway) unstamps() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.createAt, g.replyAt
+	return g.unstamped
+}
+
+func (g *benchGateway) times() (create, seen, reply time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.createAt, g.createSeen, g.replyAt
 }
 
 // screenWatch reads a display pty and remembers when each byte arrived.
@@ -95,7 +110,8 @@ type screenWatch struct {
 	buf  []byte
 	at   []time.Time // read time for each byte's chunk end
 	wake chan struct{}
-	stop func() // ends the reader (also at the test's end)
+	stop func()    // ends the reader (also at the test's end)
+	rt   chan bool // whether the reader's thread got SCHED_FIFO
 }
 
 // watchScreen starts reading the display pty f. The reader keeps an OS
@@ -104,10 +120,13 @@ type screenWatch struct {
 // netpoller and scheduler would add the wake-up of an idle thread, a delay
 // that depends on how long the process has been idle: the gateway, served
 // by this same process, keeps it warm for a program that answers within a
-// few microseconds of the reply and not for one that takes longer. Both
-// sides are read this way.
+// few microseconds of the reply and not for one that takes longer. The
+// thread is real-time (SCHED_FIFO, when the test may set it): woken, it
+// runs at once instead of waiting for a core that the measured program,
+// still busy after its display write (scanpay answers the register and
+// commits), may hold. Both sides are read this way.
 func watchScreen(t *testing.T, f *os.File) *screenWatch {
-	s := &screenWatch{wake: make(chan struct{}, 1)}
+	s := &screenWatch{wake: make(chan struct{}, 1), rt: make(chan bool, 1)}
 	raw, err := f.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +137,9 @@ func watchScreen(t *testing.T, f *os.File) *screenWatch {
 	go func() {
 		defer close(done)
 		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
+		// The thread is not handed back to the runtime (no Unlock): it
+		// ends with the goroutine rather than run others at real-time.
+		s.rt <- unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 10}, 0) == nil
 		b := make([]byte, 4096)
 		for {
 			select {
@@ -250,6 +271,9 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/float
 type benchResult struct {
 	name                      string
 	scanWire, replyDisplay    []time.Duration
+	scanHandler               []time.Duration // scan CR → the gateway's handler
+	screenRT                  bool            // the display was read by a real-time thread
+	gw                        *benchGateway
 	cpuPerSale, switchPerSale float64
 	fsyncPerSale              float64
 	rss                       []procStats // every 1000 sales
@@ -308,14 +332,12 @@ func TestBenchE2E(t *testing.T) {
 	// scanpay (its TimerSlackNSec=), which is what a shop's Pi does. The
 	// memory and READY rows come from the unit's run.
 	slack := unitTimerSlack(t)
-	bareFloor := benchFloor(t, dir, sales, 0)
-	bareLane := benchLane(t, dir, sales, 0, 0)
-	floor, lane := bareFloor, bareLane
+	bareLane, bareFloor := benchPair(t, dir, sales, 0, 0)
+	lane, floor := bareLane, bareFloor
 	if slack > 0 {
-		floor = benchFloor(t, dir, sales, slack)
-		lane = benchLane(t, dir, sales, rssSales, slack)
+		lane, floor = benchPair(t, dir, sales, rssSales, slack)
 	} else {
-		lane = benchLane(t, dir, sales, rssSales, 0)
+		lane, _ = benchPair(t, dir, 0, rssSales, 0)
 	}
 	// An older build (SCANPAY_BENCH_BINARY) may not open a journal of
 	// this schema: SCANPAY_BENCH_READY=0 leaves the READY row out.
@@ -337,10 +359,19 @@ func TestBenchE2E(t *testing.T) {
 				float64(am)/float64(bm), float64(ap)/float64(bp))
 		}
 		row("scan CR -> create on wire", lane.scanWire, floor.scanWire)
+		row("  (-> gateway's handler)", lane.scanHandler, floor.scanHandler)
 		row("reply -> display bytes", lane.replyDisplay, floor.replyDisplay)
 		fmt.Fprintf(w, "%-28s | %-34s | %-34s\n", "CPU per sale", fmt.Sprintf("%.2f ms", lane.cpuPerSale), fmt.Sprintf("%.2f ms", floor.cpuPerSale))
 		fmt.Fprintf(w, "%-28s | %-34s | %-34s\n", "context switches per sale", fmt.Sprintf("%.1f", lane.switchPerSale), fmt.Sprintf("%.1f", floor.switchPerSale))
 		fmt.Fprintf(w, "%-28s | %-34s | %-34s\n", "fsyncs per sale", fmt.Sprintf("%.2f", lane.fsyncPerSale), fmt.Sprintf("%.2f", floor.fsyncPerSale))
+		for _, r := range []benchResult{lane, floor} {
+			if !r.screenRT {
+				fmt.Fprintf(w, "  note: %s's display was read by an ordinary thread (SCHED_FIFO refused: not root?)\n", r.name)
+			}
+			if n := r.gw.unstamps(); n > 0 {
+				fmt.Fprintf(w, "  note: %d of %s's requests had no kernel receive stamp: the handler's time stands in\n", n, r.name)
+			}
+		}
 	}
 	block("bare (the kernel's default timer slack):", bareLane, bareFloor)
 	if slack > 0 {
@@ -433,22 +464,24 @@ func unitTimerSlack(t *testing.T) time.Duration {
 // with this timer slack (0: the kernel's default), and checks that it
 // took: a child inherits the slack of the thread that forks it.
 func startWithSlack(t *testing.T, proc *exec.Cmd, slack time.Duration) error {
-	if slack <= 0 {
-		return proc.Start()
-	}
 	errc := make(chan error, 1)
 	go func() {
 		// The thread keeps the changed slack: it is never unlocked, so it
 		// ends with this goroutine instead of serving the test's others.
 		runtime.LockOSThread()
-		if err := unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(slack.Nanoseconds()), 0, 0, 0); err != nil {
-			errc <- err
-			return
+		if slack > 0 {
+			if err := unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(slack.Nanoseconds()), 0, 0, 0); err != nil {
+				errc <- err
+				return
+			}
 		}
 		errc <- proc.Start()
 	}()
 	if err := <-errc; err != nil {
 		return err
+	}
+	if slack <= 0 {
+		return nil
 	}
 	got, err := os.ReadFile(fmt.Sprintf("/proc/%d/timerslack_ns", proc.Process.Pid))
 	if errors.Is(err, os.ErrPermission) {
@@ -513,18 +546,108 @@ func benchDir(t *testing.T) string {
 func benchCode(i int) string { return fmt.Sprintf("13%016d", 5000000+i) }
 
 // benchLane measures the real daemon.
-func benchLane(t *testing.T, dir string, sales, rssSales int, slack time.Duration) benchResult {
-	res := benchResult{name: "scanpay"}
+// benchRunner is one program under measurement, started and warmed up.
+type benchRunner struct {
+	res  benchResult
+	pid  int
+	next int // the next sale's number
+	// sale runs sale i and returns its latencies: scan CR to create_order
+	// on the wire and to the gateway's handler, and reply to display.
+	sale func(i int) (scanWire, scanHandler, replyDisplay time.Duration)
+	// rssPhase runs the memory phase up to n sales in all (the lane only).
+	rssPhase func(n int)
+	stop     func()
+	cpu      time.Duration
+	switches int64
+}
+
+// batch runs n measured sales, counting only its own CPU and switches.
+func (r *benchRunner) batch(n int) {
+	before := readProc(r.pid)
+	for k := 0; k < n; k++ {
+		sw, sh, rd := r.sale(r.next)
+		r.next++
+		r.res.scanWire = append(r.res.scanWire, sw)
+		r.res.scanHandler = append(r.res.scanHandler, sh)
+		r.res.replyDisplay = append(r.res.replyDisplay, rd)
+	}
+	after := readProc(r.pid)
+	r.cpu += after.cpu - before.cpu
+	r.switches += after.switches - before.switches
+}
+
+// countFsyncs runs fsyncSales sales under strace (apart: tracing slows
+// the process and would skew the other figures).
+func (r *benchRunner) countFsyncs() {
+	fc := countFsyncs(r.pid)
+	for i := 0; i < fsyncSales; i++ {
+		r.sale(r.next)
+		r.next++
+	}
+	r.res.fsyncPerSale = float64(fc.stop()) / fsyncSales
+}
+
+// pairBatch is how many sales one program runs before the other takes
+// its turn; pairSettle is the pause between turns, for what a program
+// does after a sale (scanpay's taken mark and its fsync) to finish before
+// the other measures.
+const (
+	pairBatch  = 250
+	pairSettle = 100 * time.Millisecond
+)
+
+// benchPair runs scanpay and the floor side by side, taking turns every
+// pairBatch sales in the order ABBA ABBA…, so that both meet the same
+// stretches of a shared machine: run one after the other, a neighbour's
+// burst or a frequency change lands on one program's figures only, and
+// the ratio between them drifts from run to run. Within a turn the sales
+// run back to back, as before. Each program's CPU and switches are
+// counted over its own sales only. Then the lane alone runs its memory
+// phase, up to rssSales sales in all.
+func benchPair(t *testing.T, dir string, sales, rssSales int, slack time.Duration) (lane, floor benchResult) {
+	l := benchLane(t, dir, slack)
+	defer l.stop()
+	f := benchFloor(t, dir, slack)
+	defer f.stop()
+	for done, turn := 0, 0; done < sales; turn++ {
+		n := min(pairBatch, sales-done)
+		first, second := l, f
+		if turn%2 == 1 {
+			first, second = f, l
+		}
+		time.Sleep(pairSettle)
+		first.batch(n)
+		time.Sleep(pairSettle)
+		second.batch(n)
+		done += n
+	}
+	for _, r := range []*benchRunner{l, f} {
+		if sales > 0 {
+			r.res.cpuPerSale = float64(r.cpu) / float64(time.Millisecond) / float64(sales)
+			r.res.switchPerSale = float64(r.switches) / float64(sales)
+			r.countFsyncs()
+		}
+	}
+	if rssSales > 0 {
+		f.stop()
+		l.rssPhase(rssSales)
+	}
+	return l.res, f.res
+}
+
+// benchLane starts the daemon on ptys and warms it up.
+func benchLane(t *testing.T, dir string, slack time.Duration) *benchRunner {
+	r := &benchRunner{res: benchResult{name: "scanpay"}}
 	gw := &benchGateway{sim: iotpaysim.New(iotpaysim.Options{MchID: "10000576", Key: benchKey})}
-	srv := httptest.NewServer(gw)
-	defer srv.Close()
+	srv := newWireServer(gw)
 	ldir := filepath.Join(dir, "lane"+slackTag(slack))
 	os.MkdirAll(ldir, 0o700)
 	scanner := serialtest.NewPort(t, ldir, "scanner")
 	ecrDev := serialtest.NewPort(t, ldir, "ecr")
 	display := serialtest.NewPort(t, ldir, "display")
 	screen := watchScreen(t, display.Master())
-	defer screen.stop()
+	r.res.screenRT = <-screen.rt
+	r.res.gw = gw
 	reg := &ecrtest.Register{Conn: ecrDev.Master(), Timeout: 3 * time.Second}
 	metricsAddr := freePort(t)
 	cfg := writeConfig(t, ldir, fmt.Sprintf(`
@@ -561,15 +684,21 @@ level = %q
 	if err := startWithSlack(t, proc, slack); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		proc.Process.Signal(unix.SIGTERM)
-		proc.Wait()
-		logs.close()
-	}()
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			proc.Process.Signal(unix.SIGTERM)
+			proc.Wait()
+			logs.close()
+			screen.stop()
+			srv.Close()
+		})
+	}
 	screen.wait(t, 0, "Welcome")
 	time.Sleep(300 * time.Millisecond) // the serial links in raw mode
 	pid := proc.Process.Pid
-	sale := func(i int, measure bool) {
+	r.pid = pid
+	r.sale = func(i int) (time.Duration, time.Duration, time.Duration) {
 		from := screen.mark()
 		req := ecr.Request{POS: "01", Amount: int64(100 + i%40*100), Mode: '1', Type: ecr.TypePurchase, Currency: "124", Private: fmt.Sprintf("B%09d", i)}
 		if err := reg.Send(req); err != nil {
@@ -583,31 +712,21 @@ level = %q
 		if r, err := reg.Receive(10*time.Second, false); err != nil || r.Status != ecr.StatusApproved {
 			t.Fatalf("sale %d: %+v %v\n%s", i, r, err, logs.tail())
 		}
-		if measure {
-			created, replied := gw.times()
-			res.scanWire = append(res.scanWire, created.Sub(t0))
-			res.replyDisplay = append(res.replyDisplay, shown.Sub(replied))
-		}
+		created, seen, replied := gw.times()
+		return created.Sub(t0), seen.Sub(t0), shown.Sub(replied)
 	}
-	for i := 0; i < 20; i++ {
-		sale(i, false) // warm up
+	for ; r.next < 20; r.next++ {
+		r.sale(r.next) // warm up
 	}
-	before := readProc(pid)
-	for i := 0; i < sales; i++ {
-		sale(20+i, true)
-	}
-	after := readProc(pid)
-	res.cpuPerSale = float64(after.cpu-before.cpu) / float64(time.Millisecond) / float64(sales)
-	res.switchPerSale = float64(after.switches-before.switches) / float64(sales)
-	// fsyncs are counted apart: tracing slows the process and would skew
-	// the figures above.
-	done := 20 + sales
-	fc := countFsyncs(pid)
-	for i := 0; i < fsyncSales; i++ {
-		sale(done, false)
-		done++
-	}
-	res.fsyncPerSale = float64(fc.stop()) / fsyncSales
+	r.rssPhase = func(rssSales int) { r.memoryPhase(t, rssSales, metricsAddr) }
+	return r
+}
+
+// memoryPhase runs the lane's sales up to rssSales in all, reading its
+// RSS every 1000 and its metrics as Prometheus would.
+func (r *benchRunner) memoryPhase(t *testing.T, rssSales int, metricsAddr string) {
+	res, pid, done := &r.res, r.pid, r.next
+	sale := func(i int) { r.sale(i) }
 	// Prometheus scrapes a lane every 15 s or so, asking for gzip as Go's
 	// client does: the memory rows count what a scrape costs too.
 	scrape := func() {
@@ -619,7 +738,7 @@ level = %q
 	scrape()
 	res.rss = append(res.rss, readProc(pid))
 	for done < rssSales {
-		sale(done, false)
+		sale(done)
 		done++
 		if done%100 == 0 {
 			scrape()
@@ -670,21 +789,22 @@ level = %q
 			}
 		}
 	}
-	return res
+	r.next = done
 }
 
-// benchFloor measures the floor program on the same kind of ptys.
-func benchFloor(t *testing.T, dir string, sales int, slack time.Duration) benchResult {
-	res := benchResult{name: "floor"}
+// benchFloor starts the floor program on the same kind of ptys and warms
+// it up.
+func benchFloor(t *testing.T, dir string, slack time.Duration) *benchRunner {
+	r := &benchRunner{res: benchResult{name: "floor"}}
 	gw := &benchGateway{sim: iotpaysim.New(iotpaysim.Options{MchID: "10000576", Key: benchKey})}
-	srv := httptest.NewServer(gw)
-	defer srv.Close()
+	srv := newWireServer(gw)
 	fdir := filepath.Join(dir, "floor"+slackTag(slack))
 	os.MkdirAll(fdir, 0o700)
 	scanner := serialtest.NewPort(t, fdir, "scanner")
 	display := serialtest.NewPort(t, fdir, "display")
 	screen := watchScreen(t, display.Master())
-	defer screen.stop()
+	r.res.screenRT = <-screen.rt
+	r.res.gw = gw
 	self, _ := os.Executable()
 	proc := exec.Command(self, "-test.run=^$")
 	proc.Env = append(os.Environ(), "SCANPAY_BENCH_FLOOR=1", "FLOOR_SCANNER="+scanner.Link, "FLOOR_DISPLAY="+display.Link, "FLOOR_GATEWAY="+srv.URL)
@@ -693,39 +813,29 @@ func benchFloor(t *testing.T, dir string, sales int, slack time.Duration) benchR
 	if err := startWithSlack(t, proc, slack); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		proc.Process.Kill()
-		proc.Wait()
-	}()
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			proc.Process.Kill()
+			proc.Wait()
+			screen.stop()
+			srv.Close()
+		})
+	}
 	screen.wait(t, 0, "READY")
-	pid := proc.Process.Pid
-	sale := func(i int, measure bool) {
+	r.pid = proc.Process.Pid
+	r.sale = func(i int) (time.Duration, time.Duration, time.Duration) {
 		from := screen.mark()
 		t0 := time.Now()
 		scanner.Master().Write([]byte(benchCode(i) + "\r"))
 		shown := screen.wait(t, from, "Approved")
-		if measure {
-			created, replied := gw.times()
-			res.scanWire = append(res.scanWire, created.Sub(t0))
-			res.replyDisplay = append(res.replyDisplay, shown.Sub(replied))
-		}
+		created, seen, replied := gw.times()
+		return created.Sub(t0), seen.Sub(t0), shown.Sub(replied)
 	}
-	for i := 0; i < 20; i++ {
-		sale(i, false)
+	for ; r.next < 20; r.next++ {
+		r.sale(r.next)
 	}
-	before := readProc(pid)
-	for i := 0; i < sales; i++ {
-		sale(20+i, true)
-	}
-	after := readProc(pid)
-	res.cpuPerSale = float64(after.cpu-before.cpu) / float64(time.Millisecond) / float64(sales)
-	res.switchPerSale = float64(after.switches-before.switches) / float64(sales)
-	fc := countFsyncs(pid)
-	for i := 0; i < fsyncSales; i++ {
-		sale(20+sales+i, false)
-	}
-	res.fsyncPerSale = float64(fc.stop()) / fsyncSales
-	return res
+	return r
 }
 
 // floorMain is the floor program: read a code from the scanner pty, send
