@@ -384,3 +384,66 @@ func TestTonePattern(t *testing.T) {
 		t.Fatalf("events %s, want %s", got, want)
 	}
 }
+
+// Screens shown faster than the port drains them: direct writes fill the
+// port, one is cut short and Run finishes it. The device must receive
+// whole commands only, in order (never an older screen after a newer
+// one), and end on the newest screen.
+func TestFullPortKeepsTheStreamWhole(t *testing.T) {
+	port := serialtest.NewPort(t, t.TempDir(), "display")
+	pole, stop := startPole(t, port, EscPos{}, nil)
+	defer stop()
+	l := Layout{Width: 20}
+	first := payment.Screen{Kind: payment.ScreenTyping, Amount: 1}
+	pole.Show(first)
+	port.ReadN(len(EscPos{}.Init()) + 2*len(EscPos{}.Line(0, l.Render(first)[0])))
+
+	const n = 4000 // about 100 KB of line commands: more than a pty holds
+	var last payment.Screen
+	for i := 2; i <= n; i++ {
+		last = payment.Screen{Kind: payment.ScreenTyping, Amount: int64(i)}
+		pole.Show(last)
+	}
+	var got []byte
+	m := port.Master()
+	buf := make([]byte, 4096)
+	for {
+		m.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		k, err := m.Read(buf)
+		got = append(got, buf[:k]...)
+		if err != nil {
+			break
+		}
+	}
+	want := l.Render(last)
+	// The row that carries the amount, and each amount's text on it.
+	row := 0
+	if l.Render(first)[0] == want[0] {
+		row = 1
+	}
+	amounts := map[string]int64{}
+	for i := int64(1); i <= n; i++ {
+		amounts[l.Render(payment.Screen{Kind: payment.ScreenTyping, Amount: i})[row]] = i
+	}
+	cmd := len(EscPos{}.Line(0, want[0]))
+	if len(got) == 0 || len(got)%cmd != 0 {
+		t.Fatalf("%d bytes is not a whole number of %d-byte line commands", len(got), cmd)
+	}
+	prev := int64(1)
+	shown := ""
+	for off := 0; off < len(got); off += cmd {
+		c := got[off : off+cmd]
+		if c[0] != 0x1f || c[1] != 0x24 || c[2] != 1 || int(c[3]) != row+1 {
+			t.Fatalf("command at %d is cut, mixed or for the wrong row: %q", off, c)
+		}
+		shown = string(c[4:])
+		amount, ok := amounts[shown]
+		if !ok || amount <= prev {
+			t.Fatalf("the amount went from %d to %q (%d)", prev, shown, amount)
+		}
+		prev = amount
+	}
+	if shown != want[row] {
+		t.Fatalf("the display ends on %q, want %q", shown, want[row])
+	}
+}

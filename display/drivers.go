@@ -8,9 +8,11 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/scanpay/scanpay/device"
 	"github.com/scanpay/scanpay/device/serial"
@@ -100,8 +102,11 @@ var (
 )
 
 // Pole drives a serial line display. Show never blocks: it records the
-// newest screen, and Run (its own goroutine) draws it, writing only lines
-// that changed, and reopens the port after any failure.
+// newest screen and, when the port can take it at once, writes it from the
+// caller's goroutine with a write that never waits; anything else (a busy
+// or full port, a bell, a redraw after reopening) is left to Run, its own
+// goroutine, which writes only lines that changed and reopens the port
+// after any failure.
 type Pole struct {
 	cfg    Config
 	mu     sync.Mutex
@@ -109,6 +114,15 @@ type Pole struct {
 	bells  int
 	have   bool
 	wake   chan struct{}
+
+	// Held by whoever writes to the device (Run's session, or Show's
+	// direct write, which only tries it); it guards what follows.
+	wmu   sync.Mutex
+	live  syscall.RawConn // the open port, for direct writes; nil when down or not a file
+	shown Lines
+	valid bool   // shown is on the device (false after a (re)open)
+	tail  []byte // what a direct write left unwritten, Run's to finish
+	fast  []byte
 }
 
 // NewPole builds a display driver.
@@ -123,16 +137,78 @@ func NewPole(cfg Config) *Pole {
 }
 
 // ShowsInstantly marks Show as never blocking (payment.InstantScreenSink):
-// it only records the screen for Run.
+// it records the screen and at most tries one write that does not wait.
 func (p *Pole) ShowsInstantly() {}
 
 // Show implements payment.ScreenSink.
 func (p *Pole) Show(s payment.Screen) error {
+	lines := p.cfg.Layout.Render(s)
 	p.mu.Lock()
-	p.latest, p.have = p.cfg.Layout.Render(s), true
+	p.latest, p.have = lines, true
 	p.mu.Unlock()
-	p.poke()
+	if !p.drawNow() {
+		p.poke()
+	}
 	return nil
+}
+
+// drawNow writes the changed lines from the caller's goroutine, saving
+// the customer a hand-over to Run's: only when the port is up, no other
+// write is under way, and a write that does not wait (the port's file is
+// non-blocking) takes them. It reports false when Run has work left: the
+// rest of a partial write, or everything.
+func (p *Pole) drawNow() bool {
+	if !p.wmu.TryLock() {
+		return false
+	}
+	defer p.wmu.Unlock()
+	if p.live == nil || len(p.tail) > 0 {
+		return false
+	}
+	p.fast = p.compose(p.fast[:0], false)
+	if len(p.fast) == 0 {
+		return true
+	}
+	n := 0
+	var werr error
+	err := p.live.Write(func(fd uintptr) bool {
+		n, werr = unix.Write(int(fd), p.fast)
+		return true // one attempt: never wait for the port
+	})
+	if err != nil || werr != nil || n < len(p.fast) {
+		p.tail = append(p.tail[:0], p.fast[max(n, 0):]...)
+		return false
+	}
+	return true
+}
+
+// compose appends to out what brings the device to the newest screen:
+// any unfinished direct write, the lines that changed and, with bells,
+// the bells asked for. The device is taken to show it from then on (a
+// failed write ends the session, and the next one redraws). wmu is held.
+func (p *Pole) compose(out []byte, bells bool) []byte {
+	p.mu.Lock()
+	want, have, rings := p.latest, p.have, p.bells
+	if bells {
+		p.bells = 0
+	}
+	p.mu.Unlock()
+	out = append(out, p.tail...)
+	p.tail = p.tail[:0]
+	if have {
+		for row := 0; row < 2; row++ {
+			if !p.valid || p.shown[row] != want[row] {
+				out = append(out, p.cfg.Protocol.Line(row, want[row])...)
+			}
+		}
+		p.shown, p.valid = want, true
+	}
+	if bells {
+		for ; rings > 0; rings-- {
+			out = append(out, p.cfg.Protocol.Bell()...)
+		}
+	}
+	return out
 }
 
 // Bell asks for the display's bell (a beeper driver).
@@ -190,38 +266,39 @@ func (p *Pole) session(ctx context.Context, up func()) error {
 		}
 		return nil
 	}
-	if err := write(p.cfg.Protocol.Init()); err != nil {
+	p.wmu.Lock()
+	// A new connection: the display is reset and every line redrawn; what
+	// a direct write left over belonged to the old one.
+	p.valid, p.tail = false, p.tail[:0]
+	err = write(p.cfg.Protocol.Init())
+	if err == nil {
+		if rc, ok := dev.(syscall.Conn); ok {
+			p.live, _ = rc.SyscallConn()
+		}
+	}
+	p.wmu.Unlock()
+	if err != nil {
 		return fmt.Errorf("initialise display: %w", err)
 	}
+	defer func() {
+		p.wmu.Lock()
+		p.live = nil
+		p.wmu.Unlock()
+	}()
 	up()
-	var shown Lines
-	valid := false // after a (re)open every line is redrawn
 	var out []byte
 	for {
-		p.mu.Lock()
-		want, have, bells := p.latest, p.have, p.bells
-		p.bells = 0
-		p.mu.Unlock()
 		// One write per wake-up: the changed lines and any bells go to the
 		// device together (one syscall, and the screen changes at once).
-		out = out[:0]
-		if have {
-			for row := 0; row < 2; row++ {
-				if !valid || shown[row] != want[row] {
-					out = append(out, p.cfg.Protocol.Line(row, want[row])...)
-				}
-			}
-		}
-		for ; bells > 0; bells-- {
-			out = append(out, p.cfg.Protocol.Bell()...)
-		}
+		p.wmu.Lock()
+		out = p.compose(out[:0], true)
+		var err error
 		if len(out) > 0 {
-			if err := write(out); err != nil {
-				return err
-			}
+			err = write(out)
 		}
-		if have {
-			shown, valid = want, true
+		p.wmu.Unlock()
+		if err != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
