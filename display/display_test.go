@@ -447,3 +447,41 @@ func TestFullPortKeepsTheStreamWhole(t *testing.T) {
 		t.Fatalf("the display ends on %q, want %q", shown, want[row])
 	}
 }
+
+// Show writes directly however long ago the driver last wrote: the
+// driver's write deadline must not outlive its write.
+func TestDirectWriteAfterIdle(t *testing.T) {
+	port := serialtest.NewPort(t, t.TempDir(), "display")
+	pole := NewPole(Config{
+		Protocol:     EscPos{},
+		Open:         SerialOpener(serial.PortConfig{Path: port.Link, Baud: 9600, DataBits: 8, Parity: "none"}),
+		Layout:       Layout{Width: 20},
+		WriteTimeout: 30 * time.Millisecond,
+		Backoff:      device.Backoff{Min: 5 * time.Millisecond, Max: 20 * time.Millisecond},
+		Logger:       zaptest.NewLogger(t),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- pole.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	l := Layout{Width: 20}
+	a := payment.Screen{Kind: payment.ScreenTyping, Amount: 100}
+	pole.Bell() // Run writes (with its deadline) once up
+	port.ReadN(len(EscPos{}.Init()) + len(EscPos{}.Bell()))
+	time.Sleep(100 * time.Millisecond) // well past Run's write deadline
+	pole.mu.Lock()
+	pole.latest, pole.have = l.Render(a), true
+	pole.mu.Unlock()
+	if !pole.drawNow() {
+		t.Fatal("a direct write was refused after the driver had been idle")
+	}
+	want := append(EscPos{}.Line(0, l.Render(a)[0]), EscPos{}.Line(1, l.Render(a)[1])...)
+	if got := port.ReadN(len(want)); !bytes.Equal(got, want) {
+		t.Fatalf("wrote %q, want %q", got, want)
+	}
+}

@@ -264,7 +264,9 @@ func (p *Pole) session(ctx context.Context, up func()) error {
 			}
 			return err
 		}
-		return nil
+		// The deadline is this write's only: once past, it would also
+		// refuse Show's direct writes, which never wait anyway.
+		return dev.SetWriteDeadline(time.Time{})
 	}
 	p.wmu.Lock()
 	// A new connection: the display is reset and every line redrawn; what
