@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -77,11 +78,18 @@ func (d *daemon) openJournal(m *metrics) error {
 	// The daemon skips the full integrity read after a clean stop (READY
 	// must not wait on a read of the whole file) and runs it in the
 	// background instead (integrityRunner).
-	opts := journal.Options{TrackCleanStop: true}
+	opts := journal.Options{TrackCleanStop: true, Exclusive: true}
 	if m != nil {
 		opts.OnCommit = m.journalCommit
 	}
 	opts.OnCommit = d.fleetCommit(opts.OnCommit)
+	opts.OnCodeFilter = func(codes int, took time.Duration, err error) {
+		if err != nil {
+			d.log.Warn("used payment codes are checked on disk for now: their in-memory filter did not load (tried again later)", zap.Error(err))
+			return
+		}
+		d.log.Info("used payment codes checked in memory", zap.Int("codes", codes), zap.Duration("loadedIn", took))
+	}
 	jr, err := journal.Open(d.cfg.Journal.Path, opts)
 	if err != nil {
 		return err

@@ -437,6 +437,9 @@ func TestEndToEnd(t *testing.T) {
 
 	// No full code or key in the logs.
 	logs := l.logs.String()
+	if !strings.Contains(logs, "used payment codes checked in memory") {
+		t.Error("the code filter's load was not logged")
+	}
 	for _, secret := range []string{"134567890123456789", "2812345678901234", "TESTKEY1234567890"} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("logs contain %s", secret)

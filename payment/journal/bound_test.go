@@ -304,3 +304,37 @@ func TestLastByRefAmount(t *testing.T) {
 		t.Fatalf("a blank reference names nothing: %v", err)
 	}
 }
+
+// One daemon at a time runs a lane on a journal; operator commands still
+// open it, and the lock goes with the daemon however it ends.
+func TestExclusiveLane(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal.db")
+	first, err := Open(path, Options{Exclusive: true, TrackCleanStop: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second, err := Open(path, Options{Exclusive: true, TrackCleanStop: true}); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "another scanpay") {
+		if second != nil {
+			second.Close()
+		}
+		t.Fatalf("a second lane opened the journal: %v", err)
+	}
+	op, err := Open(path, Options{})
+	if err != nil {
+		t.Fatalf("an operator command could not open a journal a lane runs on: %v", err)
+	}
+	op.Close()
+	ro, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("a report could not open a journal a lane runs on: %v", err)
+	}
+	ro.Close()
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(path, Options{Exclusive: true, TrackCleanStop: true})
+	if err != nil {
+		t.Fatalf("the lock outlived the lane that held it: %v", err)
+	}
+	again.Close()
+}

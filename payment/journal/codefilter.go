@@ -3,6 +3,7 @@ package journal
 import (
 	"context"
 	"sync/atomic"
+	"time"
 )
 
 // codeFilter answers "certainly not used" for most payment codes without a
@@ -13,17 +14,19 @@ import (
 // It is a Bloom filter over the code hashes in the journal: a hash that
 // was attached is always "maybe" (no false negatives), and a "maybe" is
 // settled by the index as before, so the answer is exact either way. It
-// is trusted only once it holds every hash: Open starts a background load
-// of the hashes already on disk, and this Journal adds each hash it
-// attaches before the write that stores it. Until the load has finished,
-// or if it fails, every check reads the index.
+// is trusted only once it holds every hash: FilterCodes (the lane calls
+// it once READY) loads the hashes already on disk in the background, and
+// this Journal adds each hash it attaches before the write that stores
+// it. Until the load has finished every check reads the index; a failed
+// load is tried again later.
 //
 // Its size is fixed (128 KiB, whatever the journal's size): with 100 000
 // codes about 1 % of checks still read the index, and a journal many times
 // larger only makes more of them do so. Codes are only attached by the
-// daemon's lane (operator commands never attach one), so no other process
-// adds hashes behind its back; the index's UNIQUE constraint still refuses
-// a used code at the attach, as it always has.
+// daemon's lane, and one daemon at a time runs it (Options.Exclusive);
+// operator commands never attach one. So no other process adds hashes
+// behind its back, and the index's UNIQUE constraint still refuses a used
+// code at the attach, as it always has.
 type codeFilter struct {
 	bits     []atomic.Uint64
 	complete atomic.Bool
@@ -33,6 +36,8 @@ const (
 	codeFilterBits   = 1 << 20 // 128 KiB
 	codeFilterHashes = 5
 	codeLoadChunk    = 1024 // hashes per read while loading: writers wait for at most one chunk
+	codeLoadRetry    = 10 * time.Second
+	codeLoadRetryMax = 5 * time.Minute
 )
 
 func newCodeFilter() *codeFilter {
@@ -82,20 +87,21 @@ func (f *codeFilter) surelyUnused(hash string) bool {
 }
 
 // loadCodes adds every code hash on disk to the filter, a chunk per read
-// in the index's order, and marks it complete. A hash attached while it
-// runs is added by its writer, so none is missed whichever chunk it falls
-// in. An error (or Close) leaves the filter incomplete: checks keep
-// reading the index.
-func (j *Journal) loadCodes(ctx context.Context, chunk int) error {
-	after := ""
+// in the index's order, marks it complete and returns how many it read.
+// A hash attached while it runs is added by its writer, so none is missed
+// whichever chunk it falls in. An error (or Close) leaves the filter
+// incomplete: checks keep reading the index.
+func (j *Journal) loadCodes(ctx context.Context, chunk int) (int, error) {
+	after, total := "", 0
 	for {
 		n, last, err := j.loadCodeChunk(ctx, after, chunk)
+		total += n
 		if err != nil {
-			return err
+			return total, err
 		}
 		if n < chunk {
 			j.codes.complete.Store(true)
-			return nil
+			return total, nil
 		}
 		after = last
 	}

@@ -3,11 +3,13 @@ package journal
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func testHash(i int) string {
@@ -42,7 +44,7 @@ func TestCodeFilterNoFalseNegatives(t *testing.T) {
 	}
 }
 
-// waitLoaded waits for Open's background load of the code filter.
+// waitLoaded starts the code filter's load and waits for it.
 func waitLoaded(t *testing.T, j *Journal) {
 	t.Helper()
 	j.FilterCodes()
@@ -150,9 +152,38 @@ func TestCodeFilterFailedAttach(t *testing.T) {
 	}
 }
 
-// The load reads the code index, not the table, on both index layouts.
+// The load reads the code index, not the table, on both index layouts:
+// a new journal's partial index, and an upgraded one's column UNIQUE.
 func TestCodeLoadUsesTheIndex(t *testing.T) {
 	j, _ := openTemp(t, Options{})
+	if got := codeLoadPlan(t, j); !strings.Contains(got, "COVERING INDEX orders_code") || strings.Contains(got, "TEMP B-TREE") {
+		t.Fatalf("code load plan: %s", got)
+	}
+	path := filepath.Join(t.TempDir(), "journal.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(schemaV1); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	old, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if got := codeLoadPlan(t, old); !strings.Contains(got, "COVERING INDEX sqlite_autoindex_orders") || strings.Contains(got, "TEMP B-TREE") {
+		t.Fatalf("code load plan on an upgraded journal: %s", got)
+	}
+	waitLoaded(t, old)
+	if used, err := old.CodeUsed(context.Background(), "h2"); err != nil || !used {
+		t.Fatalf("a code from before the upgrade: CodeUsed = %v, %v", used, err)
+	}
+}
+
+func codeLoadPlan(t *testing.T, j *Journal) string {
+	t.Helper()
 	rows, err := j.db.Query(`EXPLAIN QUERY PLAN SELECT code_hash FROM orders WHERE code_hash > ? ORDER BY code_hash LIMIT ?`, "", 10)
 	if err != nil {
 		t.Fatal(err)
@@ -167,10 +198,7 @@ func TestCodeLoadUsesTheIndex(t *testing.T) {
 		}
 		plan = append(plan, detail)
 	}
-	got := strings.Join(plan, "; ")
-	if !strings.Contains(got, "COVERING INDEX orders_code") || strings.Contains(got, "TEMP B-TREE") {
-		t.Fatalf("code load plan: %s", got)
-	}
+	return strings.Join(plan, "; ")
 }
 
 // A read-only journal (reports) has no filter and still answers.
@@ -223,5 +251,57 @@ func BenchmarkCodeFilterLoad(b *testing.B) {
 			b.Fatal("not loaded")
 		}
 		j.Close()
+	}
+}
+
+// A load that fails is reported and tried again; checks read the index
+// meanwhile, and the filter is trusted once a load completes.
+func TestCodeFilterLoadRetried(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal.db")
+	j, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillCodes(t, j, 0, 5)
+	j.Close()
+	type report struct {
+		n   int
+		err error
+	}
+	reports := make(chan report, 10)
+	var jr *Journal
+	jr, err = Open(path, Options{codeRetry: 10 * time.Millisecond, OnCodeFilter: func(n int, _ time.Duration, err error) {
+		if err != nil {
+			// Failed while the table was away: bring it back for the retry.
+			if _, rerr := jr.db.Exec(`ALTER TABLE orders_away RENAME TO orders`); rerr != nil {
+				t.Error(rerr)
+			}
+		}
+		reports <- report{n, err}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer jr.Close()
+	if _, err := jr.db.Exec(`ALTER TABLE orders RENAME TO orders_away`); err != nil {
+		t.Fatal(err)
+	}
+	jr.FilterCodes()
+	if r := <-reports; r.err == nil {
+		t.Fatalf("the load did not fail without its table: %+v", r)
+	}
+	if jr.CodesFiltered() {
+		t.Fatal("a failed load left the filter trusted")
+	}
+	if r := <-reports; r.err != nil || r.n != 5 {
+		t.Fatalf("the retry: %+v, want 5 codes", r)
+	}
+	<-jr.loadDone
+	if !jr.CodesFiltered() {
+		t.Fatal("the filter is not trusted after a load completed")
+	}
+	if used, err := jr.CodeUsed(ctx, testHash(3)); err != nil || !used {
+		t.Fatalf("CodeUsed after the retried load = %v, %v", used, err)
 	}
 }

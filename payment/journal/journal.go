@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
@@ -59,8 +60,22 @@ type Options struct {
 	// CheckIntegrity does the full read in the background.
 	TrackCleanStop bool
 
+	// Exclusive is the daemon's: one process at a time runs a lane on the
+	// journal. Open takes an flock on PATH.lock, which the kernel releases
+	// when the process ends, however it ends; a second daemon gets
+	// ErrLocked. Operator commands do not take it. (The code filter, among
+	// others, counts on this lane being the only one attaching codes.)
+	Exclusive bool
+
+	// OnCodeFilter, when set, is told how each load of the code filter
+	// (FilterCodes) ended: the codes it read and how long it took, or why
+	// it failed (it is tried again later; meanwhile checks read the index).
+	OnCodeFilter func(codes int, took time.Duration, err error)
+
 	// codeChunk is the code filter's load chunk; tests make it small.
 	codeChunk int
+	// codeRetry is the first wait before a failed load is tried again.
+	codeRetry time.Duration
 }
 
 // Journal is an open journal. It is safe for concurrent use.
@@ -86,10 +101,14 @@ type Journal struct {
 	// loadStop and loadDone end and wait for that background load.
 	codes     *codeFilter
 	codeChunk int
+	codeRetry time.Duration
+	onCodes   func(int, time.Duration, error)
 	loadMu    sync.Mutex
 	loadStop  context.CancelFunc
 	loadDone  chan struct{}
 	closed    bool
+
+	lock *os.File // held while open (Options.Exclusive)
 
 	// The code secret, from its own file (secret.go); secretRenewed: a
 	// new one was made for a journal that has orders.
@@ -105,6 +124,46 @@ func Open(path string, opts Options) (*Journal, error) {
 	if now == nil {
 		now = time.Now
 	}
+	var lock *os.File
+	if opts.Exclusive && !opts.ReadOnly {
+		var err error
+		if lock, err = lockLane(path); err != nil {
+			return nil, err
+		}
+	}
+	j, err := open(path, opts, now)
+	if err != nil {
+		if lock != nil {
+			lock.Close()
+		}
+		return nil, err
+	}
+	j.lock = lock
+	return j, nil
+}
+
+// lockLane takes the daemon's lock on the journal at path. It is a file of
+// its own: an flock on the journal itself would be released with any other
+// descriptor of it that SQLite closes.
+func lockLane(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("journal directory %s: %w", filepath.Dir(path), err)
+	}
+	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock journal %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s (another scanpay is running the lane on it: stop it first, e.g. systemctl stop scanpay)", ErrLocked, path)
+		}
+		return nil, fmt.Errorf("lock journal %s: %w", path, err)
+	}
+	return f, nil
+}
+
+func open(path string, opts Options, now func() time.Time) (*Journal, error) {
 	fi, statErr := os.Stat(path)
 	switch {
 	case statErr == nil && fi.Size() == 0:
@@ -154,6 +213,8 @@ func Open(path string, opts Options) (*Journal, error) {
 	if !opts.ReadOnly {
 		j.codes = newCodeFilter()
 		j.codeChunk = cmp.Or(opts.codeChunk, codeLoadChunk)
+		j.codeRetry = cmp.Or(opts.codeRetry, codeLoadRetry)
+		j.onCodes = opts.OnCodeFilter
 	}
 	return j, nil
 }
@@ -172,16 +233,41 @@ func (j *Journal) FilterCodes() {
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	j.loadStop, j.loadDone = stop, done
-	chunk := j.codeChunk
 	go func() {
 		defer stop()
 		defer close(done)
 		// Whoever was woken with it (the daemon's READY) goes first.
 		runtime.Gosched()
-		// A failed load only leaves every check on the index, as before
-		// the filter; a journal that cannot be read fails its next sale.
-		_ = j.loadCodes(ctx, chunk)
+		j.loadCodesUntilDone(ctx)
 	}()
+}
+
+// loadCodesUntilDone loads the code filter, trying again after a failure
+// (with a growing wait, up to codeLoadRetryMax) until it loads or ctx
+// ends. Until then every check reads the index, as before the filter.
+func (j *Journal) loadCodesUntilDone(ctx context.Context) {
+	wait := j.codeRetry
+	for {
+		start := time.Now()
+		n, err := j.loadCodes(ctx, j.codeChunk)
+		if ctx.Err() != nil {
+			return // closed
+		}
+		if j.onCodes != nil {
+			j.onCodes(n, time.Since(start), err)
+		}
+		if err == nil {
+			return
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, codeLoadRetryMax)
+	}
 }
 
 // CodesFiltered reports whether the code filter has loaded and answers
@@ -467,6 +553,10 @@ func (j *Journal) Close() error {
 	}
 	if cerr := j.db.Close(); err == nil {
 		err = cerr
+	}
+	if j.lock != nil {
+		j.lock.Close() // last: the next daemon may open it now
+		j.lock = nil
 	}
 	return err
 }
