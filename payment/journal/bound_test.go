@@ -143,17 +143,32 @@ INSERT INTO orders VALUES ('L01-00000001-AAAAA','L01',100,'CAD','WX_MICROPAY','1
 INSERT INTO orders VALUES ('L01-00000002-BBBBB','L01',200,'CAD','WX_MICROPAY','13****6780','h2','ecr','INV1','01','PAID','AM2',2,'',0,0,1000,1000);
 `
 
-func TestMigrateFromV1(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "journal.db")
+// schemaV1Journal writes a journal of schema version 1 (schemaV1) at path
+// and returns it open.
+func schemaV1Journal(t *testing.T, path string) *sql.DB {
+	t.Helper()
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Exec(schemaV1); err != nil {
+		db.Close()
 		t.Fatal(err)
 	}
-	db.Close()
+	return db
+}
+
+// tempV1Journal is a closed schemaV1Journal in a temporary directory.
+func tempV1Journal(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "journal.db")
+	schemaV1Journal(t, path).Close()
+	return path
+}
+
+func TestMigrateFromV1(t *testing.T) {
+	ctx := context.Background()
+	path := tempV1Journal(t)
 	if _, err := Open(path, Options{ReadOnly: true}); err == nil || !strings.Contains(err.Error(), "upgrade") {
 		t.Fatalf("a read-only open must not migrate and must say why: %v", err)
 	}

@@ -3,7 +3,6 @@ package journal
 import (
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"path/filepath"
@@ -54,6 +53,19 @@ func waitLoaded(t *testing.T, j *Journal) {
 	}
 }
 
+// journalWithCodes makes a closed journal holding codes 0..n-1.
+func journalWithCodes(t *testing.T, n int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "journal.db")
+	j, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillCodes(t, j, 0, n)
+	j.Close()
+	return path
+}
+
 // fillCodes arms n orders and attaches code i to the i-th.
 func fillCodes(t *testing.T, j *Journal, from, n int) {
 	t.Helper()
@@ -73,15 +85,8 @@ func fillCodes(t *testing.T, j *Journal, from, n int) {
 // of them is still reported used; unused codes are answered by the filter.
 func TestCodeFilterLoadsTheJournal(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "journal.db")
-	j, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fillCodes(t, j, 0, 50)
-	j.Close()
-
-	j, err = Open(path, Options{codeChunk: 7}) // 50 = 7 chunks and a short one
+	path := journalWithCodes(t, 50)
+	j, err := Open(path, Options{codeChunk: 7}) // 50 = 7 chunks and a short one
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,15 +115,9 @@ func TestCodeFilterLoadsTheJournal(t *testing.T) {
 // the index, are all reported used once it completes.
 func TestCodeFilterAttachDuringLoad(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "journal.db")
-	j, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fillCodes(t, j, 0, 300)
-	j.Close()
+	path := journalWithCodes(t, 300)
 	for round := 0; round < 5; round++ {
-		j, err = Open(path, Options{codeChunk: 1})
+		j, err := Open(path, Options{codeChunk: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -159,16 +158,7 @@ func TestCodeLoadUsesTheIndex(t *testing.T) {
 	if got := codeLoadPlan(t, j); !strings.Contains(got, "COVERING INDEX orders_code") || strings.Contains(got, "TEMP B-TREE") {
 		t.Fatalf("code load plan: %s", got)
 	}
-	path := filepath.Join(t.TempDir(), "journal.db")
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(schemaV1); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	old, err := Open(path, Options{})
+	old, err := Open(tempV1Journal(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,20 +248,14 @@ func BenchmarkCodeFilterLoad(b *testing.B) {
 // meanwhile, and the filter is trusted once a load completes.
 func TestCodeFilterLoadRetried(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "journal.db")
-	j, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fillCodes(t, j, 0, 5)
-	j.Close()
+	path := journalWithCodes(t, 5)
 	type report struct {
 		n   int
 		err error
 	}
 	reports := make(chan report, 10)
 	var jr *Journal
-	jr, err = Open(path, Options{codeRetry: 10 * time.Millisecond, OnCodeFilter: func(n int, _ time.Duration, err error) {
+	jr, err := Open(path, Options{codeRetry: 10 * time.Millisecond, OnCodeFilter: func(n int, _ time.Duration, err error) {
 		if err != nil {
 			// Failed while the table was away: bring it back for the retry.
 			if _, rerr := jr.db.Exec(`ALTER TABLE orders_away RENAME TO orders`); rerr != nil {

@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"os"
 	"path/filepath"
@@ -102,14 +101,8 @@ func TestHostileJournalAloneSaysNothing(t *testing.T) {
 // an order hashed with it, and returns the secret.
 func v1Journal(t *testing.T, path string) []byte {
 	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := schemaV1Journal(t, path)
 	defer db.Close()
-	if _, err := db.Exec(schemaV1); err != nil {
-		t.Fatal(err)
-	}
 	secret, _ := hex.DecodeString("00112233445566778899aabbccddeeff")
 	// Many writes to meta leave copies of its page behind, as a busy lane
 	// does with its order counter.
