@@ -60,6 +60,22 @@ func (w *world) check() {
 		refundsOf[r.MchOrderNo] = append(refundsOf[r.MchOrderNo], r)
 	}
 
+	// A used code never reaches the gateway again while its link is on
+	// disk: rule 4, checked before create_order leaves (from memory, by
+	// the code filter, once loaded). The one resend allowed is a code
+	// whose link a failed attach lost (the order stayed ARMED without it).
+	firstWith := map[string]string{} // the code's SHA-256 → the first order sent with it
+	for _, g := range w.sim.Orders() {
+		first, seen := firstWith[g.CodeSHA256]
+		if !seen {
+			firstWith[g.CodeSHA256] = g.MchOrderNo
+			continue
+		}
+		if o, ok := byNo[first]; ok && o.CodeHash != "" {
+			bad("order %s sent a used payment code (%s) that order %s holds on disk", g.MchOrderNo, g.CodeMasked, first)
+		}
+	}
+
 	// The gateway and the journal agree on every order.
 	misbooked := map[string]bool{}
 	for _, g := range w.sim.Orders() {
