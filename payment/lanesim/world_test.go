@@ -266,7 +266,7 @@ func (w *world) gatewayFault(endpoint string, _ map[string]string) iotpaysim.Fau
 // crash, and connects the register.
 func (w *world) start() {
 	t := w.t
-	jr, err := journal.Open(filepath.Join(w.dir, "journal.db"), journal.Options{Now: w.wall, TrackCleanStop: true})
+	jr, err := journal.Open(filepath.Join(w.dir, "journal.db"), journal.Options{Now: w.wall, TrackCleanStop: true, Exclusive: true})
 	if err != nil {
 		t.Fatalf("seed %d: journal: %v", w.seed, err)
 	}
