@@ -140,7 +140,8 @@ func runCrashChild() error {
 	seed, _ := strconv.ParseUint(os.Getenv(envSeed), 10, 64)
 	start, _ := strconv.Atoi(os.Getenv(envStart))
 	count, _ := strconv.Atoi(os.Getenv(envCount))
-	jr, err := journal.Open(os.Getenv(envJournal), journal.Options{})
+	// As the daemon opens it: each SIGKILL must also drop the lane's lock.
+	jr, err := journal.Open(os.Getenv(envJournal), journal.Options{Exclusive: true})
 	if err != nil {
 		return err
 	}
