@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
+	"golang.org/x/sys/unix"
 
 	"github.com/scanpay/scanpay/device"
 	"github.com/scanpay/scanpay/device/devicetest"
@@ -484,4 +486,60 @@ func TestDirectWriteAfterIdle(t *testing.T) {
 	if got := port.ReadN(len(want)); !bytes.Equal(got, want) {
 		t.Fatalf("wrote %q, want %q", got, want)
 	}
+}
+
+// blockingDevice is a blocking pipe that claims deadlines: an Opener's
+// device the lane must not write to itself.
+type blockingDevice struct {
+	*os.File
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (*blockingDevice) SetWriteDeadline(time.Time) error { return nil }
+func (d *blockingDevice) Read([]byte) (int, error)       { <-d.closed; return 0, os.ErrClosed }
+func (d *blockingDevice) Close() error                   { d.once.Do(func() { close(d.closed) }); return nil }
+
+// A device whose file blocks is never written from Show's caller: with
+// the port full, Show still returns at once.
+func TestBlockingDeviceNotWrittenDirectly(t *testing.T) {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	r := os.NewFile(uintptr(fds[0]), "pipe-r")
+	w := os.NewFile(uintptr(fds[1]), "pipe-w") // blocking: not in the poller
+	defer r.Close()
+	pole := NewPole(Config{Protocol: EscPos{}, Layout: Layout{Width: 20}, Logger: zaptest.NewLogger(t),
+		Open: func() (Device, error) { return &blockingDevice{File: w, closed: make(chan struct{})}, nil }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pole.Run(ctx) }()
+	init := make([]byte, len(EscPos{}.Init()))
+	if _, err := io.ReadFull(r, init); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the pipe: any further write to it blocks.
+	size, err := unix.FcntlInt(w.Fd(), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(make([]byte, size)); err != nil {
+		t.Fatal(err)
+	}
+	shown := make(chan struct{})
+	go func() {
+		pole.Show(payment.Screen{Kind: payment.ScreenApproved, Amount: 100})
+		close(shown)
+	}()
+	select {
+	case <-shown:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Show blocked on a full blocking device")
+	}
+	// Let Run's own (blocked) write finish, then stop it.
+	go io.Copy(io.Discard, r)
+	cancel()
+	<-done
+	w.Close()
 }

@@ -182,6 +182,29 @@ func (p *Pole) drawNow() bool {
 	return true
 }
 
+// nonBlocking is dev's file for direct writes, or nil: only a file in
+// non-blocking mode (as serial.OpenTTY opens it) may be written from the
+// lane's goroutine; a write to a blocking one could wait for the device.
+func nonBlocking(dev Device) syscall.RawConn {
+	sc, ok := dev.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	nb := false
+	rc.Control(func(fd uintptr) {
+		fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+		nb = err == nil && fl&unix.O_NONBLOCK != 0
+	})
+	if !nb {
+		return nil
+	}
+	return rc
+}
+
 // compose appends to out what brings the device to the newest screen:
 // any unfinished direct write, the lines that changed and, with bells,
 // the bells asked for. The device is taken to show it from then on (a
@@ -274,9 +297,7 @@ func (p *Pole) session(ctx context.Context, up func()) error {
 	p.valid, p.tail = false, p.tail[:0]
 	err = write(p.cfg.Protocol.Init())
 	if err == nil {
-		if rc, ok := dev.(syscall.Conn); ok {
-			p.live, _ = rc.SyscallConn()
-		}
+		p.live = nonBlocking(dev)
 	}
 	p.wmu.Unlock()
 	if err != nil {
