@@ -291,6 +291,7 @@ type benchResult struct {
 	fsyncPerSale              float64
 	rss                       []procStats // every 1000 sales
 	memory                    string      // what the last RSS is made of
+	heap                      string      // Go heap allocation and GC cycles per sale (memory phase)
 }
 
 // fsyncCounter counts fsync-family system calls of a process with strace.
@@ -396,6 +397,9 @@ func TestBenchE2E(t *testing.T) {
 		rss = append(rss, fmt.Sprintf("%.1f (%.1f+%.1f)", float64(st.rssKiB)/1024, float64(st.anonKiB)/1024, float64(st.fileKiB)/1024))
 	}
 	fmt.Fprintf(w, "RSS (MiB, anon+file) every 1000 sales: %s\n  last: %s\n", strings.Join(rss, " "), lane.memory)
+	if lane.heap != "" {
+		fmt.Fprintf(w, "Go heap: %s\n", lane.heap)
+	}
 	if ready {
 		fmt.Fprintf(w, "READY with %d orders: %s warm, %s with the page cache dropped\n", big, ms(warm), ms(cold))
 	}
@@ -735,6 +739,34 @@ level = %q
 	return r
 }
 
+// goHeap is what the daemon's metrics say of its Go heap so far.
+type goHeap struct{ allocBytes, mallocs, gcs float64 }
+
+// parseGoHeap reads goHeap from a Prometheus text exposition.
+func parseGoHeap(r io.Reader) goHeap {
+	var h goHeap
+	b, _ := io.ReadAll(r)
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			continue
+		}
+		switch f[0] {
+		case "go_memstats_alloc_bytes_total":
+			h.allocBytes = v
+		case "go_memstats_mallocs_total":
+			h.mallocs = v
+		case "go_gc_duration_seconds_count":
+			h.gcs = v
+		}
+	}
+	return h
+}
+
 // memoryPhase runs the lane's sales up to rssSales in all, reading its
 // RSS every 1000 and its metrics as Prometheus would.
 func (r *benchRunner) memoryPhase(t *testing.T, rssSales int, metricsAddr string) {
@@ -742,23 +774,33 @@ func (r *benchRunner) memoryPhase(t *testing.T, rssSales int, metricsAddr string
 	sale := func(i int) { r.sale(i) }
 	// Prometheus scrapes a lane every 15 s or so, asking for gzip as Go's
 	// client does: the memory rows count what a scrape costs too.
-	scrape := func() {
+	// Each scrape also reads what the Go heap has allocated and how many
+	// collections ran: exact counts, where the timings are noisy.
+	var first, last goHeap
+	scrape := func() goHeap {
+		var h goHeap
 		if resp, err := http.Get("http://" + metricsAddr + "/metrics"); err == nil {
-			io.Copy(io.Discard, resp.Body)
+			h = parseGoHeap(resp.Body)
 			resp.Body.Close()
 		}
+		return h
 	}
-	scrape()
+	first = scrape()
+	start := done
 	res.rss = append(res.rss, readProc(pid))
 	for done < rssSales {
 		sale(done)
 		done++
 		if done%100 == 0 {
-			scrape()
+			last = scrape()
 		}
 		if done%1000 == 0 {
 			res.rss = append(res.rss, readProc(pid))
 		}
+	}
+	if n := float64(done - start); n > 0 && last.gcs > 0 {
+		res.heap = fmt.Sprintf("%.1f KiB and %.0f objects allocated per sale, a collection every %.1f sales (a scrape every 100 sales included)",
+			(last.allocBytes-first.allocBytes)/1024/n, (last.mallocs-first.mallocs)/n, n/(last.gcs-first.gcs))
 	}
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
 		var parts []string
