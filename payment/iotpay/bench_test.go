@@ -7,11 +7,12 @@ import "testing"
 // classifying a reply.
 func BenchmarkSignEncodeParse(b *testing.B) {
 	const key = "TESTKEY1234567890"
+	// In the order CreateOrder lists them (by name).
 	f := fields{
-		{"mchId", "10000576", false}, {"mchOrderNo", "L01-000123-7F3K2Q", false}, {"jobNo", "cashier1", false},
-		{"currency", "CAD", false}, {"channelId", ChannelWeChat, false}, {"amount", "2865", true},
-		{"notifyUrl", "http://localhost/notify", false}, {"subject", "scanpay", false}, {"body", "checkout", false},
-		{"codeType", "barcode", false}, {"identityCode", "134567890123456789", false}, {"clientIp", "192.168.1.20", false},
+		{"amount", "2865", true}, {"body", "checkout", false}, {"channelId", ChannelWeChat, false},
+		{"clientIp", "192.168.1.20", false}, {"codeType", "barcode", false}, {"currency", "CAD", false},
+		{"identityCode", "134567890123456789", false}, {"jobNo", "cashier1", false}, {"mchId", "10000576", false},
+		{"mchOrderNo", "L01-000123-7F3K2Q", false}, {"notifyUrl", "http://localhost/notify", false}, {"subject", "scanpay", false},
 	}
 	replyFields := map[string]string{"retCode": "SUCCESS", "resCode": "SUCCESS", "mchOrderNo": "L01-000123-7F3K2Q", "payOrderId": "AM20261127153000000000000001", "status": "2"}
 	sign := Sign(replyFields, key)
