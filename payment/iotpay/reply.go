@@ -38,7 +38,10 @@ type Reply struct {
 // ParseReply decodes a reply body. It fails only when the body is not a
 // JSON object.
 func ParseReply(body []byte) (*Reply, error) {
-	top, ok := splitObject(body)
+	// One copy of the body as a string: every name and value below is a
+	// substring of it, not an allocation of its own (a reply is parsed on
+	// the way to the customer's screen).
+	top, ok := splitObject(body, string(body))
 	if !ok {
 		// Not an object, or not valid JSON: encoding/json says which.
 		var m map[string]json.RawMessage
@@ -54,7 +57,7 @@ func ParseReply(body []byte) (*Reply, error) {
 	// A name given twice counts once, with its last value (as a map
 	// decodes it).
 	for _, m := range top {
-		s, ok := scalar(m.raw)
+		s, ok := scalarText(m.raw, m.text)
 		if !ok || s == "" || m.name == "sign" {
 			delete(r.Signed, m.name)
 			continue
@@ -77,8 +80,8 @@ func ParseReply(body []byte) (*Reply, error) {
 	status := f["status"]
 	amount := f["amount"]
 	paid := f["paySuccTime"]
-	if raw, ok := top.raw("payOrder"); ok {
-		if nested, ok := nestedObject(raw); ok {
+	if m, ok := top.find("payOrder"); ok {
+		if nested, ok := nestedObject(m); ok {
 			if v := nested.get("payOrderId"); v != "" {
 				r.PayOrderID = v
 			}
@@ -113,60 +116,64 @@ func ParseReply(body []byte) (*Reply, error) {
 	return r, nil
 }
 
-// member is one name and raw value of a JSON object.
+// member is one name and raw value of a JSON object; text is the same
+// bytes as raw, as a string.
 type member struct {
 	name string
 	raw  json.RawMessage
+	text string
 }
 
 // object is a JSON object's members in order; a name given twice means
 // its last value.
 type object []member
 
-func (o object) raw(name string) (json.RawMessage, bool) {
+func (o object) find(name string) (member, bool) {
 	for i := len(o) - 1; i >= 0; i-- {
 		if o[i].name == name {
-			return o[i].raw, true
+			return o[i], true
 		}
 	}
-	return nil, false
+	return member{}, false
 }
 
 func (o object) get(name string) string {
-	raw, _ := o.raw(name)
-	s, _ := scalar(raw)
+	m, _ := o.find(name)
+	s, _ := scalarText(m.raw, m.text)
 	return s
 }
 
 func fromMap(m map[string]json.RawMessage) object {
 	o := make(object, 0, len(m))
 	for name, raw := range m {
-		o = append(o, member{name, raw})
+		o = append(o, member{name, raw, string(raw)})
 	}
 	return o
 }
 
-// nestedObject is the object raw holds, as json.Unmarshal into a map
-// would take it: ok is false for null and for anything not an object.
-func nestedObject(raw json.RawMessage) (object, bool) {
-	if o, ok := splitObject(raw); ok {
+// nestedObject is the object m's value holds, as json.Unmarshal into a
+// map would take it: ok is false for null and for anything not an object.
+func nestedObject(m member) (object, bool) {
+	if o, ok := splitObject(m.raw, m.text); ok {
 		return o, true
 	}
-	var m map[string]json.RawMessage
-	if json.Unmarshal(raw, &m) != nil || m == nil {
+	var mm map[string]json.RawMessage
+	if json.Unmarshal(m.raw, &mm) != nil || mm == nil {
 		return nil, false
 	}
-	return fromMap(m), true
+	return fromMap(mm), true
 }
 
 // splitObject splits data into its members when data is one valid JSON
 // object, without decoding the values: a reply is split twice per sale,
-// and a map through encoding/json costs most of a reply's handling.
+// and a map through encoding/json costs most of a reply's handling. text
+// is data as a string; plain names and the members' texts are substrings
+// of it.
 // Names with an escape or a byte above ASCII are decoded by encoding/json.
 // ok is false for anything else (invalid JSON, null, another type); the
 // caller then asks encoding/json. FuzzParseReplySplit holds the result to
 // encoding/json's.
-func splitObject(data []byte) (o object, ok bool) {
+func splitObject(data []byte, text string) (o object, ok bool) {
 	if !json.Valid(data) {
 		return nil, false
 	}
@@ -184,7 +191,7 @@ func splitObject(data []byte) (o object, ok bool) {
 		if kEnd < 0 {
 			return nil, false
 		}
-		name, ok := objectName(data[i:kEnd])
+		name, ok := objectName(data[i:kEnd], text[i:kEnd])
 		if !ok {
 			return nil, false
 		}
@@ -197,7 +204,7 @@ func splitObject(data []byte) (o object, ok bool) {
 		if vEnd < 0 {
 			return nil, false
 		}
-		o = append(o, member{name, data[i:vEnd:vEnd]})
+		o = append(o, member{name, data[i:vEnd:vEnd], text[i:vEnd]})
 		i = skipSpace(data, vEnd)
 		if i >= len(data) {
 			return nil, false
@@ -273,8 +280,8 @@ func valueEnd(data []byte, i int) int {
 	}
 }
 
-// objectName decodes a member's quoted name.
-func objectName(quoted []byte) (string, bool) {
+// objectName decodes a member's quoted name; qtext is quoted as a string.
+func objectName(quoted []byte, qtext string) (string, bool) {
 	inner := quoted[1 : len(quoted)-1]
 	plain := true
 	for _, c := range inner {
@@ -284,7 +291,7 @@ func objectName(quoted []byte) (string, bool) {
 		}
 	}
 	if plain {
-		return string(inner), true
+		return qtext[1 : len(qtext)-1], true
 	}
 	var s string
 	if json.Unmarshal(quoted, &s) != nil {
@@ -296,21 +303,33 @@ func objectName(quoted []byte) (string, bool) {
 // scalar renders a JSON scalar as the text the signature uses: strings
 // unquoted, numbers as written, booleans as true/false. null, objects and
 // arrays are not scalars.
+func scalar(raw json.RawMessage) (string, bool) {
+	return scalarText(raw, string(raw))
+}
+
+// scalarText is scalar of raw, whose bytes text holds as a string.
 //
 // raw is a value the reply's decoder has already checked, so the common
-// forms are read as they stand: a string without escapes (valid UTF-8)
-// and a number's literal (what json.Number keeps). Other strings and
-// booleans go through encoding/json. (Each field of every reply passes
-// here.)
-func scalar(raw json.RawMessage) (string, bool) {
-	raw = bytes.TrimSpace(raw)
+// forms are read as they stand, as substrings of text: a string without
+// escapes (valid UTF-8) and a number's literal (what json.Number keeps).
+// Other strings and booleans go through encoding/json. (Each field of
+// every reply passes here.)
+func scalarText(raw json.RawMessage, text string) (string, bool) {
+	start, end := 0, len(raw)
+	for start < end && isSpace(raw[start]) {
+		start++
+	}
+	for end > start && isSpace(raw[end-1]) {
+		end--
+	}
+	raw, text = raw[start:end], text[start:end]
 	if len(raw) == 0 {
 		return "", false
 	}
 	switch raw[0] {
 	case '"':
 		if len(raw) >= 2 && raw[len(raw)-1] == '"' && plainString(raw[1:len(raw)-1]) {
-			return string(raw[1 : len(raw)-1]), true
+			return text[1 : len(text)-1], true
 		}
 		var s string
 		if json.Unmarshal(raw, &s) != nil {
@@ -330,9 +349,12 @@ func scalar(raw json.RawMessage) (string, bool) {
 		if !json.Valid(raw) {
 			return "", false
 		}
-		return string(raw), true
+		return text, true
 	}
 }
+
+// isSpace is JSON's whitespace, all that a valid value can have around it.
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // plainString reports whether s, the inside of a JSON string, decodes to
 // itself: valid UTF-8 with no escape, quote or control character.
