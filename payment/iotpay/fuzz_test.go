@@ -225,14 +225,14 @@ func parseReplyStd(body []byte) (*Reply, error) {
 	}
 	r := &Reply{Status: -1, Amount: -1, Signed: make(map[string]string, len(top))}
 	for name, raw := range top {
-		s, ok := scalar(raw)
+		s, ok := scalarReference(raw)
 		if !ok || s == "" || name == "sign" {
 			continue
 		}
 		r.Signed[name] = s
 	}
 	get := func(m map[string]json.RawMessage, name string) string {
-		s, _ := scalar(m[name])
+		s, _ := scalarReference(m[name])
 		return s
 	}
 	r.Sign = get(top, "sign")

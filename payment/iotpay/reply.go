@@ -38,9 +38,9 @@ type Reply struct {
 // ParseReply decodes a reply body. It fails only when the body is not a
 // JSON object.
 func ParseReply(body []byte) (*Reply, error) {
-	// One copy of the body as a string: every name and value below is a
-	// substring of it, not an allocation of its own (a reply is parsed on
-	// the way to the customer's screen).
+	// One copy of the body as a string: plain names and values (no escape)
+	// are substrings of it, not allocations of their own (a reply is
+	// parsed on the way to the customer's screen).
 	top, ok := splitObject(body, string(body))
 	if !ok {
 		// Not an object, or not valid JSON: encoding/json says which.
