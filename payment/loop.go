@@ -653,6 +653,9 @@ func (l *lane) onSaleLimit() error {
 // SyncAfter later), and a power cut before that, like a crash before the
 // commit, leaves the order open for recovery. A recovered order's outcome
 // is synced at once: READY waits for it.
+//
+// "Not confirmed" is the exception (unconfirmed). It is the lane's
+// verdict, not the gateway's, so recovery could not reach it again.
 func (l *lane) finish(to journal.State, u journal.Update) error {
 	s := l.sale
 	if u.PayOrderID == "" {
@@ -669,6 +672,9 @@ func (l *lane) finish(to journal.State, u journal.Update) error {
 	}
 	from := s.order.State
 	settled := journal.Apply(s.order, to, u)
+	if to == journal.StateUnconfirmed {
+		return l.unconfirmed(from, settled, u)
+	}
 	committed := l.t.beginSettle()
 	logFinished := l.announce(settled)
 	write := l.t.jr.Settle
@@ -690,6 +696,30 @@ func (l *lane) finish(to journal.State, u journal.Update) error {
 		return err
 	case o.State == journal.StateUnconfirmed:
 		l.t.rec.add(o) // only once it is UNCONFIRMED on disk
+	}
+	return l.nextRecovery()
+}
+
+// unconfirmed settles the sale "not confirmed": committed with its own
+// fsync first, then shown and reported. Recovery could not reach that
+// outcome again: it would ask the gateway, and a payment the customer
+// completed after being told "not paid" would read PAID, not LATE_PAID,
+// neither refunded nor held for the operator. The sale has waited out its
+// polling window; one fsync more before its screen costs it nothing.
+func (l *lane) unconfirmed(from journal.State, settled journal.Order, u journal.Update) error {
+	o, err := l.t.jr.Transition(l.ctx, settled.MchOrderNo, from, journal.StateUnconfirmed, u)
+	if errors.Is(err, journal.ErrStateChanged) {
+		// Another process (an operator's query) settled it meanwhile, with
+		// the same rule: what the journal now says is announced.
+		l.t.log.Warn("order settled by another process meanwhile", zap.String("mchOrderNo", settled.MchOrderNo), zap.Error(err))
+		o, err = l.t.jr.Get(l.ctx, settled.MchOrderNo)
+	}
+	if err != nil {
+		return err
+	}
+	l.announce(o)()
+	if o.State == journal.StateUnconfirmed {
+		l.t.rec.add(o)
 	}
 	return l.nextRecovery()
 }

@@ -4,40 +4,84 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/scanpay/scanpay/payment"
+	"github.com/scanpay/scanpay/payment/iotpaysim"
 	"github.com/scanpay/scanpay/payment/journal"
 )
 
-// snapJournal copies the journal's files after every synced commit of an
-// arm: what a power cut at any moment before the next fsync leaves on
-// disk, since everything written since (the code's link, the outcome) was
-// written without fsync of its own.
+// snapJournal copies the journal's files after every synced commit the
+// lane makes (an arm, a synced settle): what a power cut at any moment
+// before the next fsync leaves on disk, since everything written since
+// (the code's link, an outcome settled without fsync) was written without
+// fsync of its own.
 type snapJournal struct {
 	payment.Journal
 	t     *testing.T
 	path  string
+	mu    sync.Mutex // snaps is appended by the lane, read by the test
 	snaps []string
 }
 
 func (s *snapJournal) ArmOrder(ctx context.Context, a journal.Armed, num func(uint64) string) (journal.Order, error) {
 	o, err := s.Journal.ArmOrder(ctx, a, num)
 	if err == nil {
-		dir := s.t.TempDir()
-		for _, f := range []string{s.path, s.path + "-wal", journal.SecretPath(s.path)} {
-			b, rerr := os.ReadFile(f)
-			if rerr != nil {
-				s.t.Errorf("snapshot %s: %v", f, rerr)
-				continue
-			}
-			if werr := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o600); werr != nil {
-				s.t.Error(werr)
-			}
-		}
-		s.snaps = append(s.snaps, dir)
+		s.snapshot()
 	}
 	return o, err
+}
+
+func (s *snapJournal) Transition(ctx context.Context, no string, from, to journal.State, u journal.Update) (journal.Order, error) {
+	o, err := s.Journal.Transition(ctx, no, from, to, u)
+	if err == nil {
+		s.snapshot()
+	}
+	return o, err
+}
+
+func (s *snapJournal) snapshot() {
+	dir := s.t.TempDir()
+	for _, f := range []string{s.path, s.path + "-wal", journal.SecretPath(s.path)} {
+		b, rerr := os.ReadFile(f)
+		if rerr != nil {
+			s.t.Errorf("snapshot %s: %v", f, rerr)
+			continue
+		}
+		if werr := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o600); werr != nil {
+			s.t.Error(werr)
+		}
+	}
+	s.mu.Lock()
+	s.snaps = append(s.snaps, dir)
+	s.mu.Unlock()
+}
+
+// taken is how many snapshots exist now.
+func (s *snapJournal) taken() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.snaps)
+}
+
+// restore puts snapshot i back as the journal's files: the power cut.
+func (s *snapJournal) restore(i int) {
+	s.t.Helper()
+	s.mu.Lock()
+	dir := s.snaps[i]
+	s.mu.Unlock()
+	os.Remove(s.path + "-shm")
+	for _, f := range []string{s.path, s.path + "-wal", journal.SecretPath(s.path)} {
+		b, err := os.ReadFile(filepath.Join(dir, filepath.Base(f)))
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			s.t.Fatal(err)
+		}
+	}
 }
 
 // A power cut after a sale was shown and answered approved, before any
@@ -73,19 +117,10 @@ func TestPowerCutAfterUnsyncedOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The power cut: the disk holds what the arm's fsync made durable.
-	if len(snap.snaps) != 1 {
-		t.Fatalf("%d snapshots", len(snap.snaps))
+	if n := snap.taken(); n != 1 {
+		t.Fatalf("%d snapshots", n)
 	}
-	os.Remove(h.jpath + "-shm")
-	for _, f := range []string{h.jpath, h.jpath + "-wal", journal.SecretPath(h.jpath)} {
-		b, err := os.ReadFile(filepath.Join(snap.snaps[0], filepath.Base(f)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(f, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	snap.restore(0)
 	ro, err := journal.Open(h.jpath, journal.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
@@ -104,6 +139,66 @@ func TestPowerCutAfterUnsyncedOutcome(t *testing.T) {
 	}
 	if o := h.order(r.MchOrderNo); o.Refunded != 0 {
 		t.Fatalf("a paid sale was refunded: %+v", o)
+	}
+	h.agree()
+}
+
+// A power cut the moment a sale was shown and answered "not confirmed"
+// (the gateway still said "paying" when polling ran out), before any later
+// fsync: the customer, told the sale did not go through, finished paying
+// on the phone meanwhile. "Not confirmed" was the lane's own verdict, not
+// the gateway's, so it must already be on disk: found ARMED or SUBMITTING,
+// recovery would ask, hear "paid" and settle it PAID, a second payment
+// neither refunded nor held for the operator. On disk UNCONFIRMED, the
+// reconciler finds the payment late and refunds it (refund_late).
+func TestPowerCutAfterNotConfirmed(t *testing.T) {
+	var snap *snapJournal
+	h := newHarness(t, withConfig(func(c *payment.Config) { c.RefundLate = true }), withJournal(func(j payment.Journal) payment.Journal {
+		snap = &snapJournal{Journal: j, t: t}
+		return snap
+	}))
+	snap.path = h.jpath
+	h.ready()
+	ctx := context.Background()
+	// 1054: the simulator leaves the order paying, and pays it 90 s after
+	// it was created (scenario 54).
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 1054, Source: payment.SourceECR, ECRRef: "CUT2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.term.Scan(ctx, payment.Code{Text: h.code()}); err != nil {
+		t.Fatal(err)
+	}
+	r := h.resultNow()
+	cut := snap.taken() // every fsync the answer came after
+	if r.Outcome != payment.OutcomeUnknown {
+		t.Fatalf("sale: %+v", r)
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	snap.restore(cut - 1)
+	ro, err := journal.Open(h.jpath, journal.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := ro.Get(ctx, r.MchOrderNo)
+	ro.Close()
+	if err != nil || o.State != journal.StateUnconfirmed {
+		t.Fatalf("after the cut the order reads %s (%v): \"not confirmed\" was answered before it was durable", o.State, err)
+	}
+	h.clock.Advance(iotpaysim.LatePayAfter + time.Second) // the customer pays on the phone
+	h.wrapJ = nil
+	h.start()
+	h.ready()
+	h.eventually("the late payment refunded", func() bool {
+		o := h.order(r.MchOrderNo)
+		return o.State == journal.StateLatePaid && o.Refunded == o.Amount
+	})
+	if h.rec.sawScreen(payment.ScreenApproved) {
+		t.Fatal("the recovered order was shown approved")
+	}
+	if res, err := h.term.LastResult(ctx, "CUT2"); err != nil || res.Outcome == payment.OutcomeApproved {
+		t.Fatalf("the register asking again: %+v %v", res, err)
 	}
 	h.agree()
 }
