@@ -616,7 +616,11 @@ func resultFromOrder(o journal.Order) SaleResult {
 	switch o.State {
 	case journal.StatePaid:
 		r.Outcome = OutcomeApproved
-	case journal.StateDeclined:
+	case journal.StateDeclined, journal.StateCancelled:
+		// A cancelled order never reached IOTPay: nothing was charged,
+		// and the register heard "refused" when it was dropped. Asked
+		// again it hears the same, so its retry is a new sale (ecr's
+		// re-ask rule), not a "not verified" for as long as it asks.
 		r.Outcome = OutcomeRefused
 	}
 	return r

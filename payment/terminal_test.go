@@ -276,6 +276,11 @@ func TestBusyCancelAndTimeout(t *testing.T) {
 	if r := h.result(); r.Outcome != payment.OutcomeRefused || r.Request.ECRRef != "A" || r.Message != "cancelled" {
 		t.Fatalf("cancel result %+v", r)
 	}
+	// Asked again, the journal answers as the lane did: refused, final
+	// (so the register's retry is a new sale, not "not verified").
+	if r, err := h.term.LastResult(ctx, "A"); err != nil || r.Outcome != payment.OutcomeRefused || !r.Final {
+		t.Fatalf("the cancelled sale asked again: %+v %v", r, err)
+	}
 	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 300}); err != nil {
 		t.Fatal(err)
 	}
