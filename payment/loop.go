@@ -436,6 +436,13 @@ func (l *lane) onCode(c Code) error {
 	l.show(Screen{Kind: ScreenProcessing, Amount: o.Amount, Currency: o.Currency, Wallet: wallet.Name})
 	l.t.out.beep.put(BeepAccepted)
 	attached, err := l.t.jr.AttachCode(l.ctx, o.MchOrderNo, journal.Code{Channel: wallet.Channel, CodeMasked: masked, CodeHash: hash})
+	if errors.Is(err, journal.ErrStateChanged) {
+		// An operator's `scanpay query` settled the armed order in the
+		// moment its create_order flew (it asks the gateway, with the same
+		// rule): the lane takes what the journal says, as after any such
+		// conflict, rather than stopping as if the disk had failed.
+		return l.stateConflict(err)
+	}
 	if err != nil {
 		// Sent already: the order stays open on disk (armed), and
 		// recovery asks the gateway about it.

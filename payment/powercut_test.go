@@ -202,3 +202,54 @@ func TestPowerCutAfterNotConfirmed(t *testing.T) {
 	}
 	h.agree()
 }
+
+// settleFirst stands in for an operator's `scanpay query` that settles an
+// armed order paid in the moment between its create_order leaving and the
+// lane's commit of the code's link.
+type settleFirst struct {
+	payment.Journal
+	t    *testing.T
+	path string
+}
+
+func (s *settleFirst) AttachCode(ctx context.Context, no string, c journal.Code) (journal.Order, error) {
+	other, err := journal.Open(s.path, journal.Options{})
+	if err != nil {
+		s.t.Error(err)
+	} else {
+		if _, err := other.Transition(ctx, no, journal.StateArmed, journal.StatePaid, journal.Update{PayOrderID: "AM-OPERATOR", Status: 2}); err != nil {
+			s.t.Error(err)
+		}
+		other.Close()
+	}
+	return s.Journal.AttachCode(ctx, no, c)
+}
+
+// The lane meets the operator's write as a conflict (the journal is the
+// truth both wrote by the same rule), not as a storage failure: it
+// announces what the journal says and takes the next sale, where it used
+// to stop the daemon out of service.
+func TestOperatorSettlesWhileCodeFlies(t *testing.T) {
+	var race *settleFirst
+	h := newHarness(t, withJournal(func(j payment.Journal) payment.Journal {
+		race = &settleFirst{Journal: j, t: t}
+		return race
+	}))
+	race.path = h.jpath
+	h.ready()
+	ctx := context.Background()
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 800, Source: payment.SourceECR, ECRRef: "OP1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.term.Scan(ctx, payment.Code{Text: h.code()}); err != nil {
+		t.Fatal(err)
+	}
+	r := h.resultNow()
+	if r.Outcome != payment.OutcomeApproved || r.PayOrderID != "AM-OPERATOR" {
+		t.Fatalf("the sale an operator settled meanwhile: %+v", r)
+	}
+	h.eventually("the lane idle again", func() bool { return h.term.State() == payment.StateIdle })
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 900}); err != nil {
+		t.Fatalf("the next sale: %v", err)
+	}
+}
