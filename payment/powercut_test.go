@@ -84,6 +84,31 @@ func (s *snapJournal) restore(i int) {
 	}
 }
 
+// ecrSaleNow runs a register sale of amount with reference ref and returns
+// its result the moment it is announced (before its commit).
+func ecrSaleNow(h *harness, amount int64, ref string) payment.SaleResult {
+	h.t.Helper()
+	ctx := context.Background()
+	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: amount, Source: payment.SourceECR, ECRRef: ref}); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.term.Scan(ctx, payment.Code{Text: h.code()}); err != nil {
+		h.t.Fatal(err)
+	}
+	return h.resultNow()
+}
+
+// onDisk reads order no from the journal's files, as the next boot would.
+func onDisk(t *testing.T, path, no string) (journal.Order, error) {
+	t.Helper()
+	ro, err := journal.Open(path, journal.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	return ro.Get(context.Background(), no)
+}
+
 // A power cut after a sale was shown and answered approved, before any
 // fsync covered its code's link and outcome: the next boot finds the order
 // armed, asks the gateway, and settles it paid, the answer the customer
@@ -97,13 +122,7 @@ func TestPowerCutAfterUnsyncedOutcome(t *testing.T) {
 	snap.path = h.jpath
 	h.ready()
 	ctx := context.Background()
-	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 1234, Source: payment.SourceECR, ECRRef: "CUT1"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.term.Scan(ctx, payment.Code{Text: h.code()}); err != nil {
-		t.Fatal(err)
-	}
-	r := h.resultNow()
+	r := ecrSaleNow(h, 1234, "CUT1")
 	if r.Outcome != payment.OutcomeApproved {
 		t.Fatalf("sale: %+v", r)
 	}
@@ -121,13 +140,7 @@ func TestPowerCutAfterUnsyncedOutcome(t *testing.T) {
 		t.Fatalf("%d snapshots", n)
 	}
 	snap.restore(0)
-	ro, err := journal.Open(h.jpath, journal.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := ro.Get(ctx, r.MchOrderNo)
-	ro.Close()
-	if err != nil || o.State != journal.StateArmed {
+	if o, err := onDisk(t, h.jpath, r.MchOrderNo); err != nil || o.State != journal.StateArmed {
 		t.Fatalf("after the cut the order reads %s (%v), want ARMED: the code's link and the outcome had no fsync", o.State, err)
 	}
 	h.wrapJ = nil
@@ -162,13 +175,7 @@ func TestPowerCutAfterNotConfirmed(t *testing.T) {
 	ctx := context.Background()
 	// 1054: the simulator leaves the order paying, and pays it 90 s after
 	// it was created (scenario 54).
-	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 1054, Source: payment.SourceECR, ECRRef: "CUT2"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.term.Scan(ctx, payment.Code{Text: h.code()}); err != nil {
-		t.Fatal(err)
-	}
-	r := h.resultNow()
+	r := ecrSaleNow(h, 1054, "CUT2")
 	cut := snap.taken() // every fsync the answer came after
 	if r.Outcome != payment.OutcomeUnknown {
 		t.Fatalf("sale: %+v", r)
@@ -177,13 +184,7 @@ func TestPowerCutAfterNotConfirmed(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap.restore(cut - 1)
-	ro, err := journal.Open(h.jpath, journal.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := ro.Get(ctx, r.MchOrderNo)
-	ro.Close()
-	if err != nil || o.State != journal.StateUnconfirmed {
+	if o, err := onDisk(t, h.jpath, r.MchOrderNo); err != nil || o.State != journal.StateUnconfirmed {
 		t.Fatalf("after the cut the order reads %s (%v): \"not confirmed\" was answered before it was durable", o.State, err)
 	}
 	h.clock.Advance(iotpaysim.LatePayAfter + time.Second) // the customer pays on the phone
@@ -238,13 +239,7 @@ func TestOperatorSettlesWhileCodeFlies(t *testing.T) {
 	race.path = h.jpath
 	h.ready()
 	ctx := context.Background()
-	if err := h.term.RequestSale(ctx, payment.SaleRequest{Amount: 800, Source: payment.SourceECR, ECRRef: "OP1"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.term.Scan(ctx, payment.Code{Text: h.code()}); err != nil {
-		t.Fatal(err)
-	}
-	r := h.resultNow()
+	r := ecrSaleNow(h, 800, "OP1")
 	if r.Outcome != payment.OutcomeApproved || r.PayOrderID != "AM-OPERATOR" {
 		t.Fatalf("the sale an operator settled meanwhile: %+v", r)
 	}
