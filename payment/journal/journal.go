@@ -1,7 +1,8 @@
 // Package journal is scanpay's durable order journal: SQLite through
-// modernc.org/sqlite (no cgo), WAL, synchronous=FULL. Every order is
-// committed before create_order is sent and every later state before it is
-// shown; an append-only transition log makes each sale auditable. Any
+// modernc.org/sqlite (no cgo), WAL. A write is either synced (its commit
+// is fdatasync'd before it returns) or unsynced (the next synced commit
+// makes it durable); the engine's rules say which each write is. An
+// append-only transition log makes each sale auditable. Any
 // storage error is returned wrapped in ErrStorage, which the engine treats
 // as fatal: it never carries on with state it could not save.
 package journal
@@ -10,7 +11,6 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
@@ -86,6 +86,8 @@ type Journal struct {
 	commits   atomic.Int64
 	synced    atomic.Int64 // commits made with their own fsync
 	dur       durability
+	wal       walSync  // fsyncs the WAL after a synced commit (wal.go)
+	raw       rawState // writes at the driver's level (wtx.go)
 	onCommit  func(time.Duration)
 	st        *statements
 	fleet     atomic.Pointer[fleetSetting] // the outbox's switch (outbox.go)
@@ -190,11 +192,12 @@ func open(path string, opts Options, now func() time.Time) (*Journal, error) {
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
 	j := &Journal{db: db, path: path, now: now, onCommit: opts.OnCommit, trackStop: opts.TrackCleanStop && !opts.ReadOnly, readOnly: opts.ReadOnly}
+	j.wal.path = path + "-wal"
 	if err := j.check(opts); err != nil {
 		db.Close()
 		return nil, err
 	}
-	if j.st, err = prepare(db); err != nil {
+	if j.st, err = prepare(db, &j.raw); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
@@ -204,7 +207,14 @@ func open(path string, opts Options, now func() time.Time) (*Journal, error) {
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
 	if j.trackStop {
-		if _, err := db.Exec(`INSERT OR REPLACE INTO meta(key, value) VALUES ('clean_stop', '0')`); err != nil {
+		// Synced: a power cut must find the journal marked open, or the
+		// next start would skip the full check an unclean stop calls for.
+		_, err := db.Exec(`INSERT OR REPLACE INTO meta(key, value) VALUES ('clean_stop', '0')`)
+		if err == nil {
+			err = j.wal.sync()
+		}
+		if err != nil {
+			j.wal.close()
 			j.st.close()
 			db.Close()
 			return nil, storage("mark open", err)
@@ -278,7 +288,12 @@ func dsn(path string, opts Options) string {
 	q := []string{
 		"_pragma=busy_timeout(5000)",
 		"_pragma=foreign_keys(1)",
-		"_pragma=synchronous(FULL)",
+		// NORMAL: a commit does not fsync inside SQLite; a synced write
+		// fdatasyncs the WAL itself after its commit (wal.go), so that
+		// unsynced writes need not switch the connection's setting.
+		// Checkpoints still fsync the WAL before they copy it and the
+		// database file after.
+		"_pragma=synchronous(NORMAL)",
 		// A bounded page cache (256 KiB): the journal's hot pages are few,
 		// the file stays in the kernel's page cache anyway (SQLite's own
 		// copy is mostly a second one), and the lane's memory budget is
@@ -503,14 +518,14 @@ func (j *Journal) migrate(from int) error {
 				return err
 			}
 		}
-		err := j.write(context.Background(), "migrate", func(ctx context.Context, tx *sql.Tx) error {
-			if _, err := tx.Exec(migrations[v-1]); err != nil {
+		err := j.write(context.Background(), "migrate", func(t *wtx) error {
+			if err := t.execScript(migrations[v-1]); err != nil {
 				return err
 			}
 			if needsForeignKeysOff[v] {
 				var table string
 				var rowid, parent, fkid sql.NullInt64
-				err := tx.QueryRow("PRAGMA foreign_key_check").Scan(&table, &rowid, &parent, &fkid)
+				err := t.rowText("PRAGMA foreign_key_check").Scan(&table, &rowid, &parent, &fkid)
 				if err == nil {
 					return fmt.Errorf("foreign key check failed in %s", table)
 				}
@@ -518,7 +533,7 @@ func (j *Journal) migrate(from int) error {
 					return err
 				}
 			}
-			_, err := tx.Exec(`UPDATE meta SET value = ? WHERE key = 'schema_version'`, fmt.Sprint(v+1))
+			_, err := t.execText(`UPDATE meta SET value = ? WHERE key = 'schema_version'`, fmt.Sprint(v+1))
 			return err
 		})
 		if needsForeignKeysOff[v] {
@@ -547,13 +562,20 @@ func (j *Journal) Close() error {
 	var err error
 	if j.trackStop && !j.unclean.Load() {
 		_, err = j.db.Exec(`UPDATE meta SET value = '1' WHERE key = 'clean_stop'`)
+		if err == nil {
+			// Durable even when an operator's command keeps the file
+			// open (then closing here checkpoints nothing).
+			err = j.wal.sync()
+		}
 	}
+	j.closeRaw()
 	if j.st != nil {
 		j.st.close()
 	}
 	if cerr := j.db.Close(); err == nil {
 		err = cerr
 	}
+	j.wal.close()
 	if j.lock != nil {
 		j.lock.Close() // last: the next daemon may open it now
 		j.lock = nil
@@ -587,101 +609,24 @@ func storage(op string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrStorage, op, err)
 }
 
-// write runs fn in one immediate transaction and commits it.
-func (j *Journal) write(ctx context.Context, op string, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	tx, err := j.db.BeginTx(ctx, nil)
-	if err != nil {
-		return storage(op, err)
-	}
-	return j.commit(ctx, op, tx, fn, true)
+// write runs fn in one immediate transaction and commits it with fsync.
+func (j *Journal) write(ctx context.Context, op string, fn func(t *wtx) error) error {
+	return j.transact(ctx, op, true, fn)
 }
 
-// writeUnsynced is write without the commit's fsync (synchronous=NORMAL
-// for this one transaction), for facts the next synced commit makes
-// durable in time: the WAL is appended in order, so the next commit's
-// fsync covers this one's frames too. A crash of the process loses
-// nothing; a power cut before the next synced commit loses this
-// transaction. Until that commit, Unsynced is true and the outbox holds
-// back the events this transaction wrote (UndurableFrom).
-func (j *Journal) writeUnsynced(ctx context.Context, op string, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	// The journal's one connection, held so that no other write commits
-	// while it is not synchronous=FULL.
-	conn, err := j.db.Conn(ctx)
-	if err != nil {
-		return storage(op, err)
-	}
-	defer conn.Close()
-	// SQLite applies the setting when the statement is prepared, so a
-	// cancel between prepare and exec would leave it changed behind an
-	// error: both PRAGMAs run without the caller's context, and a
-	// connection whose setting is in doubt is never handed back.
-	drop := func() { _ = conn.Raw(func(any) error { return driver.ErrBadConn }) }
-	if _, err := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = NORMAL`); err != nil {
-		drop()
-		return storage(op, err)
-	}
-	werr := func() error {
-		tx, err := conn.BeginTx(ctx, nil)
-		if err != nil {
-			return storage(op, err)
-		}
-		return j.commit(ctx, op, tx, fn, false)
-	}()
-	if werr != nil && (Interrupted(werr) || ctx.Err() != nil) {
-		// The caller stopped mid-write (the write may also have been
-		// refused meanwhile, which is returned as it is): database/sql
-		// may still be rolling the transaction back on this connection,
-		// where the setting cannot change. Never hand it back: the pool
-		// opens a new one with the DSN's FULL.
-		drop()
-		return werr
-	}
-	if _, err := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); err != nil {
-		// Never hand back a connection that would commit sales without
-		// fsync: drop it (the pool opens a new one with the DSN's FULL).
-		drop()
-		return storage(op+": restore synchronous", err)
-	}
-	return werr
+// writeUnsynced is write without the commit's fsync, for facts the next
+// synced commit makes durable in time: the WAL is appended in order, so
+// the next commit's fsync covers this one's frames too. A crash of the
+// process loses nothing; a power cut before the next synced commit loses
+// this transaction. Until that commit, Unsynced is true and the outbox
+// holds back the events this transaction wrote (UndurableFrom).
+func (j *Journal) writeUnsynced(ctx context.Context, op string, fn func(t *wtx) error) error {
+	return j.transact(ctx, op, false, fn)
 }
 
-// commit runs fn in tx and commits it; synced says whether the commit
-// fsyncs (synchronous=FULL). The caller holds the journal's connection
-// (tx), so commits reach the WAL in the order durability sees them.
-func (j *Journal) commit(ctx context.Context, op string, tx *sql.Tx, fn func(ctx context.Context, tx *sql.Tx) error, synced bool) error {
-	gen := j.dur.begin(synced)
-	// The statements run on a context that is never cancelled: the
-	// driver watches a cancellable one with a goroutine per statement (a
-	// dozen a sale). The transaction still ends with ctx: database/sql
-	// rolls it back, so later statements and the commit fail.
-	if err := fn(context.WithoutCancel(ctx), tx); err != nil {
-		_ = tx.Rollback()
-		if isLogical(err) {
-			return err
-		}
-		return failed(ctx, op, err)
-	}
-	start := time.Now()
-	if err := tx.Commit(); err != nil {
-		return failed(ctx, op+" commit", err)
-	}
-	j.dur.committed(synced, gen)
-	if synced && j.onCommit != nil {
-		j.onCommit(time.Since(start))
-	}
-	j.commits.Add(1)
-	if synced {
-		j.synced.Add(1)
-	}
-	return nil
-}
-
-// failed is the error of a write that did not commit. When the caller
-// stopped meanwhile (ctx ended), database/sql rolls the transaction back
-// from a goroutine of its own, and what the write then meets ("statement
-// is closed", "transaction has already been committed or rolled back")
-// is that stop, not the disk: an interrupted write, nothing of it on
-// disk. Otherwise it is a storage failure.
+// failed is the error of a write that did not commit: when the caller
+// stopped meanwhile (ctx ended), an interrupted write, nothing of it on
+// disk; otherwise a storage failure.
 func failed(ctx context.Context, op string, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return fmt.Errorf("%s: %w (%v)", op, cerr, err)
@@ -693,19 +638,20 @@ func failed(ctx context.Context, op string, err error) error {
 // commit covers them: the WAL is appended in order, so one fsync makes
 // every earlier frame durable. Every commit of this process goes through
 // the journal's one connection, so transactions do not overlap; but the
-// bookkeeping after one commit may run after the next transaction began,
-// hence the generation.
+// bookkeeping after one commit (and a synced one's fsync) may run after
+// the next transaction began, hence the generation.
 type durability struct {
 	mu sync.Mutex
 	// gen counts transactions begun without fsync; a synced commit covers
 	// what came before it only if none began since it did.
-	gen      uint64
-	unsynced bool // the running transaction commits without fsync
-	dirty    bool // such a transaction may have committed, not yet covered
-	// holdFrom is the first outbox event such a transaction wrote (0:
-	// none). It is set as the event is written, before the commit makes
-	// it visible to the publisher's connection, and kept if the
-	// transaction rolls back (the next synced commit clears it).
+	gen   uint64
+	dirty bool // such a transaction may have committed, not yet covered
+	// holdFrom is the first outbox event written since the last covering
+	// fsync (0: none). It is set as the event is written, before the
+	// commit makes it visible to the publisher's connection; a synced
+	// commit is visible before its fsync too, so its events are held
+	// until then like any other. It is kept if the transaction rolls back
+	// (the next synced commit clears it).
 	holdFrom uint64
 }
 
@@ -714,7 +660,6 @@ type durability struct {
 func (d *durability) begin(synced bool) uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.unsynced = !synced
 	if !synced {
 		d.gen++
 		d.dirty = true
@@ -726,13 +671,14 @@ func (d *durability) begin(synced bool) uint64 {
 func (d *durability) emitted(seq uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.unsynced && d.holdFrom == 0 {
+	if d.holdFrom == 0 {
 		d.holdFrom = seq
 	}
 }
 
-// committed records a synced commit: it covers every transaction begun
-// before it, unless one without fsync began since (gen moved on).
+// committed records a synced commit, after its fsync: it covers every
+// transaction begun before it, unless one without fsync began since (gen
+// moved on).
 func (d *durability) committed(synced bool, gen uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -764,8 +710,8 @@ func (j *Journal) Sync(ctx context.Context) error {
 	if !j.Unsynced() {
 		return nil
 	}
-	return j.write(ctx, "sync", func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO meta(key, value) VALUES ('synced_at', ?)`, fmt.Sprint(ms(j.now())))
+	return j.write(ctx, "sync", func(t *wtx) error {
+		_, err := t.execText(`INSERT OR REPLACE INTO meta(key, value) VALUES ('synced_at', ?)`, fmt.Sprint(ms(j.now())))
 		return err
 	})
 }

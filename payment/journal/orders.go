@@ -118,9 +118,9 @@ type Code struct {
 // durable before a code is scanned, so a scan sends create_order at once.
 func (j *Journal) ArmOrder(ctx context.Context, a Armed, number func(seq uint64) string) (Order, error) {
 	var o Order
-	err := j.write(ctx, "arm order", func(ctx context.Context, tx *sql.Tx) error {
+	err := j.write(ctx, "arm order", func(t *wtx) error {
 		var err error
-		o, err = j.insertOrder(ctx, tx, NewOrder{TerminalID: a.TerminalID, Amount: a.Amount, Currency: a.Currency,
+		o, err = j.insertOrder(t, NewOrder{TerminalID: a.TerminalID, Amount: a.Amount, Currency: a.Currency,
 			Source: a.Source, ECRRef: a.ECRRef, POSNumber: a.POSNumber, ECRType: a.ECRType}, StateArmed, number)
 		return err
 	})
@@ -145,25 +145,25 @@ func (j *Journal) AttachCode(ctx context.Context, no string, c Code) (Order, err
 	// costs later checks of this code a read).
 	j.filterCode(c.CodeHash)
 	var o Order
-	err := j.writeUnsynced(ctx, "attach code", func(ctx context.Context, tx *sql.Tx) error {
+	err := j.writeUnsynced(ctx, "attach code", func(t *wtx) error {
 		now := ms(j.now())
 		var err error
-		o, err = scanOrder(tx.StmtContext(ctx, j.st.attachArmed).QueryRowContext(ctx, c.Channel, c.CodeMasked, c.CodeHash, now, no))
+		o, err = scanOrder(t.row(j.st.attachArmed, c.Channel, c.CodeMasked, c.CodeHash, now, no))
 		if uniqueViolation(err) {
 			// code_hash is the one unique column this statement sets.
 			return ErrCodeUsed
 		}
 		if errors.Is(err, sql.ErrNoRows) {
-			return j.notIn(ctx, tx, no, StateArmed)
+			return j.notIn(t, no, StateArmed)
 		}
 		if err != nil {
 			return err
 		}
-		if err := j.logTransition(ctx, tx, o.Seq, now, StateArmed.String(), StateSubmitting.String(), -1,
+		if err := j.logTransition(t, o.Seq, now, StateArmed.String(), StateSubmitting.String(), -1,
 			fmt.Sprintf("%s %d %s %s", o.Channel, o.Amount, o.Currency, o.CodeMasked)); err != nil {
 			return err
 		}
-		return j.emit(ctx, tx, event.KindOrder, no, "")
+		return j.emit(t, event.KindOrder, no, "")
 	})
 	return o, err
 }
@@ -177,8 +177,8 @@ func (j *Journal) filterCode(hash string) {
 
 // notIn is the error for an order that a guarded update did not find in
 // state want: gone (ErrNotFound) or moved on (ErrStateChanged).
-func (j *Journal) notIn(ctx context.Context, tx *sql.Tx, no string, want State) error {
-	cur, err := scanOrder(tx.StmtContext(ctx, j.st.getOrder).QueryRowContext(ctx, no))
+func (j *Journal) notIn(t *wtx, no string, want State) error {
+	cur, err := scanOrder(t.row(j.st.getOrder, no))
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("%w: %s", ErrNotFound, no)
 	}
@@ -201,25 +201,25 @@ func uniqueViolation(err error) bool {
 func (j *Journal) AddOrder(ctx context.Context, n NewOrder, number func(counter uint64) string) (Order, error) {
 	j.filterCode(n.CodeHash)
 	var o Order
-	err := j.write(ctx, "add order", func(ctx context.Context, tx *sql.Tx) error {
+	err := j.write(ctx, "add order", func(t *wtx) error {
 		var used int
-		if err := tx.StmtContext(ctx, j.st.codeUsed).QueryRowContext(ctx, n.CodeHash).Scan(&used); err != nil {
+		if err := t.row(j.st.codeUsed, n.CodeHash).Scan(&used); err != nil {
 			return err
 		}
 		if used > 0 {
 			return ErrCodeUsed
 		}
 		var err error
-		o, err = j.insertOrder(ctx, tx, n, StateSubmitting, number)
+		o, err = j.insertOrder(t, n, StateSubmitting, number)
 		return err
 	})
 	return o, err
 }
 
 // insertOrder writes a new order and its first transition.
-func (j *Journal) insertOrder(ctx context.Context, tx *sql.Tx, n NewOrder, state State, number func(uint64) string) (Order, error) {
+func (j *Journal) insertOrder(t *wtx, n NewOrder, state State, number func(uint64) string) (Order, error) {
 	var seq uint64
-	if err := tx.StmtContext(ctx, j.st.nextOrderSeq).QueryRowContext(ctx).Scan(&seq); err != nil {
+	if err := t.row(j.st.nextOrderSeq).Scan(&seq); err != nil {
 		return Order{}, err
 	}
 	now := ms(j.now())
@@ -233,7 +233,7 @@ func (j *Journal) insertOrder(ctx context.Context, tx *sql.Tx, n NewOrder, state
 	if o.CodeHash != "" {
 		hash = o.CodeHash
 	}
-	if _, err := tx.StmtContext(ctx, j.st.insertOrder).ExecContext(ctx, o.Seq, o.MchOrderNo, o.TerminalID, o.Amount, o.Currency,
+	if _, err := t.exec(j.st.insertOrder, o.Seq, o.MchOrderNo, o.TerminalID, o.Amount, o.Currency,
 		o.Channel, o.CodeMasked, hash, o.Source, o.ECRRef, o.POSNumber, o.ECRType, o.State.String(), now, now); err != nil {
 		return Order{}, err
 	}
@@ -241,15 +241,15 @@ func (j *Journal) insertOrder(ctx context.Context, tx *sql.Tx, n NewOrder, state
 	if o.Channel != "" {
 		detail = fmt.Sprintf("%s %d %s %s", o.Channel, o.Amount, o.Currency, o.CodeMasked)
 	}
-	if err := j.logTransition(ctx, tx, o.Seq, now, "", o.State.String(), -1, detail); err != nil {
+	if err := j.logTransition(t, o.Seq, now, "", o.State.String(), -1, detail); err != nil {
 		return Order{}, err
 	}
-	return o, j.emit(ctx, tx, event.KindOrder, o.MchOrderNo, "")
+	return o, j.emit(t, event.KindOrder, o.MchOrderNo, "")
 }
 
 // logTransition appends one step to an order's history.
-func (j *Journal) logTransition(ctx context.Context, tx *sql.Tx, seq uint64, at int64, from, to string, status int, detail string) error {
-	_, err := tx.StmtContext(ctx, j.st.insertTransition).ExecContext(ctx, seq, seq, at, from, to, status, detail)
+func (j *Journal) logTransition(t *wtx, seq uint64, at int64, from, to string, status int, detail string) error {
+	_, err := t.exec(j.st.insertTransition, seq, seq, at, from, to, status, detail)
 	return err
 }
 
@@ -290,27 +290,27 @@ func (j *Journal) Settle(ctx context.Context, no string, from, to State, u Updat
 	return j.transition(ctx, no, from, to, u, j.writeUnsynced)
 }
 
-func (j *Journal) transition(ctx context.Context, no string, from, to State, u Update, write func(context.Context, string, func(context.Context, *sql.Tx) error) error) (Order, error) {
+func (j *Journal) transition(ctx context.Context, no string, from, to State, u Update, write func(context.Context, string, func(*wtx) error) error) (Order, error) {
 	if from != to && !CanMove(from, to) {
 		return Order{}, fmt.Errorf("%w: %s → %s", ErrInvalidTransition, from, to)
 	}
 	var o Order
-	err := write(ctx, "transition", func(ctx context.Context, tx *sql.Tx) error {
+	err := write(ctx, "transition", func(t *wtx) error {
 		now := ms(j.now())
 		// The row as Apply(cur, to, u) makes it, in one guarded statement.
 		var err error
-		o, err = scanOrder(tx.StmtContext(ctx, j.st.moveOrder).QueryRowContext(ctx, to.String(), u.PayOrderID, u.PayOrderID,
+		o, err = scanOrder(t.row(j.st.moveOrder, to.String(), u.PayOrderID, u.PayOrderID,
 			u.Status, u.Status, u.Message, u.NotSent, u.Interrupted, now, no, from.String()))
 		if errors.Is(err, sql.ErrNoRows) {
-			return j.notIn(ctx, tx, no, from)
+			return j.notIn(t, no, from)
 		}
 		if err != nil {
 			return err
 		}
-		if err := j.logTransition(ctx, tx, o.Seq, now, from.String(), to.String(), o.Status, u.Message); err != nil {
+		if err := j.logTransition(t, o.Seq, now, from.String(), to.String(), o.Status, u.Message); err != nil {
 			return err
 		}
-		return j.emit(ctx, tx, event.KindOrder, no, "")
+		return j.emit(t, event.KindOrder, no, "")
 	})
 	return o, err
 }
@@ -559,12 +559,12 @@ func (j *Journal) MarkTaken(ctx context.Context, no string) error {
 	if j.readOnly {
 		return errors.New("journal opened read-only")
 	}
-	return j.write(ctx, "mark taken", func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.StmtContext(ctx, j.st.markTaken).ExecContext(ctx, no)
+	return j.write(ctx, "mark taken", func(t *wtx) error {
+		n, err := t.exec(j.st.markTaken, no)
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		if n == 0 {
 			return fmt.Errorf("%w: %s", ErrNotFound, no)
 		}
 		return nil

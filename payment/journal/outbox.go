@@ -17,6 +17,7 @@ package journal
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,6 +75,7 @@ func (j *Journal) loadFleet() error {
 		if *p.dst, err = j.db.Prepare(p.q); err != nil {
 			return fmt.Errorf("fleet statements: %w", err)
 		}
+		j.raw.register(*p.dst, p.q)
 	}
 	j.fleet.Store(&fleetSetting{lane: lane.String, maxBacklog: n, st: st})
 	return nil
@@ -82,12 +84,12 @@ func (j *Journal) loadFleet() error {
 // emit writes the event for a change to order no (and refund refundNo, when
 // not empty) into the outbox, inside the caller's transaction. It does
 // nothing while the fleet link is off.
-func (j *Journal) emit(ctx context.Context, tx *sql.Tx, kind, no, refundNo string) error {
+func (j *Journal) emit(t *wtx, kind, no, refundNo string) error {
 	f := j.fleet.Load()
 	if f == nil || f.lane == "" {
 		return nil
 	}
-	o, err := scanOrder(tx.StmtContext(ctx, j.st.getOrder).QueryRowContext(ctx, no))
+	o, err := scanOrder(t.row(j.st.getOrder, no))
 	if err != nil {
 		return fmt.Errorf("outbox: read order %s: %w", no, err)
 	}
@@ -95,7 +97,7 @@ func (j *Journal) emit(ctx context.Context, tx *sql.Tx, kind, no, refundNo strin
 	if refundNo != "" {
 		var r event.Refund
 		var c, u int64
-		err := tx.StmtContext(ctx, f.st.refund).QueryRowContext(ctx, refundNo).Scan(&r.MchRefundNo, &r.Amount, &r.State, &r.Message, &c, &u)
+		err := t.row(f.st.refund, refundNo).Scan(&r.MchRefundNo, &r.Amount, &r.State, &r.Message, &c, &u)
 		if err != nil {
 			return fmt.Errorf("outbox: read refund %s: %w", refundNo, err)
 		}
@@ -103,24 +105,24 @@ func (j *Journal) emit(ctx context.Context, tx *sql.Tx, kind, no, refundNo strin
 		r.CreatedAt, r.UpdatedAt = time.UnixMilli(c).UTC(), time.UnixMilli(u).UTC()
 		ev.Refund = &r
 	}
-	if err := tx.StmtContext(ctx, f.st.nextSeq).QueryRowContext(ctx).Scan(&ev.Seq); err != nil {
+	if err := t.row(f.st.nextSeq).Scan(&ev.Seq); err != nil {
 		return err
 	}
 	data, err := json.Marshal(ev)
 	if err != nil {
 		return err
 	}
-	if _, err := tx.StmtContext(ctx, f.st.insert).ExecContext(ctx, ev.Seq, ms(ev.At), data); err != nil {
+	if _, err := t.exec(f.st.insert, ev.Seq, ms(ev.At), data); err != nil {
 		return err
 	}
 	j.dur.emitted(ev.Seq)
 	if f.maxBacklog > 0 && ev.Seq > f.maxBacklog {
-		res, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq <= ? AND sent = 0`, ev.Seq-f.maxBacklog)
+		n, err := t.execText(`DELETE FROM outbox WHERE seq <= ? AND sent = 0`, ev.Seq-f.maxBacklog)
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n > 0 {
-			_, err = tx.ExecContext(ctx, `UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'outbox_dropped'`, n)
+		if n > 0 {
+			_, err = t.execText(`UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'outbox_dropped'`, n)
 			return err
 		}
 	}
@@ -161,40 +163,36 @@ func (j *Journal) SetFleet(ctx context.Context, lane string, maxBacklog int) err
 	old := j.fleet.Load()
 	// The snapshot below is emitted under the new setting.
 	j.fleet.Store(&fleetSetting{lane: lane, maxBacklog: uint64(maxBacklog), st: old.st})
-	err := j.write(ctx, "set fleet", func(ctx context.Context, tx *sql.Tx) error {
+	err := j.write(ctx, "set fleet", func(t *wtx) error {
 		var was string
-		if err := tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'fleet_lane'`).Scan(&was); err != nil {
+		if err := t.rowText(`SELECT value FROM meta WHERE key = 'fleet_lane'`).Scan(&was); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE meta SET value = ? WHERE key = 'fleet_lane'`, lane); err != nil {
+		if _, err := t.execText(`UPDATE meta SET value = ? WHERE key = 'fleet_lane'`, lane); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE meta SET value = ? WHERE key = 'fleet_max_backlog'`, strconv.Itoa(maxBacklog)); err != nil {
+		if _, err := t.execText(`UPDATE meta SET value = ? WHERE key = 'fleet_max_backlog'`, strconv.Itoa(maxBacklog)); err != nil {
 			return err
 		}
 		if was != "" || lane == "" {
 			return nil
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT mch_order_no FROM (SELECT mch_order_no, seq FROM orders
-			ORDER BY seq DESC LIMIT ?) ORDER BY seq`, max(maxBacklog/2, 1))
-		if err != nil {
-			return err
-		}
+		// Read first: emitting runs statements of its own.
 		var nos []string
-		for rows.Next() {
+		err := t.eachText(`SELECT mch_order_no FROM (SELECT mch_order_no, seq FROM orders
+			ORDER BY seq DESC LIMIT ?) ORDER BY seq`, []any{max(maxBacklog/2, 1)}, func(vals []driver.Value) error {
 			var no string
-			if err := rows.Scan(&no); err != nil {
-				rows.Close()
+			if err := assign(&no, vals[0]); err != nil {
 				return err
 			}
 			nos = append(nos, no)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 		for _, no := range nos {
-			if err := j.emit(ctx, tx, event.KindSnapshot, no, ""); err != nil {
+			if err := j.emit(t, event.KindSnapshot, no, ""); err != nil {
 				return err
 			}
 		}

@@ -61,11 +61,11 @@ func scanRefund(s scanner) (Refund, error) {
 func (j *Journal) AddRefund(ctx context.Context, n NewRefund, number func(counter uint64) string) (Refund, error) {
 	orderNo, amount := n.OrderNo, n.Amount
 	var r Refund
-	err := j.write(ctx, "add refund", func(ctx context.Context, tx *sql.Tx) error {
+	err := j.write(ctx, "add refund", func(t *wtx) error {
 		var state string
 		var paid int64
 		var orderSeq uint64
-		err := tx.StmtContext(ctx, j.st.orderForRefund).QueryRowContext(ctx, orderNo).Scan(&orderSeq, &state, &paid)
+		err := t.row(j.st.orderForRefund, orderNo).Scan(&orderSeq, &state, &paid)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: %s", ErrNotFound, orderNo)
 		}
@@ -76,7 +76,7 @@ func (j *Journal) AddRefund(ctx context.Context, n NewRefund, number func(counte
 			return fmt.Errorf("%w: %s is %s", ErrNotRefundable, orderNo, state)
 		}
 		var committed int64
-		if err := tx.StmtContext(ctx, j.st.committedRefunds).QueryRowContext(ctx, orderNo).Scan(&committed); err != nil {
+		if err := t.row(j.st.committedRefunds, orderNo).Scan(&committed); err != nil {
 			return err
 		}
 		// Compared as amount > paid-committed: committed+amount could
@@ -85,19 +85,19 @@ func (j *Journal) AddRefund(ctx context.Context, n NewRefund, number func(counte
 			return fmt.Errorf("%w: %d requested, %d refundable", ErrRefundTooLarge, amount, paid-committed)
 		}
 		var seq uint64
-		if err := tx.StmtContext(ctx, j.st.nextRefundSeq).QueryRowContext(ctx).Scan(&seq); err != nil {
+		if err := t.row(j.st.nextRefundSeq).Scan(&seq); err != nil {
 			return err
 		}
 		now := ms(j.now())
 		r = Refund{MchRefundNo: number(seq), MchOrderNo: orderNo, Amount: amount, State: RefundSent,
 			Source: n.Source, ECRRef: n.ECRRef, CreatedAt: time.UnixMilli(now), UpdatedAt: time.UnixMilli(now)}
-		if _, err := tx.StmtContext(ctx, j.st.insertRefund).ExecContext(ctx, seq, r.MchRefundNo, orderNo, amount, string(r.State), r.Source, r.ECRRef, now, now); err != nil {
+		if _, err := t.exec(j.st.insertRefund, seq, r.MchRefundNo, orderNo, amount, string(r.State), r.Source, r.ECRRef, now, now); err != nil {
 			return err
 		}
-		if err := j.logTransition(ctx, tx, orderSeq, now, state, state, -1, fmt.Sprintf("refund %s of %d sent", r.MchRefundNo, amount)); err != nil {
+		if err := j.logTransition(t, orderSeq, now, state, state, -1, fmt.Sprintf("refund %s of %d sent", r.MchRefundNo, amount)); err != nil {
 			return err
 		}
-		return j.emit(ctx, tx, event.KindRefund, orderNo, r.MchRefundNo)
+		return j.emit(t, event.KindRefund, orderNo, r.MchRefundNo)
 	})
 	return r, err
 }
@@ -122,10 +122,10 @@ func (j *Journal) SettleRefund(ctx context.Context, refundNo string, done bool, 
 
 func (j *Journal) finishRefund(ctx context.Context, refundNo string, state RefundState, msg string, onlyUnknown bool) (Refund, error) {
 	var r Refund
-	err := j.write(ctx, "finish refund", func(ctx context.Context, tx *sql.Tx) error {
+	err := j.write(ctx, "finish refund", func(t *wtx) error {
 		var cur string
 		var created int64
-		err := tx.StmtContext(ctx, j.st.getRefund).QueryRowContext(ctx, refundNo).Scan(&r.MchOrderNo, &r.Amount, &cur, &r.Source, &r.ECRRef, &created)
+		err := t.row(j.st.getRefund, refundNo).Scan(&r.MchOrderNo, &r.Amount, &cur, &r.Source, &r.ECRRef, &created)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: refund %s", ErrNotFound, refundNo)
 		}
@@ -138,7 +138,7 @@ func (j *Journal) finishRefund(ctx context.Context, refundNo string, state Refun
 		now := ms(j.now())
 		r.MchRefundNo, r.State, r.Message = refundNo, state, msg
 		r.CreatedAt, r.UpdatedAt = time.UnixMilli(created), time.UnixMilli(now)
-		if _, err := tx.StmtContext(ctx, j.st.finishRefund).ExecContext(ctx, string(state), msg, now, refundNo); err != nil {
+		if _, err := t.exec(j.st.finishRefund, string(state), msg, now, refundNo); err != nil {
 			return err
 		}
 		// The order's update time moves with every refund outcome, so
@@ -147,19 +147,19 @@ func (j *Journal) finishRefund(ctx context.Context, refundNo string, state Refun
 		if state == RefundDone {
 			done = r.Amount
 		}
-		if _, err := tx.StmtContext(ctx, j.st.refundOrderUpdate).ExecContext(ctx, done, now, r.MchOrderNo); err != nil {
+		if _, err := t.exec(j.st.refundOrderUpdate, done, now, r.MchOrderNo); err != nil {
 			return err
 		}
 		var orderSeq uint64
 		var ostate string
 		var paid int64
-		if err := tx.StmtContext(ctx, j.st.orderForRefund).QueryRowContext(ctx, r.MchOrderNo).Scan(&orderSeq, &ostate, &paid); err != nil {
+		if err := t.row(j.st.orderForRefund, r.MchOrderNo).Scan(&orderSeq, &ostate, &paid); err != nil {
 			return err
 		}
-		if err := j.logTransition(ctx, tx, orderSeq, now, ostate, ostate, -1, fmt.Sprintf("refund %s %s %s", refundNo, state, msg)); err != nil {
+		if err := j.logTransition(t, orderSeq, now, ostate, ostate, -1, fmt.Sprintf("refund %s %s %s", refundNo, state, msg)); err != nil {
 			return err
 		}
-		return j.emit(ctx, tx, event.KindRefund, r.MchOrderNo, refundNo)
+		return j.emit(t, event.KindRefund, r.MchOrderNo, refundNo)
 	})
 	return r, err
 }
@@ -229,12 +229,12 @@ func (j *Journal) MarkRefundTaken(ctx context.Context, no string) error {
 	if j.readOnly {
 		return errors.New("journal opened read-only")
 	}
-	return j.write(ctx, "mark refund taken", func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.StmtContext(ctx, j.st.markRefundTaken).ExecContext(ctx, no)
+	return j.write(ctx, "mark refund taken", func(t *wtx) error {
+		n, err := t.exec(j.st.markRefundTaken, no)
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		if n == 0 {
 			return fmt.Errorf("%w: refund %s", ErrNotFound, no)
 		}
 		return nil

@@ -17,7 +17,7 @@ type statements struct {
 	markInterrupted, moveOrder, attachArmed, codesAfter                                        *sql.Stmt
 }
 
-func prepare(db *sql.DB) (*statements, error) {
+func prepare(db *sql.DB, raw *rawState) (*statements, error) {
 	s := &statements{}
 	var errs []error
 	p := func(q string) *sql.Stmt {
@@ -27,6 +27,7 @@ func prepare(db *sql.DB) (*statements, error) {
 			return nil
 		}
 		s.list = append(s.list, st)
+		raw.register(st, q)
 		return st
 	}
 	s.nextOrderSeq = p(`SELECT COALESCE(MAX(seq), 0) + 1 FROM orders`)
