@@ -1,6 +1,7 @@
 package iotpay
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -237,9 +238,12 @@ type fields []field
 // the object's names in byte order ("sign" among them), as encoding/json
 // writes a map without HTML escaping, built directly because a sale sends
 // two requests and the map, reflection and sort cost more than the rest of
-// the request's preparation (FuzzEncode holds it to encoding/json).
-func (f fields) encode(key string) (string, error) {
-	kept := make(fields, 0, len(f)+1)
+// the request's preparation (FuzzEncode holds it to encoding/json and
+// url.Values). The object is built on the stack when it fits, and the
+// body escaped into one allocation of its exact size.
+func (f fields) encode(key string) ([]byte, error) {
+	var keptArr [24]field
+	kept := keptArr[:0]
 	for _, fl := range f {
 		if fl.value != "" && fl.name != "sign" {
 			kept = append(kept, fl)
@@ -262,7 +266,8 @@ func (f fields) encode(key string) (string, error) {
 	at, _ := slices.BinarySearchFunc(kept, "sign", func(fl field, name string) int { return strings.Compare(fl.name, name) })
 	kept = slices.Insert(kept, at, sign)
 
-	b := make([]byte, 0, 512)
+	var objArr [1024]byte
+	b := objArr[:0]
 	b = append(b, '{')
 	for i, fl := range kept {
 		if i > 0 {
@@ -275,12 +280,47 @@ func (f fields) encode(key string) (string, error) {
 			continue
 		}
 		if !validNumber(fl.value) {
-			return "", fmt.Errorf("json: invalid number literal %q", fl.value)
+			return nil, fmt.Errorf("json: invalid number literal %q", fl.value)
 		}
 		b = append(b, fl.value...)
 	}
 	b = append(b, '}')
-	return "params=" + url.QueryEscape(string(b)), nil
+	const prefix = "params="
+	body := make([]byte, 0, len(prefix)+queryEscapedLen(b))
+	body = append(body, prefix...)
+	return appendQueryEscape(body, b), nil
+}
+
+// queryEscapedLen is the length of s escaped by appendQueryEscape.
+func queryEscapedLen(s []byte) int {
+	n := len(s)
+	for _, c := range s {
+		if c != ' ' && !queryUnreserved(c) {
+			n += 2
+		}
+	}
+	return n
+}
+
+// appendQueryEscape appends s escaped as url.QueryEscape does: letters,
+// digits and -_.~ stay, a space becomes +, every other byte %XX.
+func appendQueryEscape(dst, s []byte) []byte {
+	const upperHex = "0123456789ABCDEF"
+	for _, c := range s {
+		switch {
+		case queryUnreserved(c):
+			dst = append(dst, c)
+		case c == ' ':
+			dst = append(dst, '+')
+		default:
+			dst = append(dst, '%', upperHex[c>>4], upperHex[c&15])
+		}
+	}
+	return dst
+}
+
+func queryUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~'
 }
 
 // validNumber reports whether s is a JSON number literal, the check
@@ -385,7 +425,8 @@ func EncodeParams(values map[string]string, numeric map[string]bool, key string)
 	for n, v := range values {
 		f = append(f, field{n, v, numeric[n]})
 	}
-	return f.encode(key)
+	b, err := f.encode(key)
+	return string(b), err
 }
 
 func (c *Client) call(ctx context.Context, op, path string, f fields) Result {
@@ -395,7 +436,7 @@ func (c *Client) call(ctx context.Context, op, path string, f fields) Result {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.String()+path, strings.NewReader(form))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.String()+path, bytes.NewReader(form))
 	if err != nil {
 		return failLocal(op, "cannot build request")
 	}
@@ -407,7 +448,7 @@ func (c *Client) call(ctx context.Context, op, path string, f fields) Result {
 		return transportFailure(op, err, c.now)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxReplyBytes+1))
+	body, err := readReply(resp.Body, resp.ContentLength)
 	if err != nil {
 		return unknown(op, "reply cut off", err)
 	}
@@ -429,6 +470,32 @@ func (c *Client) call(ctx context.Context, op, path string, f fields) Result {
 		return unknown(op, "badly signed reply", ErrBadSignature)
 	}
 	return reply.Classify(op)
+}
+
+// readReply reads a reply body of at most MaxReplyBytes (and one byte
+// more, to tell a longer one), into a buffer of the length the gateway
+// announced when it did: io.ReadAll grows its buffer twice for a usual
+// reply.
+func readReply(r io.Reader, announced int64) ([]byte, error) {
+	lr := io.LimitedReader{R: r, N: MaxReplyBytes + 1}
+	size := 512
+	if announced > 0 && announced <= MaxReplyBytes {
+		size = int(announced) + 1 // room to read the EOF without growing
+	}
+	b := make([]byte, 0, size)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := lr.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 func (c *Client) clientIP() string {

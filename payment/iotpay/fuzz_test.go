@@ -173,7 +173,7 @@ func FuzzEncode(f *testing.F) {
 			return
 		}
 		want := url.Values{"params": {strings.TrimSuffix(buf.String(), "\n")}}.Encode()
-		if got != want {
+		if string(got) != want {
 			t.Fatalf("encoded\n %s\nwant\n %s", got, want)
 		}
 	})

@@ -41,7 +41,8 @@ func ParseReply(body []byte) (*Reply, error) {
 	// One copy of the body as a string: plain names and values (no escape)
 	// are substrings of it, not allocations of their own (a reply is
 	// parsed on the way to the customer's screen).
-	top, ok := splitObject(body, string(body))
+	// A query's reply has about 18 members: one allocation for them.
+	top, ok := splitObject(body, string(body), 24)
 	if !ok {
 		// Not an object, or not valid JSON: encoding/json says which.
 		var m map[string]json.RawMessage
@@ -154,7 +155,7 @@ func fromMap(m map[string]json.RawMessage) object {
 // nestedObject is the object m's value holds, as json.Unmarshal into a
 // map would take it: ok is false for null and for anything not an object.
 func nestedObject(m member) (object, bool) {
-	if o, ok := splitObject(m.raw, m.text); ok {
+	if o, ok := splitObject(m.raw, m.text, 6); ok {
 		return o, true
 	}
 	var mm map[string]json.RawMessage
@@ -168,12 +169,12 @@ func nestedObject(m member) (object, bool) {
 // object, without decoding the values: a reply is split twice per sale,
 // and a map through encoding/json costs most of a reply's handling. text
 // is data as a string; plain names and the members' texts are substrings
-// of it.
+// of it. members is room for the members expected.
 // Names with an escape or a byte above ASCII are decoded by encoding/json.
 // ok is false for anything else (invalid JSON, null, another type); the
 // caller then asks encoding/json. FuzzParseReplySplit holds the result to
 // encoding/json's.
-func splitObject(data []byte, text string) (o object, ok bool) {
+func splitObject(data []byte, text string, members int) (o object, ok bool) {
 	if !json.Valid(data) {
 		return nil, false
 	}
@@ -181,7 +182,7 @@ func splitObject(data []byte, text string) (o object, ok bool) {
 	if i >= len(data) || data[i] != '{' {
 		return nil, false
 	}
-	o = make(object, 0, 12)
+	o = make(object, 0, members)
 	i = skipSpace(data, i+1)
 	if i < len(data) && data[i] == '}' {
 		return o, true

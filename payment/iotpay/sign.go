@@ -19,7 +19,8 @@ import (
 // name=value with raw values, "&key=KEY" is appended, and the MD5 digest is
 // returned as 32 upper-case hex characters.
 func Sign(fields map[string]string, key string) string {
-	sorted := make([]field, 0, len(fields))
+	var arr [32]field // on the stack for a usual reply
+	sorted := arr[:0]
 	for name, value := range fields {
 		if name == "sign" || value == "" {
 			continue
@@ -37,7 +38,11 @@ func signSorted(sorted []field, key string) string {
 	for _, f := range sorted {
 		size += len(f.name) + len(f.value) + 2
 	}
-	b := make([]byte, 0, size)
+	var arr [1024]byte // on the stack for a usual request or reply
+	b := arr[:0]
+	if size > len(arr) {
+		b = make([]byte, 0, size)
+	}
 	for i, f := range sorted {
 		if i > 0 {
 			b = append(b, '&')
