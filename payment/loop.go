@@ -326,7 +326,8 @@ func (l *lane) onSale(req SaleRequest) error {
 	l.setLaneTimer(timerCodeTimeout, l.t.cfg.CodeTimeout)
 	// The armed order's number ties the amount to the sale's later lines
 	// (and, naming an order, the line is never held back as a flood).
-	fields := []zap.Field{zap.String("mchOrderNo", o.MchOrderNo), zap.Int64("amount", req.Amount), zap.String("source", string(req.Source))}
+	fields := make([]zap.Field, 0, 7) // one allocation, the register's fields included
+	fields = append(fields, zap.String("mchOrderNo", o.MchOrderNo), zap.Int64("amount", req.Amount), zap.String("source", string(req.Source)))
 	if req.Source == SourceECR {
 		fields = append(fields, zap.String("ecrRef", req.ECRRef), zap.String("pos", req.POSNumber), zap.String("type", req.ECRType), zap.Uint64("ticket", req.Ticket))
 	}
@@ -771,8 +772,9 @@ func (l *lane) announce(o journal.Order) (logFinished func()) {
 	// the daemon's default, they would otherwise go first).
 	runtime.Gosched()
 	return func() {
-		fields := []zap.Field{zap.String("mchOrderNo", o.MchOrderNo), zap.Stringer("state", o.State),
-			zap.String("payOrderId", o.PayOrderID), zap.String("message", o.Message), zap.Bool("recovered", s.recovered)}
+		fields := make([]zap.Field, 0, 10) // one allocation, the replies' fields included
+		fields = append(fields, zap.String("mchOrderNo", o.MchOrderNo), zap.Stringer("state", o.State),
+			zap.String("payOrderId", o.PayOrderID), zap.String("message", o.Message), zap.Bool("recovered", s.recovered))
 		if r := s.decisive; r != nil {
 			fields = append(fields, zap.String("reply", r.op), zap.Stringer("outcome", r.result.Outcome), zap.Int("status", r.result.Status))
 		}

@@ -3,6 +3,7 @@ package journal
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"sort"
@@ -73,6 +74,79 @@ const orderCols = `mch_order_no, seq, terminal_id, amount, currency, channel, co
 type scanner interface{ Scan(...any) error }
 
 func scanOrder(s scanner) (Order, error) {
+	if w, ok := s.(*wrow); ok {
+		// A write's row: its values are read as they are, where Scan's
+		// destinations, passed as interfaces, would each be allocated.
+		if w.err != nil {
+			return Order{}, w.err
+		}
+		return orderFromValues(w.vals)
+	}
+	return scanOrderRow(s)
+}
+
+// orderFromValues is scanOrder for a row of orderCols as the driver gives
+// it, with the conversions Scan makes.
+func orderFromValues(v []driver.Value) (o Order, err error) {
+	if len(v) != orderColCount {
+		return o, fmt.Errorf("journal: %d columns for an order, want %d", len(v), orderColCount)
+	}
+	str := func(i int, dst *string) {
+		if err == nil {
+			if err = assign(dst, v[i]); err != nil {
+				err = fmt.Errorf("journal: order column %d: %w", i+1, err)
+			}
+		}
+	}
+	num := func(i int) int64 {
+		n, ierr := integer(v[i])
+		if ierr != nil && err == nil {
+			err = fmt.Errorf("journal: order column %d: %w", i+1, ierr)
+		}
+		return n
+	}
+	var state string
+	str(0, &o.MchOrderNo)
+	seq := num(1)
+	str(2, &o.TerminalID)
+	o.Amount = num(3)
+	str(4, &o.Currency)
+	str(5, &o.Channel)
+	str(6, &o.CodeMasked)
+	if v[7] != nil { // NULL until a code is attached
+		str(7, &o.CodeHash)
+	}
+	str(8, &o.Source)
+	str(9, &o.ECRRef)
+	str(10, &o.POSNumber)
+	str(11, &o.ECRType)
+	str(12, &state)
+	str(13, &o.PayOrderID)
+	o.Status = int(num(14))
+	str(15, &o.Message)
+	o.NotSent = num(16) != 0
+	o.Refunded = num(17)
+	created, updated := num(18), num(19)
+	o.Taken, o.Interrupted = num(20) != 0, num(21) != 0
+	if err != nil {
+		return Order{}, err
+	}
+	if seq < 0 {
+		return Order{}, fmt.Errorf("journal: order sequence %d", seq)
+	}
+	o.Seq = uint64(seq)
+	if o.State, err = ParseState(state); err != nil {
+		return Order{}, err
+	}
+	o.CreatedAt = time.UnixMilli(created)
+	o.UpdatedAt = time.UnixMilli(updated)
+	return o, nil
+}
+
+// orderColCount is how many columns orderCols names.
+const orderColCount = 22
+
+func scanOrderRow(s scanner) (Order, error) {
 	var o Order
 	var state string
 	var created, updated int64
