@@ -29,7 +29,7 @@ func BenchmarkSale(b *testing.B) {
 		{"paid_after_one_query", &fakeGateway{create: pending(), query: func(int) iotpay.Result { return paid(2865, 2) }}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			jr, err := journal.Open(filepath.Join(b.TempDir(), "j.db"), journal.Options{})
+			jr, err := journal.Open(filepath.Join(b.TempDir(), "j.db"), journal.Options{Exclusive: true}) // as the daemon opens it
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -170,7 +170,7 @@ func newHarness(t *testing.T, opts ...option) *harness {
 func (h *harness) start() {
 	t := h.t
 	var err error
-	h.jr, err = journal.Open(h.jpath, journal.Options{})
+	h.jr, err = journal.Open(h.jpath, journal.Options{Exclusive: true}) // as the daemon opens it
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -240,7 +240,7 @@ func TestLockedJournalIsNotDamaged(t *testing.T) {
 func TestMarkTaken(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "journal.db")
-	j, err := Open(path, Options{})
+	j, err := Open(path, Options{Exclusive: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 // is an interrupted write, not a storage failure, and the next synced
 // write still fsyncs.
 func TestUnsyncedWriteCutShort(t *testing.T) {
-	j, _ := openTemp(t, Options{})
+	j, _ := openTemp(t, Options{Exclusive: true})
 	for i := 0; i < 300; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
 		err := j.writeUnsynced(ctx, "cut short", func(t *wtx) error {
@@ -41,7 +41,7 @@ func TestUnsyncedWriteCutShort(t *testing.T) {
 // on disk, and a refusal met as the stop lands (an order that moved on) is
 // returned as a refusal, never as a storage failure, and fsyncs nothing.
 func TestStopEndsAWriteBetweenStatements(t *testing.T) {
-	j, _ := openTemp(t, Options{})
+	j, _ := openTemp(t, Options{Exclusive: true})
 	for i := 0; i < 1500; i++ {
 		synced, refuse := i%3 == 0, i%2 == 1
 		ctx, cancel := context.WithCancel(context.Background())

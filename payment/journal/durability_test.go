@@ -11,7 +11,7 @@ import (
 // must never take an event a power cut can undo.
 func TestUnsyncedCommitsAndTheOutbox(t *testing.T) {
 	ctx := context.Background()
-	j, path := openTemp(t, Options{})
+	j, path := openTemp(t, Options{Exclusive: true})
 	if err := j.SetFleet(ctx, "L01", 1000); err != nil {
 		t.Fatal(err)
 	}

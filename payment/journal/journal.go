@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // also registers the "sqlite" driver
 )
 
 // Errors callers branch on. Anything else from a write is wrapped in
@@ -80,13 +80,17 @@ type Options struct {
 
 // Journal is an open journal. It is safe for concurrent use.
 type Journal struct {
-	db        *sql.DB
-	path      string
-	now       func() time.Time
-	commits   atomic.Int64
-	synced    atomic.Int64 // commits made with their own fsync
-	dur       durability
-	wal       walSync  // fsyncs the WAL after a synced commit (wal.go)
+	db      *sql.DB
+	path    string
+	now     func() time.Time
+	commits atomic.Int64
+	synced  atomic.Int64 // commits made with their own fsync
+	dur     durability
+	wal     walSync // fsyncs the WAL after a synced commit (wal.go)
+	// ownSync: this journal (the daemon's, Options.Exclusive) commits with
+	// synchronous=NORMAL and fsyncs its synced commits itself; any other
+	// commits with FULL.
+	ownSync   bool
 	raw       rawState // writes at the driver's level (wtx.go)
 	onCommit  func(time.Duration)
 	st        *statements
@@ -182,42 +186,51 @@ func open(path string, opts Options, now func() time.Time) (*Journal, error) {
 	case statErr != nil:
 		return nil, fmt.Errorf("journal %s: %w", path, statErr)
 	}
-	db, err := sql.Open("sqlite", dsn(path, opts))
+	j := &Journal{path: path, now: now, onCommit: opts.OnCommit, trackStop: opts.TrackCleanStop && !opts.ReadOnly, readOnly: opts.ReadOnly,
+		ownSync: opts.Exclusive && !opts.ReadOnly}
+	connector, err := sqlite.NewConnector(dsn(path, opts, j.ownSync))
 	if err != nil {
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
+	db := sql.OpenDB(&journalConnector{Connector: connector, raw: &j.raw})
+	j.db = db
 	// One connection serialises this process's writers; busy_timeout
 	// covers a CLI process writing at the same time.
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
-	j := &Journal{db: db, path: path, now: now, onCommit: opts.OnCommit, trackStop: opts.TrackCleanStop && !opts.ReadOnly, readOnly: opts.ReadOnly}
-	j.wal.path = path + "-wal"
-	if err := j.check(opts); err != nil {
+	fail := func(err error) (*Journal, error) {
+		if j.st != nil {
+			j.st.close()
+		}
 		db.Close()
+		j.wal.close()
 		return nil, err
 	}
+	if j.ownSync {
+		// Before check: a migration's commits are synced.
+		if err := j.findWAL(); err != nil {
+			return fail(fmt.Errorf("open journal %s: %w", path, err))
+		}
+	}
+	if err := j.check(opts); err != nil {
+		return fail(err)
+	}
 	if j.st, err = prepare(db, &j.raw); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open journal %s: %w", path, err)
+		return fail(fmt.Errorf("open journal %s: %w", path, err))
 	}
 	if err := j.loadFleet(); err != nil {
-		j.st.close()
-		db.Close()
-		return nil, fmt.Errorf("open journal %s: %w", path, err)
+		return fail(fmt.Errorf("open journal %s: %w", path, err))
 	}
 	if j.trackStop {
 		// Synced: a power cut must find the journal marked open, or the
 		// next start would skip the full check an unclean stop calls for.
 		_, err := db.Exec(`INSERT OR REPLACE INTO meta(key, value) VALUES ('clean_stop', '0')`)
-		if err == nil {
+		if err == nil && j.ownSync {
 			err = j.wal.sync()
 		}
 		if err != nil {
-			j.wal.close()
-			j.st.close()
-			db.Close()
-			return nil, storage("mark open", err)
+			return fail(storage("mark open", err))
 		}
 	}
 	if !opts.ReadOnly {
@@ -284,16 +297,23 @@ func (j *Journal) loadCodesUntilDone(ctx context.Context) {
 // CodeUsed for unused codes without a read.
 func (j *Journal) CodesFiltered() bool { return j.codes != nil && j.codes.complete.Load() }
 
-func dsn(path string, opts Options) string {
+func dsn(path string, opts Options, ownSync bool) string {
+	// NORMAL for the daemon's lane: a commit does not fsync inside SQLite;
+	// a synced write fdatasyncs the WAL itself after its commit (wal.go),
+	// so that unsynced writes need not switch the connection's setting.
+	// Checkpoints still fsync the WAL before they copy it and the
+	// database file after. FULL for every other process (operator
+	// commands, which make no unsynced write): their commits are durable
+	// before anyone can read them, as the daemon's fleet publisher, which
+	// holds back only the daemon's own undurable events, needs.
+	sync := "_pragma=synchronous(FULL)"
+	if ownSync {
+		sync = "_pragma=synchronous(NORMAL)"
+	}
 	q := []string{
 		"_pragma=busy_timeout(5000)",
 		"_pragma=foreign_keys(1)",
-		// NORMAL: a commit does not fsync inside SQLite; a synced write
-		// fdatasyncs the WAL itself after its commit (wal.go), so that
-		// unsynced writes need not switch the connection's setting.
-		// Checkpoints still fsync the WAL before they copy it and the
-		// database file after.
-		"_pragma=synchronous(NORMAL)",
+		sync,
 		// A bounded page cache (256 KiB): the journal's hot pages are few,
 		// the file stays in the kernel's page cache anyway (SQLite's own
 		// copy is mostly a second one), and the lane's memory budget is
@@ -524,7 +544,8 @@ func (j *Journal) migrate(from int) error {
 			}
 			if needsForeignKeysOff[v] {
 				var table string
-				var rowid, parent, fkid sql.NullInt64
+				var rowid, fkid sql.NullInt64
+				var parent sql.NullString
 				err := t.rowText("PRAGMA foreign_key_check").Scan(&table, &rowid, &parent, &fkid)
 				if err == nil {
 					return fmt.Errorf("foreign key check failed in %s", table)
@@ -562,13 +583,12 @@ func (j *Journal) Close() error {
 	var err error
 	if j.trackStop && !j.unclean.Load() {
 		_, err = j.db.Exec(`UPDATE meta SET value = '1' WHERE key = 'clean_stop'`)
-		if err == nil {
+		if err == nil && j.ownSync {
 			// Durable even when an operator's command keeps the file
 			// open (then closing here checkpoints nothing).
 			err = j.wal.sync()
 		}
 	}
-	j.closeRaw()
 	if j.st != nil {
 		j.st.close()
 	}
@@ -707,7 +727,12 @@ func (j *Journal) UndurableFrom() uint64 {
 // Sync makes every commit so far durable: when one is waiting (Unsynced),
 // a small synced commit fsyncs the WAL, and the unsynced frames with it.
 func (j *Journal) Sync(ctx context.Context) error {
-	if !j.Unsynced() {
+	j.dur.mu.Lock()
+	idle := !j.dur.dirty && j.dur.holdFrom == 0
+	j.dur.mu.Unlock()
+	// (A synced write that emitted and then rolled back leaves a hold
+	// with nothing unsynced: a sync clears it too.)
+	if idle {
 		return nil
 	}
 	return j.write(ctx, "sync", func(t *wtx) error {

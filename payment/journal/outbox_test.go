@@ -223,7 +223,7 @@ func BenchmarkSaleJournal(b *testing.B) {
 			// costs database/sql and the driver goroutines of their own.
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			j, err := Open(filepath.Join(b.TempDir(), "j.db"), Options{})
+			j, err := Open(filepath.Join(b.TempDir(), "j.db"), Options{Exclusive: true}) // as the daemon opens it
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -275,7 +275,7 @@ func BenchmarkSaleJournal(b *testing.B) {
 // rows.
 func TestOutboxHoldRacesACommit(t *testing.T) {
 	ctx := context.Background()
-	j, path := openTemp(t, Options{})
+	j, path := openTemp(t, Options{Exclusive: true})
 	if err := j.SetFleet(ctx, "L01", 1000); err != nil {
 		t.Fatal(err)
 	}

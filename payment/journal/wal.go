@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -8,10 +9,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// walSync makes a synced commit durable: the journal's connection runs
+// walSync makes the daemon's synced commits durable: its connection runs
 // with synchronous=NORMAL (a commit appends its frames to the WAL without
 // fsync), and a synced commit is followed by an fdatasync of the WAL file
-// through a descriptor of the journal's own. That is what FULL does inside
+// through a descriptor of the journal's own. (Other processes, operator
+// commands, commit with FULL: see Journal.ownSync.) That is what FULL does inside
 // the commit, one syscall later; it spares the two PRAGMAs per unsynced
 // commit that switching the connection between FULL and NORMAL cost.
 //
@@ -27,6 +29,12 @@ type walSync struct {
 	id   fileID // f's file
 	// syncs counts fdatasyncs made; tests read it.
 	syncs int
+	// failed is the first fdatasync failure, returned by every later
+	// sync: Linux reports a writeback error once per file, so a later
+	// fdatasync could succeed over frames the kernel dropped, and a
+	// commit after them would be called durable (and its outbox events,
+	// and the failed commit's, released to head office).
+	failed error
 	// fdatasync is unix.Fdatasync; tests make it fail.
 	fdatasync func(fd int) error
 }
@@ -56,6 +64,9 @@ func identify(dirfd int, path string, flags int) (fileID, error) {
 func (w *walSync) sync() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.failed != nil {
+		return w.failed
+	}
 	now, err := identify(unix.AT_FDCWD, w.path, 0)
 	if err != nil {
 		return fmt.Errorf("sync WAL %s: %w", w.path, err)
@@ -90,10 +101,44 @@ func (w *walSync) sync() error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("sync WAL %s: %w", w.path, err)
+		w.failed = fmt.Errorf("sync WAL %s: %w", w.path, err)
+		return w.failed
 	}
 	w.syncs++
 	return nil
+}
+
+// findWAL sets the WAL's path from SQLite's own name for the database:
+// SQLite resolves a symbolic link to the journal and keeps the WAL beside
+// the file it points to.
+func (j *Journal) findWAL() error {
+	rows, err := j.db.Query(`PRAGMA database_list`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int
+		var name, file string
+		if err := rows.Scan(&seq, &name, &file); err != nil {
+			return err
+		}
+		if name == "main" && file != "" {
+			j.wal.path = file + "-wal"
+			return rows.Err()
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return errors.New("SQLite names no file for the journal")
+}
+
+// err is the fdatasync failure that ended the journal's writes, if any.
+func (w *walSync) err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.failed
 }
 
 func (w *walSync) close() {

@@ -19,7 +19,7 @@ func walSyncs(j *Journal) int {
 // register sale is two of each.
 func TestSyncedCommitsFsyncTheWAL(t *testing.T) {
 	ctx := context.Background()
-	j, _ := openTemp(t, Options{})
+	j, _ := openTemp(t, Options{Exclusive: true})
 	fsyncs, synced := walSyncs(j), j.SyncedCommits()
 	o, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 500, Currency: "CAD", Source: "ecr", ECRRef: "INV1"}, num)
 	if err != nil {
@@ -50,7 +50,7 @@ func TestSyncedCommitsFsyncTheWAL(t *testing.T) {
 // fsyncs the new file, not the descriptor of the deleted one.
 func TestWALSyncFollowsANewWALFile(t *testing.T) {
 	ctx := context.Background()
-	j, path := openTemp(t, Options{})
+	j, path := openTemp(t, Options{Exclusive: true})
 	if _, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 500, Currency: "CAD", Source: "keypad"}, num); err != nil {
 		t.Fatal(err)
 	}
@@ -58,9 +58,8 @@ func TestWALSyncFollowsANewWALFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Close the pool's only connection, its driver-level statements
-	// first: SQLite checkpoints and deletes the WAL.
-	j.closeRaw()
+	// Close the pool's only connection: SQLite checkpoints and deletes
+	// the WAL.
 	j.db.SetMaxIdleConns(0)
 	j.db.SetMaxIdleConns(1)
 	if _, err := os.Stat(path + "-wal"); !errors.Is(err, os.ErrNotExist) {
@@ -91,7 +90,7 @@ func TestWALSyncFollowsANewWALFile(t *testing.T) {
 // retried but on EINTR, and it covers nothing that waited for it.
 func TestFailedWALSyncIsAStorageFailure(t *testing.T) {
 	ctx := context.Background()
-	j, _ := openTemp(t, Options{})
+	j, _ := openTemp(t, Options{Exclusive: true})
 	o, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 500, Currency: "CAD", Source: "keypad"}, num)
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +134,7 @@ func TestFailedWALSyncIsAStorageFailure(t *testing.T) {
 // used again.
 func TestWritesFollowANewConnection(t *testing.T) {
 	ctx := context.Background()
-	j, _ := openTemp(t, Options{})
+	j, _ := openTemp(t, Options{Exclusive: true})
 	o, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 500, Currency: "CAD", Source: "keypad"}, num)
 	if err != nil {
 		t.Fatal(err)
@@ -153,6 +152,9 @@ func TestWritesFollowANewConnection(t *testing.T) {
 	j.raw.mu.Unlock()
 	if after == before || after.dc == before.dc {
 		t.Fatal("the write ran on the closed connection's statements")
+	}
+	if before.byStmt != nil {
+		t.Fatal("the closed connection's statements were not finalized")
 	}
 	if got, err := j.Get(ctx, o.MchOrderNo); err != nil || got.State != StateSubmitting || got.CodeHash != "h1" {
 		t.Fatalf("after the new connection: %+v %v", got, err)

@@ -64,11 +64,8 @@ func (r *rawState) text(st *sql.Stmt) (string, bool) {
 }
 
 // on returns the rawConn of driver connection dc, preparing its
-// transaction statements the first time. The pool replaces the journal's
-// connection only when it broke (the connection never expires and is
-// never idle beyond the pool's limit); the old statements are then left
-// unfinalized: their connection is closed, and finalizing on it is not
-// safe.
+// transaction statements the first time. (A replaced connection released
+// its own when it closed.)
 func (r *rawState) on(dc any) (*rawConn, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -91,30 +88,60 @@ func (r *rawState) on(dc any) (*rawConn, error) {
 	return c, nil
 }
 
-// closeOn finalizes the statements of driver connection dc, which is
-// open and held by the caller (before the pool closes it).
-func (r *rawState) closeOn(dc any) {
+// release finalizes the statements of driver connection dc, which is
+// about to close (journalConn.Close): SQLite keeps a connection with
+// unfinalized statements open, a zombie with its descriptors and cache.
+func (r *rawState) release(dc any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.conn != nil && r.conn.dc == dc {
 		r.conn.close()
+		r.conn = nil
 	}
-	r.conn = nil
 }
 
-// closeRaw finalizes the driver-level statements on the journal's
-// connection, so that closing it closes the database (SQLite keeps a
-// connection with unfinalized statements open as a zombie).
-func (j *Journal) closeRaw() {
-	conn, err := j.db.Conn(context.Background())
+// sqliteConn is what database/sql uses of the driver's connection.
+type sqliteConn interface {
+	driver.Conn
+	driver.ConnBeginTx
+	driver.ConnPrepareContext
+	driver.ExecerContext
+	driver.QueryerContext
+	driver.Pinger
+	driver.SessionResetter
+	driver.Validator
+}
+
+// journalConnector makes the journal's connections: the driver's, with
+// the journal's driver-level statements released when one closes. The
+// pool closes a connection it finds broken, and after a read its caller
+// cancelled mid-statement (the driver then reports it unusable).
+type journalConnector struct {
+	driver.Connector
+	raw *rawState
+}
+
+func (c *journalConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	dc, err := c.Connector.Connect(ctx)
 	if err != nil {
-		return
+		return nil, err
 	}
-	defer conn.Close()
-	_ = conn.Raw(func(dc any) error {
-		j.raw.closeOn(dc)
-		return nil
-	})
+	sc, ok := dc.(sqliteConn)
+	if !ok {
+		dc.Close()
+		return nil, fmt.Errorf("journal: the SQLite driver's connection (%T) lacks what the journal uses", dc)
+	}
+	return &journalConn{sqliteConn: sc, raw: c.raw}, nil
+}
+
+type journalConn struct {
+	sqliteConn
+	raw *rawState
+}
+
+func (c *journalConn) Close() error {
+	c.raw.release(c)
+	return c.sqliteConn.Close()
 }
 
 func (c *rawConn) prepare(q string) (driver.Stmt, error) {
@@ -249,7 +276,8 @@ func (t *wtx) execScript(q string) error {
 }
 
 // row runs st and returns its first row for Scan; no row scans as
-// sql.ErrNoRows, as database/sql's QueryRow does.
+// sql.ErrNoRows, as database/sql's QueryRow does. The row's values live
+// in the connection's one buffer: Scan it before the next statement.
 func (t *wtx) row(st *sql.Stmt, args ...any) *wrow {
 	s, err := t.stmt(st)
 	if err != nil {
@@ -309,12 +337,19 @@ func (t *wtx) each(s driver.Stmt, args []any, fn func(vals []driver.Value) error
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
-	n := len(rows.Columns())
-	if cap(t.c.row) < n {
-		t.c.row = make([]driver.Value, n)
+	err = eachRow(rows, &t.c.row, fn)
+	if cerr := rows.Close(); err == nil {
+		err = cerr
 	}
-	dest := t.c.row[:n]
+	return err
+}
+
+func eachRow(rows driver.Rows, buf *[]driver.Value, fn func(vals []driver.Value) error) error {
+	n := len(rows.Columns())
+	if cap(*buf) < n {
+		*buf = make([]driver.Value, n)
+	}
+	dest := (*buf)[:n]
 	for {
 		if err := rows.Next(dest); err == io.EOF {
 			return nil
@@ -386,6 +421,9 @@ func assign(dest any, v driver.Value) error {
 		return err
 	case *int:
 		n, err := integer(v)
+		if int64(int(n)) != n {
+			return fmt.Errorf("%d out of range for an int", n)
+		}
 		*d = int(n)
 		return err
 	case *uint64:
@@ -423,6 +461,11 @@ func integer(v driver.Value) (int64, error) {
 // rolls back and nothing of it is on disk. synced says whether the WAL
 // is fdatasync'd before it returns.
 func (j *Journal) transact(ctx context.Context, op string, synced bool, fn func(t *wtx) error) error {
+	if err := j.wal.err(); err != nil {
+		// After a failed fsync nothing more is written: what the kernel
+		// dropped cannot be told apart from what a later fsync covers.
+		return storage(op, err)
+	}
 	conn, err := j.db.Conn(ctx)
 	if err != nil {
 		return failed(ctx, op, err)
@@ -439,6 +482,10 @@ func (j *Journal) transact(ctx context.Context, op string, synced bool, fn func(
 		// Inside the connection: commits reach the WAL in the order
 		// durability sees them.
 		gen = j.dur.begin(synced)
+		// BEGIN IMMEDIATE waits up to busy_timeout for another process's
+		// write lock (an operator's command) without watching ctx: a stop
+		// then takes up to that long to end the write (as interrupted).
+		// Watching it would cost every write a goroutine.
 		if _, err := t.run(c.begin, nil); err != nil {
 			return failed(ctx, op, err)
 		}
@@ -467,10 +514,11 @@ func (j *Journal) transact(ctx context.Context, op string, synced bool, fn func(
 	if err != nil {
 		return err
 	}
-	if synced {
+	if synced && j.ownSync {
 		// Not interruptible: the commit is done, and its caller must
 		// learn whether it is durable. A failure is the disk's, and the
-		// engine stops on it.
+		// engine stops on it. (Without ownSync, SQLite's FULL fsynced
+		// every commit before it became visible.)
 		if err := j.wal.sync(); err != nil {
 			return storage(op+" fsync", err)
 		}
