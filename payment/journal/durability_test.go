@@ -11,16 +11,7 @@ import (
 // must never take an event a power cut can undo.
 func TestUnsyncedCommitsAndTheOutbox(t *testing.T) {
 	ctx := context.Background()
-	j, path := openTemp(t, Options{Exclusive: true})
-	if err := j.SetFleet(ctx, "L01", 1000); err != nil {
-		t.Fatal(err)
-	}
-	ob, err := OpenOutbox(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ob.Close()
-	ob.HoldUndurable(j.UndurableFrom)
+	j, ob := daemonWithFleet(t)
 	seqs := func() []uint64 {
 		t.Helper()
 		var out []uint64
@@ -118,4 +109,22 @@ func TestUnsyncedCommitsAndTheOutbox(t *testing.T) {
 	if !j.Unsynced() || j.UndurableFrom() != held {
 		t.Fatalf("a rolled-back synced write covered the outcome: unsynced %v, held from %d (was %d)", j.Unsynced(), j.UndurableFrom(), held)
 	}
+}
+
+// daemonWithFleet is a journal opened as the daemon opens it, with the
+// fleet link on and the publisher's outbox holding back what a power cut
+// could undo.
+func daemonWithFleet(t *testing.T) (*Journal, *Outbox) {
+	t.Helper()
+	j, path := openTemp(t, Options{Exclusive: true})
+	if err := j.SetFleet(context.Background(), "L01", 1000); err != nil {
+		t.Fatal(err)
+	}
+	ob, err := OpenOutbox(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ob.Close() })
+	ob.HoldUndurable(j.UndurableFrom)
+	return j, ob
 }

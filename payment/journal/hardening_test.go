@@ -17,16 +17,7 @@ import (
 // would be handed the failed commit's events.
 func TestFailedFsyncEndsWrites(t *testing.T) {
 	ctx := context.Background()
-	j, path := openTemp(t, Options{Exclusive: true})
-	if err := j.SetFleet(ctx, "L01", 1000); err != nil {
-		t.Fatal(err)
-	}
-	ob, err := OpenOutbox(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ob.Close()
-	ob.HoldUndurable(j.UndurableFrom)
+	j, ob := daemonWithFleet(t)
 	before, err := ob.Pending(ctx, 0, 10)
 	if err != nil {
 		t.Fatal(err)
