@@ -2,11 +2,13 @@ package journal
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -225,5 +227,132 @@ func TestSyncClearsAHoldLeftByARollback(t *testing.T) {
 	}
 	if h := j.UndurableFrom(); h != 0 {
 		t.Fatalf("after Sync: held from %d, unsynced %v", h, j.Unsynced())
+	}
+}
+
+func failFsync(j *Journal) {
+	j.wal.mu.Lock()
+	j.wal.fdatasync = func(int) error { return unix.EIO }
+	j.wal.mu.Unlock()
+}
+
+// Sync after a failed fsync never answers "all durable", even when no
+// unsynced write or held event came before (the fleet link off).
+func TestSyncAfterAFailedFsync(t *testing.T) {
+	ctx := context.Background()
+	j, _ := openTemp(t, Options{Exclusive: true})
+	failFsync(j)
+	if _, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 100, Currency: "CAD", Source: "keypad"}, num); !errors.Is(err, ErrStorage) {
+		t.Fatalf("an arm whose fsync failed: %v", err)
+	}
+	if err := j.Sync(ctx); !errors.Is(err, ErrStorage) || !j.Unsynced() {
+		t.Fatalf("Sync after a failed fsync: %v (unsynced %v)", err, j.Unsynced())
+	}
+}
+
+// A write already waiting for the connection when another's fsync fails
+// writes nothing either, and says so (an unsynced one would otherwise
+// report success).
+func TestWriteWaitingThroughAFailedFsync(t *testing.T) {
+	ctx := context.Background()
+	j, _ := openTemp(t, Options{Exclusive: true})
+	o, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 100, Currency: "CAD", Source: "keypad"}, num)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failFsync(j)
+	in, release := make(chan struct{}), make(chan struct{})
+	errA := make(chan error, 1)
+	go func() {
+		errA <- j.write(ctx, "A", func(w *wtx) error {
+			close(in)
+			<-release
+			_, err := w.execText(`INSERT OR REPLACE INTO meta(key, value) VALUES ('a', '1')`)
+			return err
+		})
+	}()
+	<-in
+	errB := make(chan error, 1)
+	go func() {
+		_, err := j.AttachCode(ctx, o.MchOrderNo, Code{Channel: "WX_MICROPAY", CodeMasked: "13****0001", CodeHash: "h1"})
+		errB <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); j.db.Stats().WaitCount == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second write never waited for the connection")
+		}
+	}
+	close(release)
+	if err := <-errA; !errors.Is(err, ErrStorage) {
+		t.Fatalf("the write whose fsync failed: %v", err)
+	}
+	b := <-errB
+	got, err := j.Get(ctx, o.MchOrderNo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(b, ErrStorage) || got.State != StateArmed {
+		t.Fatalf("a write after the failed fsync: order %s, AttachCode returned %v", got.State, b)
+	}
+}
+
+// A journal closed after a failed fsync is not marked clean: the next
+// start reads the whole file.
+func TestCloseAfterAFailedFsyncLeavesItUnclean(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal.db")
+	opts := Options{Exclusive: true, TrackCleanStop: true}
+	j, err := Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failFsync(j)
+	if _, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 100, Currency: "CAD", Source: "keypad"}, num); !errors.Is(err, ErrStorage) {
+		t.Fatalf("an arm whose fsync failed: %v", err)
+	}
+	j.Close()
+	j, err = Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if !j.CheckedAtOpen {
+		t.Fatal("the next start skipped the full check")
+	}
+}
+
+// failingRollback is a ROLLBACK the disk refuses.
+type failingRollback struct{ driver.Stmt }
+
+func (failingRollback) ExecContext(context.Context, []driver.NamedValue) (driver.Result, error) {
+	return nil, errors.New("rollback failed (injected)")
+}
+
+// When the ROLLBACK after a refusal fails, the write is a storage failure,
+// not the refusal (callers carry on from a conflict), and the connection,
+// still inside its transaction, is not handed back: the next write works.
+func TestFailedRollbackIsAStorageFailure(t *testing.T) {
+	ctx := context.Background()
+	j, _ := openTemp(t, Options{Exclusive: true})
+	o, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 100, Currency: "CAD", Source: "keypad"}, num)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.raw.mu.Lock()
+	rc := j.raw.conn
+	rc.rollback = failingRollback{rc.rollback}
+	j.raw.mu.Unlock()
+	_, err = j.Transition(ctx, o.MchOrderNo, StateSubmitting, StatePolling, Update{Status: -1})
+	if !errors.Is(err, ErrStorage) || errors.Is(err, ErrStateChanged) {
+		t.Fatalf("a refusal whose rollback failed returned %v", err)
+	}
+	if _, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 200, Currency: "CAD", Source: "keypad"}, num); err != nil {
+		t.Fatalf("the next write: %v", err)
+	}
+	j.raw.mu.Lock()
+	replaced := j.raw.conn != rc
+	j.raw.mu.Unlock()
+	if !replaced {
+		t.Fatal("the connection whose rollback failed was used again")
 	}
 }

@@ -581,12 +581,17 @@ func (j *Journal) Close() error {
 		<-done
 	}
 	var err error
-	if j.trackStop && !j.unclean.Load() {
+	// After a failed fsync nothing more is written, the clean mark least
+	// of all: the next start must read the whole file.
+	if j.trackStop && !j.unclean.Load() && j.wal.err() == nil {
 		_, err = j.db.Exec(`UPDATE meta SET value = '1' WHERE key = 'clean_stop'`)
 		if err == nil && j.ownSync {
 			// Durable even when an operator's command keeps the file
 			// open (then closing here checkpoints nothing).
 			err = j.wal.sync()
+		}
+		if err != nil {
+			err = storage("mark clean", err)
 		}
 	}
 	if j.st != nil {
@@ -657,9 +662,9 @@ func failed(ctx context.Context, op string, err error) error {
 // durability follows commits made without their own fsync until a synced
 // commit covers them: the WAL is appended in order, so one fsync makes
 // every earlier frame durable. Every commit of this process goes through
-// the journal's one connection, so transactions do not overlap; but the
-// bookkeeping after one commit (and a synced one's fsync) may run after
-// the next transaction began, hence the generation.
+// the journal's one connection, held through its fsync and bookkeeping,
+// so transactions do not overlap; the generation keeps the bookkeeping
+// right should that ever change.
 type durability struct {
 	mu sync.Mutex
 	// gen counts transactions begun without fsync; a synced commit covers
@@ -709,6 +714,9 @@ func (d *durability) committed(synced bool, gen uint64) {
 
 // Unsynced reports whether a commit is waiting for an fsync (Sync).
 func (j *Journal) Unsynced() bool {
+	if j.wal.err() != nil {
+		return true // a commit's fsync failed: it is not durable
+	}
 	j.dur.mu.Lock()
 	defer j.dur.mu.Unlock()
 	return j.dur.dirty
@@ -727,6 +735,9 @@ func (j *Journal) UndurableFrom() uint64 {
 // Sync makes every commit so far durable: when one is waiting (Unsynced),
 // a small synced commit fsyncs the WAL, and the unsynced frames with it.
 func (j *Journal) Sync(ctx context.Context) error {
+	if err := j.wal.err(); err != nil {
+		return storage("sync", err) // nothing since is durable
+	}
 	j.dur.mu.Lock()
 	idle := !j.dur.dirty && j.dur.holdFrom == 0
 	j.dur.mu.Unlock()

@@ -122,7 +122,11 @@ func orderFromValues(v []driver.Value) (o Order, err error) {
 	str(11, &o.ECRType)
 	str(12, &state)
 	str(13, &o.PayOrderID)
-	o.Status = int(num(14))
+	status := num(14)
+	if int64(int(status)) != status && err == nil {
+		err = fmt.Errorf("journal: order status %d out of range", status)
+	}
+	o.Status = int(status)
 	str(15, &o.Message)
 	o.NotSent = num(16) != 0
 	o.Refunded = num(17)

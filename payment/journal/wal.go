@@ -35,6 +35,9 @@ type walSync struct {
 	// commit after them would be called durable (and its outbox events,
 	// and the failed commit's, released to head office).
 	failed error
+	// closed: the journal closed; a sync after that (a write the close
+	// overtook) fails instead of opening the WAL again.
+	closed bool
 	// fdatasync is unix.Fdatasync; tests make it fail.
 	fdatasync func(fd int) error
 }
@@ -66,6 +69,9 @@ func (w *walSync) sync() error {
 	defer w.mu.Unlock()
 	if w.failed != nil {
 		return w.failed
+	}
+	if w.closed {
+		return errors.New("sync WAL: the journal is closed")
 	}
 	now, err := identify(unix.AT_FDCWD, w.path, 0)
 	if err != nil {
@@ -144,6 +150,7 @@ func (w *walSync) err() error {
 func (w *walSync) close() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.closed = true
 	if w.f != nil {
 		w.f.Close()
 		w.f = nil

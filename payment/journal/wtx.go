@@ -144,6 +144,10 @@ func (c *journalConn) Close() error {
 	return c.sqliteConn.Close()
 }
 
+// Unwrap is the driver's own connection, for what the driver offers
+// beyond database/sql.
+func (c *journalConn) Unwrap() driver.Conn { return c.sqliteConn }
+
 func (c *rawConn) prepare(q string) (driver.Stmt, error) {
 	p, ok := c.dc.(driver.ConnPrepareContext)
 	if !ok {
@@ -479,6 +483,12 @@ func (j *Journal) transact(ctx context.Context, op string, synced bool, fn func(
 			return storage(op, err)
 		}
 		t := &wtx{j: j, c: c}
+		// Again holding the connection: every fsync runs while its writer
+		// holds it, so a writer that waited for it sees a failure that
+		// happened meanwhile.
+		if err := j.wal.err(); err != nil {
+			return storage(op, err)
+		}
 		// Inside the connection: commits reach the WAL in the order
 		// durability sees them.
 		gen = j.dur.begin(synced)
@@ -495,7 +505,17 @@ func (j *Journal) transact(ctx context.Context, op string, synced bool, fn func(
 		}
 		if ferr != nil {
 			if _, err := t.run(c.rollback, nil); err != nil {
-				return storage(op+" rollback", errors.Join(ferr, err))
+				// The pool discards the connection (closing it rolls back
+				// whatever may be left). After a refusal the transaction
+				// was open, so this is a storage failure, and the refusal
+				// is kept as text only: not a conflict to carry on from.
+				// After a failed statement SQLite may have ended the
+				// transaction itself (a full disk does): that failure,
+				// with its cause, is the error.
+				if isLogical(ferr) {
+					return fmt.Errorf("%w (after: %v): %w", storage(op+" rollback", err), ferr, driver.ErrBadConn)
+				}
+				return fmt.Errorf("%w (rollback: %v): %w", failed(ctx, op, ferr), err, driver.ErrBadConn)
 			}
 			if isLogical(ferr) || Interrupted(ferr) {
 				return ferr
@@ -504,9 +524,12 @@ func (j *Journal) transact(ctx context.Context, op string, synced bool, fn func(
 		}
 		start = time.Now()
 		if _, err := t.run(c.commit, nil); err != nil {
-			// A COMMIT that fails leaves the transaction open only when
-			// it was busy; end it either way (an error here means none).
-			_, _ = t.run(c.rollback, nil)
+			// A COMMIT that fails leaves the transaction open when it was
+			// busy; end it, and if that fails too, have the pool discard
+			// the connection (closing it rolls back).
+			if _, rerr := t.run(c.rollback, nil); rerr != nil {
+				return fmt.Errorf("%w: %w", storage(op+" commit", err), driver.ErrBadConn)
+			}
 			return storage(op+" commit", err)
 		}
 		return nil
