@@ -61,7 +61,6 @@ func TestFailedFsyncEndsWrites(t *testing.T) {
 // durable before anyone reads them: the daemon's publisher holds back
 // only its own undurable events.
 func TestOnlyTheDaemonFsyncsItself(t *testing.T) {
-	ctx := context.Background()
 	daemon, path := openTemp(t, Options{Exclusive: true})
 	operator, err := Open(path, Options{})
 	if err != nil {
@@ -78,15 +77,11 @@ func TestOnlyTheDaemonFsyncsItself(t *testing.T) {
 			t.Fatalf("%s's connection: synchronous=%d (%v), want %d", c.name, level, err, c.want)
 		}
 	}
-	if _, err := operator.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 100, Currency: "CAD", Source: "keypad"}, num); err != nil {
-		t.Fatal(err)
-	}
+	armKeypad(t, operator, 100)
 	if walSyncs(operator) != 0 {
 		t.Fatal("the operator's journal fsyncs after its commits, which were visible before")
 	}
-	if _, err := daemon.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 100, Currency: "CAD", Source: "keypad"}, num); err != nil {
-		t.Fatal(err)
-	}
+	armKeypad(t, daemon, 100)
 	if walSyncs(daemon) == 0 {
 		t.Fatal("the daemon's synced commit was not fsync'd")
 	}
@@ -153,9 +148,7 @@ func journalFDs(t *testing.T, path string) int {
 func TestReplacedConnectionsDoNotLeak(t *testing.T) {
 	ctx := context.Background()
 	j, path := openTemp(t, Options{Exclusive: true})
-	if _, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 100, Currency: "CAD", Source: "keypad"}, num); err != nil {
-		t.Fatal(err)
-	}
+	armKeypad(t, j, 100)
 	before := journalFDs(t, path)
 	for i := 0; i < 20; i++ {
 		if i%2 == 0 {
@@ -172,9 +165,7 @@ func TestReplacedConnectionsDoNotLeak(t *testing.T) {
 			}
 			cancel()
 		}
-		if _, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 100, Currency: "CAD", Source: "keypad"}, num); err != nil {
-			t.Fatal(err)
-		}
+		armKeypad(t, j, 100)
 	}
 	if after := journalFDs(t, path); after > before {
 		t.Fatalf("journal descriptors: %d before, %d after 20 replacements", before, after)
@@ -256,10 +247,7 @@ func TestSyncAfterAFailedFsync(t *testing.T) {
 func TestWriteWaitingThroughAFailedFsync(t *testing.T) {
 	ctx := context.Background()
 	j, _ := openTemp(t, Options{Exclusive: true})
-	o, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 100, Currency: "CAD", Source: "keypad"}, num)
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := armKeypad(t, j, 100)
 	failFsync(j)
 	in, release := make(chan struct{}), make(chan struct{})
 	errA := make(chan error, 1)
@@ -334,25 +322,19 @@ func (failingRollback) ExecContext(context.Context, []driver.NamedValue) (driver
 func TestFailedRollbackIsAStorageFailure(t *testing.T) {
 	ctx := context.Background()
 	j, _ := openTemp(t, Options{Exclusive: true})
-	o, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 100, Currency: "CAD", Source: "keypad"}, num)
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := armKeypad(t, j, 100)
 	j.raw.mu.Lock()
 	rc := j.raw.conn
 	rc.rollback = failingRollback{rc.rollback}
 	j.raw.mu.Unlock()
-	_, err = j.Transition(ctx, o.MchOrderNo, StateSubmitting, StatePolling, Update{Status: -1})
+	_, err := j.Transition(ctx, o.MchOrderNo, StateSubmitting, StatePolling, Update{Status: -1})
 	if !errors.Is(err, ErrStorage) || errors.Is(err, ErrStateChanged) {
 		t.Fatalf("a refusal whose rollback failed returned %v", err)
 	}
 	if _, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 200, Currency: "CAD", Source: "keypad"}, num); err != nil {
 		t.Fatalf("the next write: %v", err)
 	}
-	j.raw.mu.Lock()
-	replaced := j.raw.conn != rc
-	j.raw.mu.Unlock()
-	if !replaced {
+	if currentRawConn(j) == rc {
 		t.Fatal("the connection whose rollback failed was used again")
 	}
 }

@@ -9,6 +9,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// armKeypad arms a keypad order of amount, failing the test if it cannot.
+func armKeypad(t *testing.T, j *Journal, amount int64) Order {
+	t.Helper()
+	o, err := j.ArmOrder(context.Background(), Armed{TerminalID: "L01", Amount: amount, Currency: "CAD", Source: "keypad"}, num)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// currentRawConn is the connection writes run on now.
+func currentRawConn(j *Journal) *rawConn {
+	j.raw.mu.Lock()
+	defer j.raw.mu.Unlock()
+	return j.raw.conn
+}
+
 func walSyncs(j *Journal) int {
 	j.wal.mu.Lock()
 	defer j.wal.mu.Unlock()
@@ -49,11 +66,8 @@ func TestSyncedCommitsFsyncTheWAL(t *testing.T) {
 // replace a broken one) and makes a new one, the next synced commit
 // fsyncs the new file, not the descriptor of the deleted one.
 func TestWALSyncFollowsANewWALFile(t *testing.T) {
-	ctx := context.Background()
 	j, path := openTemp(t, Options{Exclusive: true})
-	if _, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 500, Currency: "CAD", Source: "keypad"}, num); err != nil {
-		t.Fatal(err)
-	}
+	armKeypad(t, j, 500)
 	before, err := os.Stat(path + "-wal")
 	if err != nil {
 		t.Fatal(err)
@@ -65,9 +79,7 @@ func TestWALSyncFollowsANewWALFile(t *testing.T) {
 	if _, err := os.Stat(path + "-wal"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the WAL outlived its last connection: %v", err)
 	}
-	if _, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 600, Currency: "CAD", Source: "keypad"}, num); err != nil {
-		t.Fatal(err)
-	}
+	armKeypad(t, j, 600)
 	now, err := os.Stat(path + "-wal")
 	if err != nil {
 		t.Fatal(err)
@@ -91,10 +103,7 @@ func TestWALSyncFollowsANewWALFile(t *testing.T) {
 func TestFailedWALSyncIsAStorageFailure(t *testing.T) {
 	ctx := context.Background()
 	j, _ := openTemp(t, Options{Exclusive: true})
-	o, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 500, Currency: "CAD", Source: "keypad"}, num)
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := armKeypad(t, j, 500)
 	if _, err := j.AttachCode(ctx, o.MchOrderNo, Code{Channel: "WX_MICROPAY", CodeMasked: "13****0001", CodeHash: "h1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +117,7 @@ func TestFailedWALSyncIsAStorageFailure(t *testing.T) {
 		return unix.EIO
 	}
 	j.wal.mu.Unlock()
-	err = j.MarkTaken(ctx, o.MchOrderNo)
+	err := j.MarkTaken(ctx, o.MchOrderNo)
 	if !errors.Is(err, ErrStorage) || !errors.Is(err, unix.EIO) {
 		t.Fatalf("a failed fdatasync returned %v", err)
 	}
@@ -135,21 +144,14 @@ func TestFailedWALSyncIsAStorageFailure(t *testing.T) {
 func TestWritesFollowANewConnection(t *testing.T) {
 	ctx := context.Background()
 	j, _ := openTemp(t, Options{Exclusive: true})
-	o, err := j.ArmOrder(ctx, Armed{TerminalID: "L01", Amount: 500, Currency: "CAD", Source: "keypad"}, num)
-	if err != nil {
-		t.Fatal(err)
-	}
-	j.raw.mu.Lock()
-	before := j.raw.conn
-	j.raw.mu.Unlock()
+	o := armKeypad(t, j, 500)
+	before := currentRawConn(j)
 	j.db.SetMaxIdleConns(0) // the connection is closed, as a broken one would be
 	j.db.SetMaxIdleConns(1)
 	if _, err := j.AttachCode(ctx, o.MchOrderNo, Code{Channel: "WX_MICROPAY", CodeMasked: "13****0001", CodeHash: "h1"}); err != nil {
 		t.Fatal(err)
 	}
-	j.raw.mu.Lock()
-	after := j.raw.conn
-	j.raw.mu.Unlock()
+	after := currentRawConn(j)
 	if after == before || after.dc == before.dc {
 		t.Fatal("the write ran on the closed connection's statements")
 	}
